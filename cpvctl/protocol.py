@@ -1,0 +1,168 @@
+"""The wire contract shared by cpvd and cpvctl: versions, names, error codes.
+
+``cpvd`` imports this module; this module never imports ``cpvd``.
+
+HTTP/1.1 over the daemon's Unix socket, JSON bodies, everything under ``/v1``:
+
+==========  ===========================  =============================================
+method      path                         body / query -> answer
+==========  ===========================  =============================================
+GET         /v1/version                  -> {"api_version": int, "cpv_version": str}
+GET         /v1/status                   -> status object (daemon, queue, jobs, watches,
+                                            storage, registry, waiting)
+GET         /v1/artifacts                -> [{"name", "kind", "latest", "count"}]
+GET         /v1/versions?artifact=N      -> [version object], newest first
+GET         /v1/show?artifact=N&version=V -> version object (with stages and lineage)
+POST        /v1/push                     {"path", "artifact", "metrics"?, "bump"?}
+                                            -> {"job_id": str, "state": str}
+GET         /v1/jobs/<id>                -> job object
+POST        /v1/jobs/<id>/retry          -> job object
+GET         /v1/pull/manifest?artifact=N&version=V
+                                         -> {"artifact", "version", "kind": "file"|"dir",
+                                             "name", "md5", "size",
+                                             "files": [{"relpath", "md5", "size"}]}
+GET         /v1/pull/object?artifact=N&version=V&relpath=R
+                                         -> the bytes of one file (application/octet-stream)
+POST        /v1/revert                   {"artifact", "version", "with_data"?, "to"?}
+                                            -> {"reverted": [{"artifact", "version", "path",
+                                                "backup"?}]}
+POST        /v1/promote                  {"artifact", "version", "stage", "with_data"?}
+                                            -> {"promoted": [{"artifact", "version", "stage",
+                                                "tag"}]}
+POST        /v1/pause                    {"artifact"?} -> {"paused": [names] | "all"}
+POST        /v1/resume                   {"artifact"?} -> {"paused": [...]}
+POST        /v1/verify                   {"sample"?: int, "artifact"?: str}
+                                            -> {"checked": int, "missing": [...], "corrupt": [...]}
+GET         /v1/events                   server-sent events (detected, queued, progress,
+                                            versioned, unchanged, failed, reverted, promoted)
+GET         /metrics                     Prometheus text
+==========  ===========================  =============================================
+
+Errors: ``{"error": {"code": "snake_case", "message": "..."}}`` with the status below.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+CPV_VERSION = "0.1.0"
+API_VERSION = 1
+API_PREFIX = "/v1"
+
+#: Maximum request body the daemon accepts (bytes).
+MAX_BODY = 64 * 1024
+
+# GTO's artifact name rule: letters, digits, '-', '_', '/'; starts and ends alphanumeric.
+_NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9\-/_]*[a-zA-Z0-9])?$")
+_STAGE_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9\-_]*[a-zA-Z0-9])?$")
+_VERSION_RE = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)(?:\.(0|[1-9]\d*))?$")
+_JOB_ID_RE = re.compile(r"^[0-9a-f]{8,64}$")
+
+#: error code -> HTTP status
+ERROR_STATUS: dict[str, int] = {
+    "bad_request": 400,
+    "invalid_json": 400,
+    "invalid_name": 400,
+    "invalid_version": 400,
+    "invalid_stage": 400,
+    "invalid_path": 400,
+    "forbidden": 403,
+    "path_outside_watch": 403,
+    "not_found": 404,
+    "unknown_artifact": 404,
+    "unknown_version": 404,
+    "unknown_job": 404,
+    "method_not_allowed": 405,
+    "conflict": 409,
+    "unchanged": 409,
+    "body_too_large": 413,
+    "unsupported_media_type": 415,
+    "storage_unreachable": 503,
+    "remote_unreachable": 503,
+    "internal": 500,
+}
+
+
+class ProtocolError(ValueError):
+    """Input that breaks the wire contract; ``code`` is one of ERROR_STATUS."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def validate_name(name: object) -> str:
+    """Return ``name`` if it is a valid artifact name (GTO rules), else raise."""
+    if not isinstance(name, str) or not name:
+        raise ProtocolError("invalid_name", "artifact name must be a non-empty string")
+    if len(name) > 200 or not _NAME_RE.match(name) or "//" in name:
+        raise ProtocolError(
+            "invalid_name",
+            f"invalid artifact name {name!r}: use letters, digits, '-', '_' and '/' "
+            "(e.g. 'vision/resnet50'), starting and ending with a letter or digit",
+        )
+    return name
+
+
+def validate_stage(stage: object) -> str:
+    if not isinstance(stage, str) or not _STAGE_RE.match(stage) or len(stage) > 100:
+        raise ProtocolError(
+            "invalid_stage",
+            f"invalid stage {stage!r}: use letters, digits, '-' and '_' (e.g. 'prod')",
+        )
+    return stage
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    """A semantic version ``vMAJOR.MINOR.PATCH``."""
+
+    major: int
+    minor: int
+    patch: int
+
+    @classmethod
+    def parse(cls, text: object) -> Version:
+        """Parse ``v1.2.3``, ``1.2.3`` or ``v1.2`` (PATCH defaults to 0)."""
+        m = _VERSION_RE.match(text) if isinstance(text, str) else None
+        if m is None:
+            raise ProtocolError(
+                "invalid_version",
+                f"invalid version {text!r}: expected vMAJOR.MINOR[.PATCH], e.g. v1.2 or v1.2.0",
+            )
+        return cls(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+
+    def bump(self, part: str = "minor") -> Version:
+        if part == "major":
+            return Version(self.major + 1, 0, 0)
+        if part == "minor":
+            return Version(self.major, self.minor + 1, 0)
+        if part == "patch":
+            return Version(self.major, self.minor, self.patch + 1)
+        raise ProtocolError("bad_request", f"unknown bump {part!r}: use major, minor or patch")
+
+    def __str__(self) -> str:
+        return f"v{self.major}.{self.minor}.{self.patch}"
+
+
+FIRST_VERSION = Version(1, 0, 0)
+
+
+def split_ref(text: str) -> tuple[str, str | None]:
+    """Split ``name@v1.2`` into ``(name, "v1.2")``; a bare name gives ``(name, None)``."""
+    name, sep, version = text.rpartition("@")
+    if not sep:
+        return text, None
+    return name, version
+
+
+def validate_job_id(job_id: object) -> str:
+    if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id):
+        raise ProtocolError("bad_request", f"invalid job id {job_id!r}")
+    return job_id
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}

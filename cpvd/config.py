@@ -1,0 +1,95 @@
+"""The daemon's configuration model (dataclasses) and its defaults.
+
+Loading and validation of TOML lives in ``cpvd.config_load``; this module only holds the
+shape so every other module can depend on it without pulling in the loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cpvd import paths
+
+DEFAULT_SETTLE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    socket: Path = field(default_factory=paths.default_socket)
+    state_dir: Path = field(default_factory=paths.default_state_dir)
+    #: extra uids allowed to talk to the API (the daemon's own uid and root always are)
+    allow_uids: tuple[int, ...] = ()
+    #: a group whose members may talk to the API (e.g. "cpv")
+    allow_group: str | None = None
+    #: seconds between full rescans of every watch
+    rescan_seconds: float = 30.0
+    #: bound on snapshot space in bytes (0 = unbounded)
+    snapshot_limit_bytes: int = 0
+    #: seconds to finish the running step on SIGTERM before cancelling it
+    drain_timeout: float = 20.0
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    path: Path = field(default_factory=paths.default_registry)
+    remote: str | None = None
+    ssh_key: Path | None = None
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    #: "s3://bucket/prefix" or an absolute local directory
+    url: str = field(default_factory=lambda: str(paths.default_storage()))
+    endpoint_url: str | None = None
+    profile: str | None = None
+    region: str | None = None
+    #: multipart part size and concurrency for S3 uploads
+    part_size_mb: int = 16
+    concurrency: int = 8
+
+    @property
+    def is_s3(self) -> bool:
+        return self.url.startswith("s3://")
+
+    def s3_bucket_prefix(self) -> tuple[str, str]:
+        """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
+        rest = self.url[len("s3://") :]
+        bucket, _, prefix = rest.partition("/")
+        return bucket, prefix.strip("/")
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    path: Path
+    artifact: str
+    kind: str = "model"  # "model" | "data"
+    data: tuple[str, ...] = ()
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    poll: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    watches: tuple[WatchConfig, ...] = ()
+    #: the file this was loaded from (None: embedded defaults / flags)
+    source: Path | None = None
+
+    def artifact_kinds(self) -> dict[str, str]:
+        """Every artifact the config names, with its kind (lineage data artifacts included)."""
+        kinds: dict[str, str] = {}
+        for w in self.watches:
+            for d in w.data:
+                kinds.setdefault(d, "data")
+        for w in self.watches:
+            kinds[w.artifact] = w.kind
+        return kinds
+
+    def watch_for(self, artifact: str) -> WatchConfig | None:
+        for w in self.watches:
+            if w.artifact == artifact:
+                return w
+        return None
