@@ -39,6 +39,64 @@ GET         /metrics                     Prometheus text
 ==========  ===========================  =============================================
 
 Errors: ``{"error": {"code": "snake_case", "message": "..."}}`` with the status below.
+
+Details the client (``cpvctl``) relies on. Keys marked ``?`` may be absent or null; the client
+renders what is there and ignores unknown keys, so the daemon may add more.
+
+* Every query value is URL-encoded; versions on the wire are always full ``vX.Y.Z`` (the
+  client normalises ``v1.1`` to ``v1.1.0`` before sending).
+* ``POST`` bodies are JSON objects sent with ``Content-Type: application/json``.
+* ``/v1/version`` must keep working in every future API version: the client asks it first and
+  treats a 404 there as "daemon is older (API 0)".
+* version object: ``{"artifact", "version", "tag", "md5", "size": int, "created_at": ISO-8601,
+  "metrics": {k: number|str}, "stages": [str], "kind"?: "model"|"data", "is_dir"?: bool,
+  "name"?: original file/dir name, "nfiles"?: int, "source"?: path, "host"?, "lineage"?:
+  {data artifact: version}, "job_id"?}``.
+* ``POST /v1/push``: ``path`` is absolute; ``metrics`` an object; ``bump`` is ``"minor"``
+  (default) or ``"major"``. Answer 202 (or 200) with at least ``job_id`` and ``state``; a full
+  job object is welcome.
+* job object: ``{"job_id" (or "id"), "state", "artifact", "path" (or "source"), "version"?:
+  "vX.Y.Z" once known, "error"?: str, "created_at"?, "updated_at"?, "result"?: {"reason"?}}``.
+  ``state`` is one of ``queued``, ``running``, ``done`` (a new version: ``version`` set),
+  ``unchanged`` (content equals the current version: ``version`` names that one),
+  ``failed`` (``error`` says why) or ``skipped`` (never versioned, e.g. the file vanished);
+  the last four are final (``JOB_FINAL_STATES``). A retryable failure goes back to
+  ``queued``, so a ``failed`` event alone does not end a wait: the client re-reads the job.
+  ``/v1/jobs/<id>/retry`` re-queues a ``failed`` job (409 otherwise) and answers the job.
+* status object: ``{"daemon": {"pid", "cpv_version" (or "version"), "api_version",
+  "uptime"?: seconds, "paused"?: [names] | "all"}, "queue": {"queued": int, "running": int,
+  "failed": int, "done"?: int},
+  "jobs": [job object] (active and recently failed), "watches": [{"path", "artifact",
+  "kind", "paused": bool, "poll"?: bool, "error"?}], "storage": {"url",
+  "reachable": bool, "error"?}, "registry": {"path", "remote"?, "unpushed": int (commits/tags
+  not yet on the remote), "error"?}, "waiting": [{"path", "artifact"?, "reason", "since"?}],
+  "paused": [names] | "all"?}``.
+* ``GET /v1/artifacts``: ``kind`` is ``"model"``/``"data"``, ``latest`` a version or null,
+  ``count`` an int; ``stages``? ``{stage: version}``.
+* ``GET /v1/pull/manifest``: ``version`` may be omitted: the daemon answers the artifact's
+  current version and names it in ``version``. ``name`` is the checkpoint's original file or
+  directory name (one path component). For ``kind: "file"``, ``files`` holds exactly one entry
+  whose ``relpath`` equals ``name``; for ``"dir"``, ``relpath`` is ``/``-separated relative to
+  the directory (never absolute, never ``..``). ``/v1/pull/object`` takes that ``relpath`` and
+  the resolved ``version``; it may send ``Content-Length`` (the client checks size and md5
+  itself either way).
+* ``POST /v1/revert``: ``to`` is an absolute directory; ``with_data`` also reverts the data
+  artifacts in the version's lineage. ``POST /v1/promote`` likewise for ``with_data``.
+* ``POST /v1/pause`` / ``/v1/resume`` without ``artifact`` act on every watch; the answer
+  lists what is paused afterwards.
+* ``GET /v1/events``: ``Content-Type: text/event-stream``; each event is ``event: <name>``
+  plus one ``data: <JSON object>`` line (the payload, or the envelope ``{"id", "type",
+  "time", "data": payload}``: the client unwraps it) and a blank line; ``id:`` lines are
+  ignored by the client; ``: comment`` keep-alive lines are
+  welcome (every ~15 s). Job events carry ``job_id``; ``progress`` carries ``{"job_id",
+  "bytes", "total"}``; ``versioned`` ``{"job_id", "artifact", "version", ...}``; ``unchanged``
+  ``{"job_id", "artifact", "version"}``; ``failed`` ``{"job_id", "error", ...}``;
+  ``queued``/``detected`` ``{"job_id"?, "artifact", "path"}``; ``reverted``/``promoted``
+  as the items of those answers. The client subscribes and then reads the job, so an event
+  sent before it subscribed is not needed.
+* ``POST /v1/verify``: ``missing`` and ``corrupt`` are lists of ``{"tag"}`` or
+  ``{"artifact", "version"}``, plus ``"relpath"?``, ``"object"?`` (the client prints them and
+  exits 1 when either is non-empty).
 """
 
 from __future__ import annotations
@@ -166,3 +224,26 @@ def validate_job_id(job_id: object) -> str:
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
+
+
+#: Job states after which nothing more happens to a job (see the module docstring).
+JOB_FINAL_STATES = frozenset({"done", "unchanged", "failed", "skipped"})
+
+#: Event names that end a job, mapped to the job state they imply.
+JOB_FINAL_EVENTS = {
+    "versioned": "done",
+    "unchanged": "unchanged",
+    "failed": "failed",
+    "skipped": "skipped",
+}
+
+
+def job_id_of(job: dict[str, object]) -> str | None:
+    """A job object's id (``job_id``, or ``id`` as the daemon's job records name it)."""
+    value = job.get("job_id", job.get("id"))
+    return value if isinstance(value, str) else None
+
+
+def normalize_version(text: object) -> str:
+    """``v1.1`` -> ``v1.1.0``: the form used on the wire and in tags."""
+    return str(Version.parse(text))

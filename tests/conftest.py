@@ -82,7 +82,7 @@ def s3_bucket(moto_server: str) -> str:
 def bare_remote(short_tmp: Path) -> Path:
     """An empty bare Git repository, standing in for the team's registry remote."""
     path = short_tmp / "remote.git"
-    subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(path)], check=True)
     return path
 
 

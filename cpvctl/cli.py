@@ -1,0 +1,451 @@
+"""``cpvctl``: parse argv -> call ``Client`` -> render -> exit code. Nothing else lives here.
+
+Exit codes: 0 ok, 1 the operation failed (or the daemon refused it), 2 usage error (caught
+locally, nothing sent), 3 the daemon is not reachable. Names, versions and stages are checked
+with ``cpvctl.protocol`` before anything is sent, so a typo never costs a round trip and the
+message is the same one the daemon would give.
+
+Heavy-ish imports (http.client, the renderers) happen inside ``main`` after parsing, so
+``cpvctl --version`` and ``--help`` stay at interpreter start-up cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from cpvctl.errors import EXIT_FAILED, EXIT_OK, CpvctlError, UsageError
+from cpvctl.protocol import (
+    CPV_VERSION,
+    ProtocolError,
+    job_id_of,
+    normalize_version,
+    split_ref,
+    validate_job_id,
+    validate_name,
+    validate_stage,
+)
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
+if TYPE_CHECKING:
+    from typing import Any
+
+    from cpvctl.client import Client
+
+ClientFactory = Callable[[str | None, float], "Client"]
+Handler = Callable[[argparse.Namespace, "Client"], int]
+
+
+# --- argument parsing ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Options accepted both before and after the verb. SUPPRESS keeps a sub-parser from
+    # resetting a value given before the verb.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the daemon's JSON instead of tables")
+    common.add_argument("--socket", default=argparse.SUPPRESS, metavar="PATH",
+                        help="daemon socket (default: $CPV_SOCKET or the platform runtime dir)")
+
+    parser = argparse.ArgumentParser(
+        prog="cpvctl",
+        description="Control the CPV checkpoint-versioning daemon (cpvd).",
+        epilog="exit codes: 0 ok, 1 failed, 2 usage error, 3 daemon not reachable",
+    )
+    parser.add_argument("--version", action="version", version=f"cpvctl {CPV_VERSION}")
+    parser.add_argument("--json", action="store_true", default=False,
+                        help="print the daemon's JSON instead of tables")
+    parser.add_argument("--socket", default=None, metavar="PATH",
+                        help="daemon socket (default: $CPV_SOCKET or the platform runtime dir)")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="how long to wait for each daemon answer (default 30)")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    verb("status", "queue, jobs, watches, storage and checkpoints waiting to be versioned")
+    verb("artifacts", "list artifacts with their latest version")
+    p = verb("versions", "list the versions of an artifact, newest first")
+    p.add_argument("name", metavar="NAME")
+    p = verb("show", "show one version (metadata, metrics, stages, lineage)")
+    p.add_argument("ref", metavar="NAME@VERSION")
+
+    p = verb("push", "submit a checkpoint file or directory as a new version")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--artifact", "-a", required=True, metavar="NAME")
+    p.add_argument("--metrics", metavar="JSON", help='metrics as a JSON object, e.g. {"acc": 0.9}')
+    p.add_argument("--metric", action="append", default=[], metavar="K=V",
+                   help="one metric (repeatable); numbers stay numbers")
+    p.add_argument("--major", action="store_true", help="bump MAJOR instead of MINOR")
+    p.add_argument("--wait", action="store_true", help="wait for the version and print it")
+    p.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --wait: give up waiting after this long (the job goes on)")
+
+    p = verb("pull", "download a version (default: the current one) into a directory")
+    p.add_argument("ref", metavar="NAME[@VERSION]")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--force", action="store_true", help="replace a different existing copy")
+
+    p = verb("revert", "restore a version's bytes and point the registry back at it")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("version", metavar="VERSION", nargs="?")
+    p.add_argument("--with-data", action="store_true", help="also revert its data lineage")
+    p.add_argument("--to", metavar="DIR", help="restore into DIR instead of the original place")
+
+    p = verb("promote", "move a stage label (prod, best, ...) to a version")
+    p.add_argument("ref", metavar="NAME@VERSION")
+    p.add_argument("stage", metavar="STAGE")
+    p.add_argument("--with-data", action="store_true", help="also promote its data lineage")
+
+    p = verb("pause", "stop versioning (one artifact's watches, or all)")
+    p.add_argument("name", metavar="NAME", nargs="?")
+    p = verb("resume", "resume versioning (one artifact's watches, or all)")
+    p.add_argument("name", metavar="NAME", nargs="?")
+
+    p = verb("events", "follow the daemon's events (Ctrl-C to stop)")
+    p.add_argument("--follow", "-f", action="store_true", help="follow until interrupted (default)")
+    p.add_argument("--count", "-n", type=_positive_int, metavar="N", help="stop after N events")
+
+    p = verb("verify", "check that stored objects exist and match their md5")
+    p.add_argument("--sample", type=_positive_int, metavar="N", help="check N random versions")
+    p.add_argument("--artifact", metavar="NAME")
+
+    p = verb("retry", "re-queue a failed job")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p = verb("job", "show one job")
+    p.add_argument("job_id", metavar="JOB_ID")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+# --- local validation ----------------------------------------------------------------------
+
+
+def _valid(check: Callable[[Any], str], value: object) -> str:
+    try:
+        return check(value)
+    except ProtocolError as e:
+        raise UsageError(e.message, code=e.code) from None
+
+
+def _ref(text: str, need_version: bool, example: str) -> tuple[str, str | None]:
+    name, version = split_ref(text)
+    name = _valid(validate_name, name)
+    if version is None:
+        if need_version:
+            raise UsageError(f"expected NAME@VERSION, e.g. {name}@{example}", code="bad_request")
+        return name, None
+    return name, _valid(normalize_version, version)
+
+
+def parse_metrics(metrics_json: str | None, pairs: Sequence[str]) -> dict[str, Any] | None:
+    """``--metrics '{"acc": 0.9}'`` merged with ``--metric loss=0.1`` (pairs win)."""
+    import json
+
+    result: dict[str, Any] = {}
+    if metrics_json:
+        try:
+            loaded = json.loads(metrics_json)
+        except ValueError as e:
+            raise UsageError(f"--metrics is not valid JSON: {e}") from None
+        if not isinstance(loaded, dict):
+            raise UsageError('--metrics must be a JSON object, e.g. {"acc": 0.93}')
+        result.update(loaded)
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--metric expects KEY=VALUE, got {pair!r}")
+        result[key.strip()] = _metric_value(raw.strip())
+    return result or None
+
+
+def _metric_value(raw: str) -> Any:
+    import json
+
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, int | float | bool) or value is None else raw
+
+
+# --- verbs ---------------------------------------------------------------------------------
+
+
+def _print_json(data: Any, indent: int | None = 2) -> None:
+    import json
+
+    print(json.dumps(data, indent=indent), flush=True)
+
+
+def _emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> None:
+    if args.json:
+        _print_json(data)
+    else:
+        print(human(data))
+
+
+def cmd_status(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.render import render_status
+
+    _emit(args, client.status(), render_status)
+    return EXIT_OK
+
+
+def cmd_artifacts(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.render import render_artifacts
+
+    _emit(args, client.artifacts(), render_artifacts)
+    return EXIT_OK
+
+
+def cmd_versions(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.render import render_versions
+
+    _emit(args, client.versions(_valid(validate_name, args.name)), render_versions)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.render import render_show
+
+    name, version = _ref(args.ref, need_version=True, example="v1.2")
+    assert version is not None
+    _emit(args, client.show(name, version), render_show)
+    return EXIT_OK
+
+
+def cmd_push(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.render import render_job
+
+    artifact = _valid(validate_name, args.artifact)
+    metrics = parse_metrics(args.metrics, args.metric)
+    path = os.path.abspath(args.path)
+    if not os.path.exists(path):
+        raise UsageError(f"no such file or directory: {args.path}")
+    job = client.push(path, artifact, metrics=metrics, bump="major" if args.major else "minor")
+    job_id = job_id_of(job)
+    if job_id is None:
+        raise CpvctlError(f"cpvd answered the push without a job id: {job!r}", "bad_answer")
+    if not args.wait:
+        if args.json:
+            _print_json(job)
+        else:
+            print(f"queued job {job_id}: {artifact} <- {path}")
+            print(f"follow it with: cpvctl job {job_id}")
+        return EXIT_OK
+    final = _wait_with_progress(client, job_id, f"push {artifact}", args.wait_timeout)
+    state = final.get("state")
+    if args.json:
+        _print_json(final)
+    elif state == "done":
+        print(f"{artifact}@{final.get('version')}  (job {job_id})")
+    elif state == "unchanged":
+        print(f"unchanged: content equals {artifact}@{final.get('version')}; no new version")
+    else:
+        print(f"cpvctl: not versioned: {render_job(final)}", file=sys.stderr)
+    return EXIT_OK if state in ("done", "unchanged") else EXIT_FAILED
+
+
+def _wait_with_progress(
+    client: Client, job_id: str, label: str, timeout: float | None
+) -> dict[str, Any]:
+    from cpvctl.progress import Progress
+
+    bar = Progress(label)
+
+    def on_event(event: str, data: dict[str, Any]) -> None:
+        if event == "progress" and isinstance(data.get("bytes"), int):
+            total = data.get("total")
+            bar.update(data["bytes"], total if isinstance(total, int) else None)
+
+    try:
+        return client.wait(job_id, timeout=timeout, on_event=on_event)
+    finally:
+        bar.finish()
+
+
+def cmd_pull(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.progress import Progress
+
+    name, version = _ref(args.ref, need_version=False, example="v1.2")
+    bar = Progress(f"pull {name}@{version or 'current'}")
+    try:
+        result = client.pull_detailed(
+            name, version, args.output, progress=bar.update, force=args.force
+        )
+    finally:
+        bar.finish()
+    if args.json:
+        _print_json({
+            "artifact": result.artifact,
+            "version": result.version,
+            "kind": result.kind,
+            "path": str(result.path),
+            "already_present": result.already_present,
+        })
+    elif result.already_present:
+        print(f"{result.path}  (already {result.artifact}@{result.version}, nothing downloaded)")
+    else:
+        print(f"{result.path}  ({result.artifact}@{result.version})")
+    return EXIT_OK
+
+
+def cmd_revert(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.render import render_reverted
+
+    if args.version is None:
+        name, version = _ref(args.name, need_version=True, example="v1.2")
+    else:
+        name = _valid(validate_name, args.name)
+        version = _valid(normalize_version, args.version)
+    assert version is not None
+    to = os.path.abspath(args.to) if args.to else None
+    _emit(args, client.revert(name, version, with_data=args.with_data, to=to), render_reverted)
+    return EXIT_OK
+
+
+def cmd_promote(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.render import render_promoted
+
+    name, version = _ref(args.ref, need_version=True, example="v1.2")
+    assert version is not None
+    stage = _valid(validate_stage, args.stage)
+    answer = client.promote(name, version, stage, with_data=args.with_data)
+    _emit(args, answer, render_promoted)
+    return EXIT_OK
+
+
+def cmd_pause(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.render import render_paused
+
+    name = None if args.name is None else _valid(validate_name, args.name)
+    _emit(args, client.pause(name), render_paused)
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.render import render_paused
+
+    name = None if args.name is None else _valid(validate_name, args.name)
+    _emit(args, client.resume(name), render_paused)
+    return EXIT_OK
+
+
+def cmd_events(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.render import render_event
+
+    seen = 0
+    stream = client.events()
+    try:
+        for event, data in stream:
+            if args.json:
+                _print_json({"event": event, "data": data}, indent=None)
+            else:
+                print(render_event(event, data), flush=True)
+            seen += 1
+            if args.count is not None and seen >= args.count:
+                break
+    except KeyboardInterrupt:
+        return EXIT_OK  # the normal way to stop following
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.render import render_verify
+
+    artifact = None if args.artifact is None else _valid(validate_name, args.artifact)
+    result = client.verify(sample=args.sample, artifact=artifact)
+    _emit(args, result, render_verify)
+    return EXIT_FAILED if result.get("missing") or result.get("corrupt") else EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.render import render_job
+
+    _emit(args, client.retry(_valid(validate_job_id, args.job_id)), render_job)
+    return EXIT_OK
+
+
+def cmd_job(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.render import render_job
+
+    job = client.job(_valid(validate_job_id, args.job_id))
+    _emit(args, job, render_job)
+    return EXIT_FAILED if job.get("state") == "failed" else EXIT_OK
+
+
+HANDLERS: dict[str, Handler] = {
+    "status": cmd_status,
+    "artifacts": cmd_artifacts,
+    "versions": cmd_versions,
+    "show": cmd_show,
+    "push": cmd_push,
+    "pull": cmd_pull,
+    "revert": cmd_revert,
+    "promote": cmd_promote,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
+    "events": cmd_events,
+    "verify": cmd_verify,
+    "retry": cmd_retry,
+    "job": cmd_job,
+}
+
+
+def _default_client(socket_path: str | None, timeout: float) -> Client:
+    from cpvctl.client import Client
+
+    return Client(socket_path, timeout=timeout)
+
+
+def main(argv: Sequence[str] | None = None, *, client_factory: ClientFactory | None = None) -> int:
+    """Run one cpvctl command; returns the exit code (the console script exits with it).
+
+    ``client_factory(socket_path, timeout)`` lets tests substitute the client.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:  # fast path: no parser, no socket
+        print(f"cpvctl {CPV_VERSION}")
+        return EXIT_OK
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: usage errors exit 2, --help/--version exit 0
+        return e.code if isinstance(e.code, int) else EXIT_FAILED
+    factory = client_factory or _default_client
+    try:
+        client = factory(args.socket, args.timeout)
+        return HANDLERS[args.verb](args, client)
+    except CpvctlError as e:
+        print(f"cpvctl: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("cpvctl: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (`cpvctl events | head`): not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except OSError as e:
+        print(f"cpvctl: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""),
+              file=sys.stderr)
+        return EXIT_FAILED

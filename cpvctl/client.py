@@ -1,0 +1,556 @@
+"""``cpvctl.Client``: the daemon's API over HTTP/1.1 on its Unix socket, standard library only.
+
+Training scripts import this (``Client().submit(path, "vision/resnet50")``), and the CLI is a
+thin layer over it. One connection per request keeps it simple and fork-safe; a Unix-socket
+connect costs microseconds. The API version is checked once, before the first real request, so
+a daemon/client skew surfaces as a clear "upgrade X" message rather than a puzzling 404.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from cpvctl import errors
+from cpvctl.defaults import default_socket
+from cpvctl.errors import (
+    ApiMismatch,
+    CpvctlError,
+    DaemonUnreachable,
+    JobFailed,
+    NotFound,
+    UsageError,
+    WaitTimeout,
+)
+from cpvctl.protocol import (
+    API_PREFIX,
+    API_VERSION,
+    CPV_VERSION,
+    JOB_FINAL_EVENTS,
+    JOB_FINAL_STATES,
+    ProtocolError,
+    job_id_of,
+    normalize_version,
+    validate_job_id,
+    validate_name,
+    validate_stage,
+)
+
+Json = Any
+EventCallback = Callable[[str, dict[str, Any]], None]
+ProgressCallback = Callable[[int, int | None], None]
+
+#: How long ``wait`` reads the event stream before re-reading the job anyway (a missed event,
+#: or a daemon without keep-alives, costs at most this much).
+_EVENT_HEARTBEAT = 5.0
+_POLL_INTERVAL = 0.5
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """``http.client`` over an AF_UNIX stream socket instead of TCP."""
+
+    def __init__(self, socket_path: str, timeout: float | None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class EventStream:
+    """An open ``GET /v1/events`` answer, iterated as ``(event, data)`` pairs.
+
+    Iteration raises ``TimeoutError`` when no line arrived within the read timeout; the stream
+    is unusable afterwards (a timed-out socket file cannot be read again), so close it.
+    """
+
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
+        self._conn = conn
+        self._resp = resp
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        event, data_lines = "message", list[str]()
+        while True:
+            raw = self._resp.readline()
+            if not raw:
+                return
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if not line:
+                if data_lines:
+                    yield event, _event_data("\n".join(data_lines))
+                event, data_lines = "message", []
+                continue
+            if line.startswith(":"):
+                continue
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                event = value
+            elif field == "data":
+                data_lines.append(value)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _event_data(text: str) -> dict[str, Any]:
+    """The event's payload; an envelope ``{"id", "type", "time", "data": {...}}`` is unwrapped
+    so callers see the same flat payload whichever form the daemon sends."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {"raw": text}
+    if not isinstance(data, dict):
+        return {"value": data}
+    inner = data.get("data")
+    if isinstance(inner, dict) and "type" in data:
+        return inner
+    return data
+
+
+def _checked(fn: Callable[[object], str], value: object) -> str:
+    """Validate locally so a typo is a usage error before anything reaches the daemon."""
+    try:
+        return fn(value)
+    except ProtocolError as e:
+        raise UsageError(e.message, code=e.code) from None
+
+
+def _name(value: object) -> str:
+    return _checked(validate_name, value)
+
+
+def _version(value: object) -> str:
+    return _checked(normalize_version, value)
+
+
+class Client:
+    """The daemon's API. Every method raises a ``cpvctl.errors.CpvctlError`` subclass."""
+
+    def __init__(self, socket_path: str | None = None, timeout: float = 30) -> None:
+        self.socket_path = str(socket_path) if socket_path else default_socket()
+        self.timeout = float(timeout)
+        self._api_checked = False
+
+    # --- transport ---------------------------------------------------------------------
+
+    def _url(self, path: str, query: dict[str, Any] | None) -> str:
+        url = path if path.startswith("/metrics") else API_PREFIX + path
+        if query:
+            clean = {k: v for k, v in query.items() if v is not None}
+            if clean:
+                url += "?" + urlencode(clean)
+        return url
+
+    def _unreachable(self, error: OSError) -> DaemonUnreachable:
+        if isinstance(error, ConnectionRefusedError):
+            try:
+                mode = os.stat(self.socket_path).st_mode
+            except OSError:
+                mode = stat.S_IFSOCK
+            if not stat.S_ISSOCK(mode):
+                return DaemonUnreachable(
+                    f"{self.socket_path} is not a socket: is --socket/CPV_SOCKET right?",
+                    code="not_a_socket",
+                )
+        return errors.unreachable(self.socket_path, error, self.timeout)
+
+    def open(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: Json = None,
+        read_timeout: float | None = -1.0,
+    ) -> tuple[UnixHTTPConnection, http.client.HTTPResponse]:
+        """Send a request and return the open connection and response (status < 400).
+
+        ``read_timeout`` replaces the socket timeout once the headers are in (``None`` blocks
+        forever, for event streams); the default keeps ``self.timeout``. The caller closes.
+        """
+        conn = UnixHTTPConnection(self.socket_path, self.timeout)
+        try:
+            conn.connect()
+        except (OSError, TimeoutError) as e:
+            conn.close()
+            raise self._unreachable(e) from None
+        accept = "text/event-stream" if path == "/events" else "application/json"
+        headers = {"Accept": accept, "User-Agent": f"cpvctl/{CPV_VERSION}"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, self._url(path, query), body=payload, headers=headers)
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                raise errors.from_response(resp.status, resp.read(), resp.reason)
+        except TimeoutError as e:
+            conn.close()
+            raise errors.unreachable(self.socket_path, e, self.timeout) from None
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
+            raise _lost(e) from None
+        except BaseException:
+            conn.close()
+            raise
+        if read_timeout != -1.0 and conn.sock is not None:
+            conn.sock.settimeout(read_timeout)
+        return conn, resp
+
+    def request(
+        self, method: str, path: str, query: dict[str, Any] | None = None, body: Json = None
+    ) -> Json:
+        """One JSON round trip (after the one-time API check)."""
+        if not self._api_checked:
+            self.check_api()
+        return self._request(method, path, query, body)
+
+    def _request(
+        self, method: str, path: str, query: dict[str, Any] | None = None, body: Json = None
+    ) -> Json:
+        conn, resp = self.open(method, path, query, body)
+        try:
+            data = resp.read()
+        except TimeoutError as e:
+            raise errors.unreachable(self.socket_path, e, self.timeout) from None
+        except (OSError, http.client.HTTPException) as e:
+            raise _lost(e) from None
+        finally:
+            conn.close()
+        if not data:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise CpvctlError(
+                f"cpvd sent a non-JSON answer to {method} {path}", code="bad_answer"
+            ) from None
+
+    # --- handshake ---------------------------------------------------------------------
+
+    def version(self) -> dict[str, Any]:
+        """``{"api_version", "cpv_version"}`` of the daemon (no API check: this *is* it)."""
+        answer = self._request("GET", "/version")
+        if not isinstance(answer, dict):
+            raise ApiMismatch("cpvd answered /v1/version with something that is not an object")
+        return answer
+
+    def check_api(self) -> dict[str, Any]:
+        """Fail with an "upgrade cpvd" / "upgrade cpvctl" message unless the APIs match."""
+        try:
+            info = self.version()
+        except NotFound:
+            raise ApiMismatch(
+                f"daemon is older (API 0), upgrade cpvd: cpvctl {CPV_VERSION} needs API "
+                f"{API_VERSION} and the daemon has no /v1/version",
+                code="api_mismatch",
+            ) from None
+        api = info.get("api_version")
+        cpv = info.get("cpv_version", "?")
+        if not isinstance(api, int):
+            raise ApiMismatch(f"cpvd sent no API version (got {api!r})", code="api_mismatch")
+        if api < API_VERSION:
+            raise ApiMismatch(
+                f"daemon is older (API {api}), upgrade cpvd: cpvd {cpv} speaks API {api}, "
+                f"cpvctl {CPV_VERSION} needs API {API_VERSION}",
+                code="api_mismatch",
+            )
+        if api > API_VERSION:
+            raise ApiMismatch(
+                f"client is older, upgrade cpvctl: cpvd {cpv} speaks API {api}, "
+                f"cpvctl {CPV_VERSION} speaks API {API_VERSION}",
+                code="api_mismatch",
+            )
+        self._api_checked = True
+        return info
+
+    # --- reading -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/status"))
+
+    def artifacts(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/artifacts"))
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/versions", {"artifact": _name(name)}))
+
+    def show(self, name: str, version: str) -> dict[str, Any]:
+        query = {"artifact": _name(name), "version": _version(version)}
+        return dict(self.request("GET", "/show", query))
+
+    def metrics(self) -> str:
+        """The daemon's Prometheus text (``GET /metrics``)."""
+        conn, resp = self.open("GET", "/metrics")
+        try:
+            return resp.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+
+    # --- jobs --------------------------------------------------------------------------
+
+    def push(
+        self,
+        path: str | os.PathLike[str],
+        artifact: str,
+        metrics: dict[str, Any] | None = None,
+        bump: str = "minor",
+    ) -> dict[str, Any]:
+        """Queue ``path`` (made absolute: the daemon has its own working directory)."""
+        if bump not in ("minor", "major"):
+            raise UsageError(f"bump must be 'minor' or 'major', not {bump!r}")
+        if metrics is not None and not isinstance(metrics, dict):
+            raise UsageError("metrics must be a dict of name -> number or string")
+        body: dict[str, Any] = {
+            "path": os.path.abspath(os.fspath(path)),
+            "artifact": _name(artifact),
+            "bump": bump,
+        }
+        if metrics:
+            body["metrics"] = metrics
+        return dict(self.request("POST", "/push", body=body))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/jobs/{quote(_checked(validate_job_id, job_id))}"))
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        jid = quote(_checked(validate_job_id, job_id))
+        return dict(self.request("POST", f"/jobs/{jid}/retry"))
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        on_event: EventCallback | None = None,
+    ) -> dict[str, Any]:
+        """Block until the job is final (done, unchanged, failed) and return the job object.
+
+        Follows ``/v1/events`` (``on_event`` sees this job's events, e.g. ``progress``), reading
+        the job after subscribing so an already-finished job returns at once; falls back to
+        polling ``/v1/jobs/<id>`` when the daemon has no event stream. Raises ``WaitTimeout``
+        after ``timeout`` seconds (the job itself goes on). A failed job is returned, not
+        raised: callers decide (``submit`` raises ``JobFailed``).
+        """
+        job_id = _checked(validate_job_id, job_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        use_events = True
+        while True:
+            remaining = _remaining(deadline, job_id)
+            stream: EventStream | None = None
+            if use_events:
+                try:
+                    stream = self._open_events(min(_EVENT_HEARTBEAT, remaining))
+                except (NotFound, errors.BadRequest):
+                    use_events = False
+            try:
+                job = self.job(job_id)
+                if job.get("state") in JOB_FINAL_STATES:
+                    return job
+                if stream is None:
+                    time.sleep(min(_POLL_INTERVAL, _remaining(deadline, job_id)))
+                    continue
+                ended = self._follow(stream, job_id, on_event, deadline)
+                if ended:
+                    job = self.job(job_id)
+                    if job.get("state") in JOB_FINAL_STATES:
+                        return job
+                else:
+                    time.sleep(min(_POLL_INTERVAL, _remaining(deadline, job_id)))
+            except TimeoutError:
+                pass  # no event for a heartbeat: re-read the job on a fresh stream
+            except (OSError, http.client.HTTPException):
+                # The stream broke; the next job read says whether the daemon is still there.
+                time.sleep(min(_POLL_INTERVAL, _remaining(deadline, job_id)))
+            finally:
+                if stream is not None:
+                    stream.close()
+
+    def _follow(
+        self,
+        stream: EventStream,
+        job_id: str,
+        on_event: EventCallback | None,
+        deadline: float | None,
+    ) -> bool:
+        """Read until this job's final event (True) or the stream ends (False)."""
+        for event, data in stream:
+            _remaining(deadline, job_id)  # also when only other jobs' events arrive
+            if data.get("job_id") != job_id:
+                continue
+            if on_event is not None:
+                on_event(event, data)
+            if event in JOB_FINAL_EVENTS:
+                return True
+        return False
+
+    def submit(
+        self,
+        path: str | os.PathLike[str],
+        artifact: str,
+        metrics: dict[str, Any] | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        bump: str = "minor",
+        on_event: EventCallback | None = None,
+    ) -> dict[str, Any]:
+        """Push a checkpoint from a training script and (by default) wait for its version.
+
+        Returns the final job (``job["version"]`` is the new or unchanged version); raises
+        ``JobFailed`` when the daemon could not version it, so a script never silently
+        continues without its checkpoint stored.
+        """
+        job = self.push(path, artifact, metrics=metrics, bump=bump)
+        if not wait:
+            return job
+        job_id = job_id_of(job)
+        if job_id is None:
+            raise CpvctlError(f"cpvd answered the push without a job id: {job!r}", "bad_answer")
+        final = self.wait(job_id, timeout=timeout, on_event=on_event)
+        if final.get("state") in ("failed", "skipped"):
+            reason = final.get("error") or (final.get("result") or {}).get("reason")
+            raise JobFailed(f"job {job_id} {final.get('state')}: {reason}", final)
+        return final
+
+    # --- data --------------------------------------------------------------------------
+
+    def pull(
+        self,
+        name: str,
+        version: str | None,
+        out_dir: str | os.PathLike[str],
+        progress: ProgressCallback | None = None,
+        force: bool = False,
+    ) -> Path:
+        """Download a version into ``out_dir`` (``None`` = the current version); see pull.py."""
+        return self.pull_detailed(name, version, out_dir, progress=progress, force=force).path
+
+    def pull_detailed(
+        self,
+        name: str,
+        version: str | None,
+        out_dir: str | os.PathLike[str],
+        progress: ProgressCallback | None = None,
+        force: bool = False,
+    ) -> Any:
+        """Like ``pull`` but returns a ``PullResult`` (path, artifact, version, kind)."""
+        from cpvctl.pull import pull
+
+        return pull(self, name, version, out_dir, progress=progress, force=force)
+
+    def revert(
+        self,
+        name: str,
+        version: str,
+        with_data: bool = False,
+        to: str | os.PathLike[str] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "artifact": _name(name),
+            "version": _version(version),
+            "with_data": bool(with_data),
+        }
+        if to is not None:
+            body["to"] = os.path.abspath(os.fspath(to))
+        return dict(self.request("POST", "/revert", body=body))
+
+    def promote(
+        self, name: str, version: str, stage: str, with_data: bool = False
+    ) -> dict[str, Any]:
+        body = {
+            "artifact": _name(name),
+            "version": _version(version),
+            "stage": _checked(validate_stage, stage),
+            "with_data": bool(with_data),
+        }
+        return dict(self.request("POST", "/promote", body=body))
+
+    def pause(self, name: str | None = None) -> dict[str, Any]:
+        body = {} if name is None else {"artifact": _name(name)}
+        return dict(self.request("POST", "/pause", body=body))
+
+    def resume(self, name: str | None = None) -> dict[str, Any]:
+        body = {} if name is None else {"artifact": _name(name)}
+        return dict(self.request("POST", "/resume", body=body))
+
+    def verify(self, sample: int | None = None, artifact: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if sample is not None:
+            if not isinstance(sample, int) or sample < 1:
+                raise UsageError(f"sample must be a positive integer, not {sample!r}")
+            body["sample"] = sample
+        if artifact is not None:
+            body["artifact"] = _name(artifact)
+        return dict(self.request("POST", "/verify", body=body))
+
+    # --- events ------------------------------------------------------------------------
+
+    def _open_events(self, read_timeout: float | None) -> EventStream:
+        if not self._api_checked:
+            self.check_api()
+        conn, resp = self.open("GET", "/events", read_timeout=read_timeout)
+        return EventStream(conn, resp)
+
+    def events(
+        self, read_timeout: float | None = None
+    ) -> Generator[tuple[str, dict[str, Any]], None, None]:
+        """Subscribe now; the returned iterator yields ``(event, data)`` until the daemon closes.
+
+        Subscribing before iterating means an action taken after this call (a push) cannot
+        emit its events unseen. ``read_timeout`` (seconds without a byte; keep-alives count)
+        raises ``TimeoutError``; ``None`` waits forever. Closing the iterator (or leaving a
+        ``for`` loop and letting it go) closes the connection.
+        """
+        stream = self._open_events(read_timeout)
+
+        def iterate() -> Generator[tuple[str, dict[str, Any]], None, None]:
+            try:
+                yield from stream
+            except TimeoutError:
+                raise
+            except (OSError, http.client.HTTPException) as e:
+                raise _lost(e) from None
+            finally:
+                stream.close()
+
+        return iterate()
+
+
+def _remaining(deadline: float | None, job_id: str) -> float:
+    """Seconds left before ``deadline`` (a day when there is none); raise once it passed."""
+    if deadline is None:
+        return 86400.0
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise WaitTimeout(f"job {job_id} is not finished yet; it goes on in the daemon "
+                          f"(cpvctl job {job_id})", code="timeout")
+    return left
+
+
+def _lost(error: BaseException) -> CpvctlError:
+    return CpvctlError(
+        f"connection to cpvd lost: {error or type(error).__name__} "
+        "(the daemon may have stopped; see its log)",
+        code="connection_lost",
+    )

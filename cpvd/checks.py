@@ -1,0 +1,271 @@
+"""``cpvd check``: prove the config can work before the daemon runs on it.
+
+Each check answers one question a user would otherwise discover hours later in a log
+(is the bucket there, may I write to it, can I reach the Git remote, does the watched
+directory exist) and says which key to fix. Checks never raise: every failure becomes a
+``CheckResult`` so the user sees all problems at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cpvd.config import Config, RegistryConfig, StorageConfig, WatchConfig
+from cpvd.errors import GitError
+
+#: seconds before an S3 endpoint counts as unreachable
+S3_CONNECT_TIMEOUT = 5.0
+S3_READ_TIMEOUT = 10.0
+#: seconds for ``git ls-remote`` (SSH handshakes to hosted remotes take a few seconds)
+GIT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+_URL_SECRET = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)[^/@\s]+@")
+
+
+def mask_url(text: str) -> str:
+    """Hide ``user:token@`` in URLs (``https://x-token-auth:SECRET@bitbucket.org/...``)."""
+    return _URL_SECRET.sub(r"\g<scheme>***@", text)
+
+
+def git_env(registry_cfg: RegistryConfig) -> dict[str, str]:
+    """Environment variables to *add* for git talking to this registry's remote.
+
+    Only the additions, not a whole environment: pass them as ``env=`` to
+    ``cpvd.execute.run_git`` (which merges them over ``os.environ``) or to GitPython's
+    ``Git.custom_environment``. With an ``ssh_key`` the key is used alone and ssh never
+    prompts, so a daemon fails fast instead of hanging on a passphrase or host-key question.
+    """
+    env = {"GIT_TERMINAL_PROMPT": "0"}
+    if registry_cfg.ssh_key is not None:
+        key = shlex.quote(str(registry_cfg.ssh_key))
+        env["GIT_SSH_COMMAND"] = f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes"
+    return env
+
+
+# ---------------------------------------------------------------- storage
+
+
+def _s3_client(storage: StorageConfig) -> Any:
+    """A boto3 S3 client that gives up in seconds, configured as the daemon will be."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    session = (
+        boto3.session.Session(profile_name=storage.profile)
+        if storage.profile
+        else boto3.session.Session()
+    )
+    return session.client(
+        "s3",
+        endpoint_url=storage.endpoint_url,
+        region_name=storage.region,
+        config=BotoConfig(
+            connect_timeout=S3_CONNECT_TIMEOUT,
+            read_timeout=S3_READ_TIMEOUT,
+            retries={"total_max_attempts": 2, "mode": "standard"},
+        ),
+    )
+
+
+def describe_s3_error(exc: Exception, storage: StorageConfig) -> str:
+    """Turn a boto3/botocore failure into a sentence that names the key to fix."""
+    from botocore import exceptions as bx
+
+    bucket, _ = storage.s3_bucket_prefix()
+    where = storage.endpoint_url or "AWS S3"
+    if isinstance(exc, bx.ProfileNotFound):
+        return (
+            f"AWS profile {storage.profile!r} not found in ~/.aws/config or ~/.aws/credentials; "
+            "fix [storage] profile"
+        )
+    if isinstance(exc, bx.NoCredentialsError):
+        return (
+            "no AWS credentials found: set [storage] profile, or AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY in the daemon's environment"
+        )
+    if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError | bx.ReadTimeoutError):
+        return f"endpoint unreachable: {where} ({exc}); check [storage] endpoint_url"
+    if isinstance(exc, bx.ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("404", "NoSuchBucket") or status == 404:
+            return f"bucket {bucket!r} does not exist at {where}; create it or fix [storage] url"
+        if code in ("403", "AccessDenied", "Forbidden") or status == 403:
+            return (
+                f"access denied to bucket {bucket!r} at {where}; check the credentials of "
+                "[storage] profile (or the AWS_* environment) and the bucket policy"
+            )
+        if code in ("301", "PermanentRedirect") or status in (301, 307):
+            return f"bucket {bucket!r} is in another region; set [storage] region"
+        if code in ("400", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 400:
+            return (
+                f"the endpoint rejected the request ({code or status}): check the credentials "
+                "of [storage] profile and [storage] region"
+            )
+        return f"head-bucket on {bucket!r} failed: {code or status} {err.get('Message', '')}"
+    if isinstance(exc, bx.BotoCoreError | ValueError):
+        return f"cannot talk to {where}: {exc}; check [storage] endpoint_url and region"
+    return f"unexpected error from S3: {type(exc).__name__}: {exc}"
+
+
+def check_s3(storage: StorageConfig) -> CheckResult:
+    """head-bucket with the profile, endpoint and region the daemon will use."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    name = "storage"
+    try:
+        client = _s3_client(storage)
+        bucket, _ = storage.s3_bucket_prefix()
+        client.head_bucket(Bucket=bucket)
+    except (BotoCoreError, ClientError, ValueError) as exc:
+        return CheckResult(name, False, f"{storage.url}: {describe_s3_error(exc, storage)}")
+    where = f" via {storage.endpoint_url}" if storage.endpoint_url else ""
+    return CheckResult(name, True, f"{storage.url}: bucket reachable{where}")
+
+
+def check_local_storage(storage: StorageConfig) -> CheckResult:
+    """The directory is created when missing (as the daemon would) and must be writable."""
+    name = "storage"
+    path = Path(storage.url).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return CheckResult(
+            name,
+            False,
+            f"{path}: cannot create the storage directory ({exc.strerror or exc}); "
+            "fix [storage] url or the permissions of its parent",
+        )
+    if not path.is_dir():
+        return CheckResult(name, False, f"{path}: exists but is not a directory; fix [storage] url")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".cpv-check-"):
+            pass
+    except OSError as exc:
+        return CheckResult(
+            name,
+            False,
+            f"{path}: not writable ({exc.strerror or exc}); fix its permissions or [storage] url",
+        )
+    return CheckResult(name, True, f"{path}: local directory, writable")
+
+
+def check_storage(storage: StorageConfig) -> CheckResult:
+    return check_s3(storage) if storage.is_s3 else check_local_storage(storage)
+
+
+# ---------------------------------------------------------------- git remote
+
+
+def _first_error_line(stderr: str) -> str:
+    """git's first ``fatal:``/``error:`` line: the cause, not the generic advice after it."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if line.lower().startswith(("fatal:", "error:", "ssh:")):
+            return line
+    return lines[0] if lines else ""
+
+
+def _explain_git_failure(stderr: str, registry: RegistryConfig) -> str:
+    text = stderr.lower()
+    if "permission denied" in text and "publickey" in text:
+        return "the SSH key was refused; check [registry] ssh_key and the key's access rights"
+    if "host key verification failed" in text:
+        return (
+            "the remote's SSH host key is not known; add it once with "
+            "`ssh-keyscan HOST >> ~/.ssh/known_hosts`"
+        )
+    if any(w in text for w in ("failed to connect", "connection refused", "timed out")):
+        return "the remote host is unreachable; check the network or fix [registry] remote"
+    if "could not resolve" in text:
+        return "the host name does not resolve; fix [registry] remote"
+    if "does not appear to be a git repository" in text or "not found" in text:
+        return "no Git repository there; fix [registry] remote (or create the repository)"
+    if "authentication failed" in text or "terminal prompts disabled" in text:
+        return "authentication needed; use an SSH remote with [registry] ssh_key"
+    return "fix [registry] remote" + (" or [registry] ssh_key" if registry.ssh_key else "")
+
+
+def check_git_remote(registry: RegistryConfig) -> CheckResult:
+    """``git ls-remote`` with the daemon's environment, so SSH keys are tested too."""
+    from cpvd.execute import run_git
+
+    name = "git remote"
+    remote = registry.remote or ""
+    shown = mask_url(remote)
+    if registry.ssh_key is not None and not os.access(registry.ssh_key, os.R_OK):
+        detail = f"{registry.ssh_key}: SSH key missing or unreadable; fix [registry] ssh_key"
+        return CheckResult(name, False, detail)
+    try:
+        proc = run_git(
+            ["ls-remote", "--heads", remote],
+            env=git_env(registry),
+            timeout=GIT_TIMEOUT,
+            check=False,
+        )
+    except GitError as exc:
+        detail = f"{shown}: {mask_url(exc.message)}; check [registry] remote"
+        return CheckResult(name, False, detail)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        said = mask_url(_first_error_line(err)) or f"exit {proc.returncode}"
+        return CheckResult(
+            name, False, f"{shown}: {_explain_git_failure(err, registry)} (git: {said})"
+        )
+    return CheckResult(name, True, f"{shown}: reachable")
+
+
+# ---------------------------------------------------------------- watches
+
+
+def check_watch(index: int, watch: WatchConfig) -> CheckResult:
+    """The watched directory must exist: a typo here would otherwise watch nothing, silently."""
+    name = f"watch {watch.artifact}"
+    p = watch.path
+    if not p.exists():
+        return CheckResult(
+            name,
+            False,
+            f"{p} does not exist; create it (mkdir -p {shlex.quote(str(p))}) "
+            f"or fix [[watch]] #{index} path",
+        )
+    if not p.is_dir():
+        return CheckResult(name, False, f"{p} is not a directory; fix [[watch]] #{index} path")
+    if not os.access(p, os.R_OK | os.X_OK):
+        return CheckResult(name, False, f"{p} is not readable by this user; fix its permissions")
+    return CheckResult(name, True, f"{p} ({watch.kind}{', polling' if watch.poll else ''})")
+
+
+def run_checks(cfg: Config) -> list[CheckResult]:
+    """Every check for ``cfg``, in the order a user would fix them."""
+    results = [check_storage(cfg.storage)]
+    if cfg.registry.remote:
+        results.append(check_git_remote(cfg.registry))
+    results += [check_watch(i, w) for i, w in enumerate(cfg.watches, start=1)]
+    return results
+
+
+def format_results(results: list[CheckResult]) -> str:
+    """One line per check, then a verdict line."""
+    lines = [f"{'ok  ' if r.ok else 'FAIL'}  {r.name}: {r.detail}" for r in results]
+    failed = sum(not r.ok for r in results)
+    if failed:
+        lines.append(f"{failed} check{'s' if failed > 1 else ''} failed")
+    else:
+        lines.append("all checks passed")
+    return "\n".join(lines)

@@ -1,0 +1,391 @@
+"""When is a checkpoint complete? Pure decisions, no threads, time passed in.
+
+The watcher feeds raw filesystem activity in; this module says which *checkpoint* (a top-level
+entry of a watch root) the activity belongs to, and after a quiet period whether it is ready to
+version. Modelled on syncthing's event aggregator (a quiet delay per path) and git-annex's
+watcher (decisions separate from the event source), so every rule is unit-testable with a fake
+clock.
+
+Rules:
+
+* A checkpoint is a top-level entry of the watch root; anything deeper maps to it, so a
+  directory checkpoint is one version, not one per file.
+* Temporary names at the top (``*.tmp``, ``*.part``, dot-files, ``tmp-checkpoint-*`` …),
+  sidecars (``<file>.metrics.json``), DeepSpeed's ``latest`` marker and ``zero_to_fp32.py``
+  are never checkpoints. Inside a checkpoint directory every file counts.
+* Symlinks at the top are not checkpoints (Lightning's ``last.ckpt`` link would duplicate the
+  file it points at); special files (fifos, sockets) never are (opening a fifo blocks).
+* Ready = no activity for ``settle_seconds`` AND a fresh walk of the tree equals what the
+  events told us (two looks agree: catches writes whose events were lost), AND
+  ``formats.validate`` finds it complete. Invalid ones are reported as *waiting* with a reason
+  and re-checked with backoff until they become valid (no max-wait: a torn file is never
+  versioned). A close event is recorded but never required: a rename-in and a polling observer
+  produce none.
+* Once ready, a checkpoint is emitted once per signature; any later change re-arms it. Within
+  one Tracker the same (path, signature) is never emitted twice, even if the path vanished and
+  came back.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+from cpvd import formats
+
+log = logging.getLogger(__name__)
+
+#: top-level name patterns of files being written or owned by a writer, never versions
+TEMP_PATTERNS: tuple[str, ...] = (
+    "*.tmp",
+    "*.part",
+    "*.partial",
+    "*.crdownload",
+    "*.lock",
+    "*.swp",
+    "*~",
+    "tmp-checkpoint-*",
+)
+#: a ``<checkpoint>.metrics.json`` file belongs to ``<checkpoint>``
+SIDECAR_SUFFIX = ".metrics.json"
+#: top-level files trainers write next to checkpoints that are not checkpoints themselves
+MARKER_NAMES: frozenset[str] = frozenset({"latest", "zero_to_fp32.py"})
+#: a marker whose change can make a waiting checkpoint valid (DeepSpeed's ``latest``)
+_POKE_NAMES: frozenset[str] = frozenset({"latest"})
+
+#: bounds of the re-check interval of a waiting (invalid) checkpoint; activity re-arms sooner
+MIN_RECHECK_SECONDS = 0.5
+MAX_RECHECK_SECONDS = 30.0
+
+Status = Literal["ready", "waiting"]
+#: relpath ("" for a file checkpoint) -> (size, mtime_ns)
+Files = dict[str, tuple[int, int]]
+
+
+class Signature(NamedTuple):
+    """What a checkpoint looked like: cheap to take, changes with any write, rename or delete.
+
+    ``digest`` covers every file's relative path, size and mtime, so a rename inside a
+    directory (DCP's ``.metadata.tmp`` -> ``.metadata``) changes it even when total size,
+    newest mtime and file count do not.
+    """
+
+    size: int
+    mtime_ns: int
+    files: int
+    digest: str
+
+
+class Decision(NamedTuple):
+    path: Path
+    status: Status
+    reason: str | None
+    signature: Signature
+
+
+def is_ignored_name(name: str) -> bool:
+    """True for a top-level name that can never be a checkpoint (temp, sidecar, marker)."""
+    if not name or name.startswith(".") or name in MARKER_NAMES:
+        return True
+    if name.endswith(SIDECAR_SUFFIX):
+        return True
+    return any(fnmatch.fnmatchcase(name, pat) for pat in TEMP_PATTERNS)
+
+
+def sidecar_owner(name: str) -> str | None:
+    """``epoch-3.pt.metrics.json`` -> ``epoch-3.pt``; None when ``name`` is not a sidecar."""
+    if not name.endswith(SIDECAR_SUFFIX):
+        return None
+    owner = name[: -len(SIDECAR_SUFFIX)]
+    return None if not owner or is_ignored_name(owner) else owner
+
+
+def _top_name(watch_root: Path, path: Path) -> str | None:
+    """The first path component of ``path`` below ``watch_root`` (lexically), or None."""
+    root = os.path.normpath(os.fspath(watch_root))
+    p = os.path.normpath(os.fspath(path))
+    if p == root:
+        return None
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    if not p.startswith(prefix):
+        return None
+    rel = p[len(prefix) :]
+    top = rel.split(os.sep, 1)[0]
+    return top if top not in ("", ".", "..") else None
+
+
+def checkpoint_root(watch_root: Path, path: Path) -> Path | None:
+    """The checkpoint that ``path`` belongs to: the top-level entry of ``watch_root`` holding it.
+
+    None for the root itself, paths outside it, and ignored top-level names. Purely lexical
+    (no filesystem access), so events for already-deleted paths map too.
+    """
+    top = _top_name(watch_root, path)
+    if top is None or is_ignored_name(top):
+        return None
+    return Path(os.path.normpath(os.fspath(watch_root))) / top
+
+
+def walk(path: Path) -> Files | None:
+    """Stat a checkpoint tree: ``{relpath: (size, mtime_ns)}``; None when it is not one.
+
+    None when ``path`` is missing, a symlink, or neither a regular file nor a directory.
+    Inside a directory, file symlinks count by their target; directory symlinks and special
+    files are skipped.
+    """
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if stat.S_ISREG(st.st_mode):
+        return {"": (st.st_size, st.st_mtime_ns)}
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    files: Files = {}
+    _walk_into(os.fspath(path), "", files)
+    return files
+
+
+def _walk_into(top: str, rel: str, files: Files) -> None:
+    try:
+        it = os.scandir(top)
+    except OSError:
+        return
+    with it:
+        for e in it:
+            r = f"{rel}/{e.name}" if rel else e.name
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    _walk_into(e.path, r, files)
+                    continue
+                st = e.stat(follow_symlinks=True)
+            except OSError:
+                continue  # vanished or dangling link: not part of the checkpoint now
+            if stat.S_ISREG(st.st_mode):
+                files[r] = (st.st_size, st.st_mtime_ns)
+
+
+def empty_reason(files: Files) -> str | None:
+    """An empty file or a directory with no files is never complete (a writer just made it)."""
+    if not files:
+        return "empty directory"
+    if files.get("", (1, 0))[0] == 0 and len(files) == 1:
+        return "empty file"
+    return None
+
+
+def signature_of(files: Files) -> Signature:
+    h = hashlib.blake2b(digest_size=12)
+    for rel in sorted(files):
+        size, mtime = files[rel]
+        h.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
+    return Signature(
+        size=sum(s for s, _ in files.values()),
+        mtime_ns=max((m for _, m in files.values()), default=0),
+        files=len(files),
+        digest=h.hexdigest(),
+    )
+
+
+@dataclass
+class _Entry:
+    files: Files
+    last_change: float
+    #: time of the next look; None when emitted and nothing changed since
+    next_check: float | None
+    closed_seen: bool = False
+    reason: str | None = None
+    #: the (signature, reason) last reported as waiting, so a report is made once per change
+    reported: tuple[Signature, str] | None = None
+    recheck: float = 0.0
+    emitted: Signature | None = None
+
+
+class Tracker:
+    """Settle tracking for one watch root.
+
+    ``observe`` is fed by filesystem events, ``scan`` by rescans; ``due`` is called when
+    ``next_due`` says so and returns the decisions. ``validate`` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        watch_root: Path,
+        settle_seconds: float,
+        validate: Callable[[Path], str | None] = formats.validate,
+    ) -> None:
+        self.watch_root = Path(os.path.normpath(os.fspath(watch_root)))
+        self.settle_seconds = max(0.0, float(settle_seconds))
+        self._validate = validate
+        self._entries: dict[Path, _Entry] = {}
+        self._emitted: set[tuple[Path, Signature]] = set()
+
+    # -- feeding ----------------------------------------------------------------------------
+
+    def observe(self, path: Path, now: float, closed: bool = False) -> Path | None:
+        """Record filesystem activity at ``path``; returns the checkpoint it belongs to.
+
+        Only the changed subtree is stat'ed (so writing N files into a directory costs O(N)
+        stats, not O(N²)); the full walk happens once, when the quiet period ends.
+        """
+        top = _top_name(self.watch_root, path)
+        if top is None:
+            return None
+        if is_ignored_name(top):
+            self._observe_ignored(top, now)
+            return None
+        cp = self.watch_root / top
+        entry = self._entries.get(cp)
+        if entry is None:
+            files = walk(cp)
+            if files is None:
+                return None
+            entry = _Entry(files=files, last_change=now, next_check=now + self.settle_seconds)
+            self._entries[cp] = entry
+        else:
+            rel = os.path.relpath(os.path.normpath(os.fspath(path)), cp)
+            self._update_subtree(cp, entry, "" if rel == "." else rel.replace(os.sep, "/"))
+            self._touch(entry, now)
+        if closed:
+            entry.closed_seen = True
+        return cp
+
+    def scan(self, now: float) -> None:
+        """Walk the whole root; new or changed checkpoints start their quiet period.
+
+        Unchanged ones are left alone (a rescan is not activity), vanished ones are dropped.
+        """
+        try:
+            names = os.listdir(self.watch_root)
+        except OSError:
+            names = []
+        present: set[Path] = set()
+        for name in names:
+            if is_ignored_name(name):
+                continue
+            cp = self.watch_root / name
+            files = walk(cp)
+            if files is None:
+                continue
+            present.add(cp)
+            entry = self._entries.get(cp)
+            if entry is None:
+                self._entries[cp] = _Entry(
+                    files=files, last_change=now, next_check=now + self.settle_seconds
+                )
+            elif files != entry.files:
+                entry.files = files
+                self._touch(entry, now)
+        for cp in [p for p in self._entries if p not in present]:
+            del self._entries[cp]
+
+    def forget(self, path: Path) -> None:
+        """Stop tracking a checkpoint (the watch was removed)."""
+        self._entries.pop(path, None)
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def next_due(self) -> float | None:
+        """The earliest time ``due`` has something to do, or None when nothing is pending."""
+        times = [e.next_check for e in self._entries.values() if e.next_check is not None]
+        return min(times, default=None)
+
+    def due(self, now: float) -> list[Decision]:
+        """Decide every checkpoint whose next look has come.
+
+        "ready" is returned once per signature. "waiting" is returned when a checkpoint first
+        fails validation or its reason/signature changes (so a callback is not spammed); the
+        current list is always available from ``waiting()``.
+        """
+        out: list[Decision] = []
+        for cp, entry in list(self._entries.items()):
+            if entry.next_check is None or entry.next_check > now:
+                continue
+            fresh = walk(cp)
+            if fresh is None:
+                del self._entries[cp]
+                continue
+            if fresh != entry.files:
+                # second look disagrees with the first: something changed without an event
+                entry.files = fresh
+                self._touch(entry, now)
+                continue
+            sig = signature_of(fresh)
+            if (cp, sig) in self._emitted:
+                entry.next_check = None
+                entry.reason = None
+                continue
+            reason = empty_reason(fresh) or self._validate(cp)
+            if reason is None:
+                self._emitted.add((cp, sig))
+                entry.emitted = sig
+                entry.reason = None
+                entry.reported = None
+                entry.next_check = None
+                out.append(Decision(cp, "ready", None, sig))
+                continue
+            entry.reason = reason
+            entry.recheck = min(
+                MAX_RECHECK_SECONDS,
+                max(MIN_RECHECK_SECONDS, self.settle_seconds, entry.recheck * 2),
+            )
+            entry.next_check = now + entry.recheck
+            if entry.reported != (sig, reason):
+                entry.reported = (sig, reason)
+                out.append(Decision(cp, "waiting", reason, sig))
+        return out
+
+    def waiting(self) -> list[tuple[Path, str]]:
+        """Checkpoints that settled but failed validation, with the reason."""
+        return sorted((cp, e.reason) for cp, e in self._entries.items() if e.reason is not None)
+
+    def tracked(self) -> list[Path]:
+        return sorted(self._entries)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _touch(self, entry: _Entry, now: float) -> None:
+        entry.last_change = now
+        entry.next_check = now + self.settle_seconds
+        entry.recheck = 0.0
+
+    def _update_subtree(self, cp: Path, entry: _Entry, rel: str) -> None:
+        """Re-stat ``rel`` (a file or a directory, possibly gone) inside checkpoint ``cp``."""
+        if rel == "":
+            fresh = walk(cp)
+            entry.files = fresh if fresh is not None else {}
+            return
+        prefix = rel + "/"
+        for k in [k for k in entry.files if k == rel or k.startswith(prefix)]:
+            del entry.files[k]
+        full = cp / rel
+        try:
+            st = os.stat(full)
+        except OSError:
+            return
+        if stat.S_ISREG(st.st_mode):
+            entry.files[rel] = (st.st_size, st.st_mtime_ns)
+        elif stat.S_ISDIR(st.st_mode) and not os.path.islink(full):
+            _walk_into(os.fspath(full), rel, entry.files)
+
+    def _observe_ignored(self, name: str, now: float) -> None:
+        owner = sidecar_owner(name)
+        if owner is not None:
+            entry = self._entries.get(self.watch_root / owner)
+            if entry is not None and entry.next_check is not None and entry.reason is None:
+                # metrics written right after the checkpoint: let them land before emitting
+                self._touch(entry, now)
+            return
+        if name in _POKE_NAMES:
+            # DeepSpeed's marker lives outside the checkpoint dir: re-check waiting ones now
+            for entry in self._entries.values():
+                if entry.reason is not None:
+                    entry.recheck = 0.0
+                    entry.next_check = now + self.settle_seconds

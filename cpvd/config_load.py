@@ -1,0 +1,466 @@
+"""Reading, validating and writing the daemon's TOML config.
+
+Everything that is wrong with a config file is reported before the daemon starts, as one
+``ConfigError`` whose message names the file, the table and the key, because a daemon that
+starts on a typo and silently ignores a watch is worse than one that refuses to start.
+
+The accepted keys are exactly the fields of the dataclasses in ``cpvd.config``; the types
+are read from their annotations, so a new field is configurable without touching this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cpvctl.protocol import ProtocolError, validate_name
+from cpvd import paths
+from cpvd.config import (
+    DEFAULT_SETTLE_SECONDS,
+    Config,
+    DaemonConfig,
+    RegistryConfig,
+    StorageConfig,
+    WatchConfig,
+)
+from cpvd.errors import ConfigError
+
+KINDS = ("model", "data")
+#: AF_UNIX paths are limited to 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
+#: S3 rejects multipart parts smaller than 5 MiB (except the last).
+MIN_PART_SIZE_MB = 5
+
+_TABLES: dict[str, type] = {
+    "daemon": DaemonConfig,
+    "registry": RegistryConfig,
+    "storage": StorageConfig,
+}
+_TOP_LEVEL = (*_TABLES, "watch")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+class _Where:
+    """Formats error locations: ``/etc/cpv.toml: [[watch]] #2 settle_seconds: ...``."""
+
+    def __init__(self, source: Path | str, section: str) -> None:
+        self.source = source
+        self.section = section
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        where = f"{self.section} {key}:" if key else f"{self.section}"
+        return ConfigError(f"{self.source}: {where} {message}")
+
+
+def _show(value: object) -> str:
+    """A value as the user wrote it in TOML (strings in double quotes)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _suggest(key: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# ---------------------------------------------------------------- type conversion
+
+
+def _expect_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_show(value)}")
+    return value
+
+
+def _expect_number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {_show(value)}")
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError(f"expected a finite number, got {_show(value)}")
+    return float(value)
+
+
+def _expect_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {_show(value)}")
+    return value
+
+
+def _expect_bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _expect_path(value: object) -> Path:
+    text = _expect_str(value)
+    if not text:
+        raise ValueError("expected a path, got an empty string")
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        raise ValueError(f"must be an absolute path (or start with ~), got {_show(text)}")
+    return path
+
+
+def _converter(hint: object) -> Callable[[object], object]:
+    """The checker for one dataclass field annotation."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            # TOML has no null: a present key always has a value.
+            return _converter(inner[0])
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        item = _converter(args[0])
+
+        def convert_tuple(value: object) -> tuple[object, ...]:
+            if not isinstance(value, list):
+                raise ValueError(f"expected a list, got {_show(value)}")
+            out = []
+            for i, v in enumerate(value):
+                try:
+                    out.append(item(v))
+                except ValueError as exc:
+                    raise ValueError(f"item {i + 1}: {exc}") from None
+            return tuple(out)
+
+        return convert_tuple
+    simple: dict[object, Callable[[object], object]] = {
+        str: _expect_str,
+        float: _expect_number,
+        int: _expect_int,
+        bool: _expect_bool,
+        Path: _expect_path,
+    }
+    if hint in simple:
+        return simple[hint]
+    raise RuntimeError(f"cpvd.config_load cannot read a field of type {hint!r}")
+
+
+def _read_table(cls: type, data: Mapping[str, Any], where: _Where) -> dict[str, Any]:
+    """Check keys and types of one table against the dataclass ``cls``; return kwargs."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            raise where.error(None, f"unknown key '{key}'{_suggest(key, names)}")
+        try:
+            kwargs[key] = _converter(hints[key])(value)
+        except ValueError as exc:
+            raise where.error(key, str(exc)) from None
+    return kwargs
+
+
+# ---------------------------------------------------------------- value rules
+
+
+def _check_storage_url(url: str) -> str:
+    """Accept ``s3://bucket[/prefix]`` or an absolute local directory (``~`` expanded)."""
+    if url.startswith("s3://"):
+        bucket, _, _prefix = url[len("s3://") :].partition("/")
+        if not _BUCKET_RE.match(bucket) or ".." in bucket:
+            raise ValueError(
+                f"invalid S3 bucket {bucket!r} in {_show(url)}: expected s3://bucket[/prefix] "
+                "with a bucket name of 3-63 lowercase letters, digits, '.' and '-'"
+            )
+        return url.rstrip("/") if _prefix.strip("/") else f"s3://{bucket}"
+    if "://" in url:
+        raise ValueError(
+            f"unsupported storage {_show(url)}: use s3://bucket[/prefix] or an absolute directory"
+        )
+    path = Path(url).expanduser()
+    if not path.is_absolute():
+        raise ValueError(
+            f"expected s3://bucket[/prefix] or an absolute directory, got {_show(url)}"
+        )
+    return str(path)
+
+
+def _at_least(kwargs: dict[str, Any], key: str, low: float, where: _Where, *, strict: bool) -> None:
+    if key in kwargs:
+        v = kwargs[key]
+        if v < low or (strict and v == low):
+            word = "greater than" if strict else "at least"
+            raise where.error(key, f"must be {word} {_show(low)}, got {_show(v)}")
+
+
+def _daemon(data: Mapping[str, Any], where: _Where) -> DaemonConfig:
+    kw = _read_table(DaemonConfig, data, where)
+    _at_least(kw, "rescan_seconds", 0, where, strict=True)
+    _at_least(kw, "drain_timeout", 0, where, strict=False)
+    _at_least(kw, "snapshot_limit_bytes", 0, where, strict=False)
+    if any(uid < 0 for uid in kw.get("allow_uids", ())):
+        raise where.error("allow_uids", f"uids must be >= 0, got {_show(list(kw['allow_uids']))}")
+    if "allow_group" in kw and not kw["allow_group"]:
+        raise where.error("allow_group", "must be a group name, got an empty string")
+    sock = kw.get("socket")
+    if sock is not None and len(os.fsencode(sock)) > MAX_SOCKET_PATH:
+        raise where.error(
+            "socket", f"path is longer than {MAX_SOCKET_PATH} bytes (the AF_UNIX limit)"
+        )
+    return DaemonConfig(**kw)
+
+
+def _registry(data: Mapping[str, Any], where: _Where) -> RegistryConfig:
+    kw = _read_table(RegistryConfig, data, where)
+    remote = kw.get("remote")
+    if remote is not None:
+        if not remote.strip():
+            raise where.error("remote", "must be a Git URL or path, got an empty string")
+        if remote.startswith("-"):
+            raise where.error("remote", f"must not start with '-', got {_show(remote)}")
+    return RegistryConfig(**kw)
+
+
+def _storage(data: Mapping[str, Any], where: _Where) -> StorageConfig:
+    kw = _read_table(StorageConfig, data, where)
+    if "url" in kw:
+        try:
+            kw["url"] = _check_storage_url(kw["url"])
+        except ValueError as exc:
+            raise where.error("url", str(exc)) from None
+    endpoint = kw.get("endpoint_url")
+    if endpoint is not None and not re.match(r"^https?://[^/\s]+", endpoint):
+        raise where.error(
+            "endpoint_url", f"expected an http:// or https:// URL, got {_show(endpoint)}"
+        )
+    for key in ("profile", "region"):
+        if key in kw and not kw[key].strip():
+            raise where.error(key, "must not be empty (leave the key out instead)")
+    _at_least(kw, "part_size_mb", MIN_PART_SIZE_MB, where, strict=False)
+    _at_least(kw, "concurrency", 1, where, strict=False)
+    return StorageConfig(**kw)
+
+
+def _name(value: str, where: _Where, key: str) -> str:
+    try:
+        return validate_name(value)
+    except ProtocolError as exc:
+        raise where.error(key, exc.message) from None
+
+
+def _watch(data: object, where: _Where) -> WatchConfig:
+    if not isinstance(data, dict):
+        raise where.error(None, f"must be a table, got {_show(data)}")
+    kw = _read_table(WatchConfig, data, where)
+    for required in ("path", "artifact"):
+        if required not in kw:
+            raise where.error(None, f"missing required key '{required}'")
+    _name(kw["artifact"], where, "artifact")
+    kind = kw.get("kind", "model")
+    if kind not in KINDS:
+        raise where.error("kind", f'must be "model" or "data", got {_show(kind)}')
+    data_names = [_name(d, where, "data") for d in kw.get("data", ())]
+    kw["data"] = tuple(dict.fromkeys(data_names))  # order kept, repeats dropped
+    if kw["artifact"] in kw["data"]:
+        raise where.error("data", f"lists the watch's own artifact {_show(kw['artifact'])}")
+    _at_least(kw, "settle_seconds", 0, where, strict=False)
+    return WatchConfig(**kw)
+
+
+def _cross_check(watches: list[WatchConfig], source: Path | str) -> None:
+    """Rules that span watches: one watch per artifact and path; lineage names data."""
+    first_by_artifact: dict[str, int] = {}
+    first_by_path: dict[Path, int] = {}
+    for i, w in enumerate(watches, start=1):
+        where = _Where(source, f"[[watch]] #{i}")
+        if w.artifact in first_by_artifact:
+            raise where.error(
+                "artifact",
+                f"{_show(w.artifact)} is already watched by [[watch]] "
+                f"#{first_by_artifact[w.artifact]} (one watch per artifact)",
+            )
+        first_by_artifact[w.artifact] = i
+        if w.path in first_by_path:
+            raise where.error(
+                "path",
+                f"{_show(str(w.path))} is already watched by [[watch]] #{first_by_path[w.path]}",
+            )
+        first_by_path[w.path] = i
+    for i, w in enumerate(watches, start=1):
+        for d in w.data:
+            j = first_by_artifact.get(d)
+            if j is not None and watches[j - 1].kind != "data":
+                raise _Where(source, f"[[watch]] #{i}").error(
+                    "data",
+                    f"{_show(d)} is watched as a {watches[j - 1].kind} by [[watch]] #{j}; "
+                    'lineage must name data artifacts (set kind = "data" there)',
+                )
+
+
+# ---------------------------------------------------------------- public API
+
+
+def parse_config(text: str, source: Path | str) -> Config:
+    """Parse and validate TOML ``text``; ``source`` is named in every error message."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    for key in doc:
+        if key not in _TOP_LEVEL:
+            raise ConfigError(
+                f"{source}: unknown table [{key}]{_suggest(key, _TOP_LEVEL)}; "
+                "expected [daemon], [registry], [storage] and [[watch]]"
+            )
+    parts: dict[str, Any] = {}
+    builders: dict[str, Callable[[Mapping[str, Any], _Where], object]] = {
+        "daemon": _daemon,
+        "registry": _registry,
+        "storage": _storage,
+    }
+    for name, build in builders.items():
+        table = doc.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table, got {_show(table)}")
+        parts[name] = build(table, _Where(source, f"[{name}]"))
+    raw_watches = doc.get("watch", [])
+    if not isinstance(raw_watches, list):
+        raise ConfigError(
+            f"{source}: [watch] must be an array of tables: write [[watch]] before each "
+            "watched directory"
+        )
+    watches = [_watch(w, _Where(source, f"[[watch]] #{i}")) for i, w in enumerate(raw_watches, 1)]
+    _cross_check(watches, source)
+    return Config(
+        daemon=parts["daemon"],
+        registry=parts["registry"],
+        storage=parts["storage"],
+        watches=tuple(watches),
+        source=Path(source) if isinstance(source, Path) else None,
+    )
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Load the config the daemon should run with.
+
+    ``path`` (``--config``) wins, then ``CPV_CONFIG``, then the platformdirs default file.
+    A file named by the user must exist; a missing *default* file means the embedded
+    defaults with no watches, so ``cpvd run`` works on a fresh machine.
+    """
+    explicit = path is not None or bool(os.environ.get("CPV_CONFIG"))
+    target = (path if path is not None else paths.default_config_file()).expanduser()
+    target = target.absolute()
+    if not target.exists() and not explicit:
+        return Config()
+    try:
+        text = target.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        via = "--config" if path is not None else "CPV_CONFIG"
+        raise ConfigError(f"{target}: config file not found (named by {via})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{target}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{target}: cannot read config: {exc.strerror or exc}") from None
+    return parse_config(text, target)
+
+
+def config_from_flags(
+    watch: Path,
+    artifact: str,
+    kind: str = "model",
+    settle_seconds: float | None = None,
+    base: Config | None = None,
+) -> Config:
+    """The config for ``cpvd run --watch DIR --artifact NAME``.
+
+    Starts from ``base`` (a loaded ``--config``) or the embedded defaults. The flagged
+    watch replaces a watch of the same artifact in ``base`` and is otherwise added, so a
+    command-line watch always means exactly what it says.
+    """
+    try:
+        validate_name(artifact)
+    except ProtocolError as exc:
+        raise ConfigError(f"--artifact: {exc.message}") from None
+    if kind not in KINDS:
+        raise ConfigError(f"--kind: must be model or data, got {kind!r}")
+    if settle_seconds is not None and (
+        math.isnan(settle_seconds) or math.isinf(settle_seconds) or settle_seconds < 0
+    ):
+        raise ConfigError(f"--settle: must be a number of seconds >= 0, got {settle_seconds}")
+    cfg = base if base is not None else Config()
+    new = WatchConfig(
+        path=Path(os.path.abspath(watch.expanduser())),
+        artifact=artifact,
+        kind=kind,
+        settle_seconds=DEFAULT_SETTLE_SECONDS if settle_seconds is None else settle_seconds,
+    )
+    watches = [w for w in cfg.watches if w.artifact != artifact]
+    watches.append(new)
+    _cross_check(watches, cfg.source or "command line")
+    return dataclasses.replace(cfg, watches=tuple(watches))
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, Path):
+        return _toml_value(str(value))
+    if isinstance(value, str):
+        # JSON string escapes are a subset of TOML basic-string escapes; DEL is not allowed raw.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _table_lines(obj: object, default: object, always: tuple[str, ...] = ()) -> list[str]:
+    """``key = value`` for every field that is set and differs from the default."""
+    lines = []
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if value is None:
+            continue
+        if f.name in always or value != getattr(default, f.name):
+            lines.append(f"{f.name} = {_toml_value(value)}")
+    return lines
+
+
+def dump_config(cfg: Config) -> str:
+    """``cfg`` as TOML that ``parse_config`` reads back to an equal Config.
+
+    Only values that differ from the embedded defaults are written (plus the storage url,
+    so a reader sees where checkpoints go); defaults such as the socket path depend on
+    the machine and the user, and pinning them would make the file less portable.
+    """
+    out = ["# cpvd configuration (see `cpvd check --config THIS_FILE`)", ""]
+    sections = (
+        ("daemon", _table_lines(cfg.daemon, DaemonConfig())),
+        ("registry", _table_lines(cfg.registry, RegistryConfig())),
+        ("storage", _table_lines(cfg.storage, StorageConfig(), always=("url",))),
+    )
+    for name, lines in sections:
+        if lines:
+            out += [f"[{name}]", *lines, ""]
+    for w in cfg.watches:
+        lines = [f"path = {_toml_value(w.path)}", f"artifact = {_toml_value(w.artifact)}"]
+        lines += [
+            line
+            for line in _table_lines(w, WatchConfig(path=w.path, artifact=w.artifact))
+            if not line.startswith(("path ", "artifact "))
+        ]
+        out += ["[[watch]]", *lines, ""]
+    return "\n".join(out)

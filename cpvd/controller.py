@@ -1,0 +1,376 @@
+"""What the daemon can be asked to do, independent of HTTP.
+
+The API handlers parse a request, call one method here and return its answer; the watcher
+calls :meth:`Controller.on_checkpoint`. Registry work runs on the one registry thread
+(DVC/Git on one registry is serialised); snapshots and hashing on their own threads so a
+long copy never blocks a query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cpvctl.protocol import API_VERSION, CPV_VERSION, Version, validate_name
+from cpvd.completeness import signature_of, walk
+from cpvd.config import Config, WatchConfig
+from cpvd.engine import Engine
+from cpvd.errors import CpvError, InputError, NotFound
+from cpvd.events import EventBus
+from cpvd.jobqueue import Job, JobQueue
+from cpvd.ledger import Ledger
+from cpvd.prom import Registry as Metrics
+from cpvd.snapshot import SnapshotStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Health:
+    """Last known reachability of the storage and the Git remote (shown by status)."""
+
+    storage_ok: bool | None = None
+    storage_error: str | None = None
+    remote_ok: bool | None = None
+    remote_error: str | None = None
+    unpushed: int = 0
+
+
+@dataclass
+class Executors:
+    registry: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="cpv-registry")
+    )
+    io: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="cpv-io")
+    )
+    snapshot: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="cpv-snapshot")
+    )
+
+    def shutdown(self) -> None:
+        for ex in (self.snapshot, self.io, self.registry):
+            ex.shutdown(wait=True, cancel_futures=True)
+
+
+class Controller:
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        queue: JobQueue,
+        ledger: Ledger,
+        snapshots: SnapshotStore,
+        bus: EventBus,
+        metrics: Metrics,
+        executors: Executors,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.queue = queue
+        self.ledger = ledger
+        self.snapshots = snapshots
+        self.bus = bus
+        self.metrics = metrics
+        self.ex = executors
+        self.health = Health()
+        self.started = time.time()
+        self.paused_all = False
+        self.paused: set[str] = set()
+        self.waiting: Callable[[], list[tuple[WatchConfig, Path, str]]] = list
+        self.wake = asyncio.Event()  # the worker sleeps on it
+        self.push_wanted = asyncio.Event()  # the pusher sleeps on it
+        self.signatures: dict[str, tuple[int, int]] = {}  # job id -> (size, mtime_ns)
+        self._intake: set[asyncio.Task[Job | None]] = set()
+        m = metrics
+        m.gauge("cpv_queue_depth", "Jobs queued or running.", function=lambda: float(queue.depth()))
+        m.gauge(
+            "cpv_unpushed_versions",
+            "Commits not yet on the registry remote.",
+            function=lambda: float(self.health.unpushed),
+        )
+        m.gauge(
+            "cpv_storage_up",
+            "1 when the last storage operation succeeded.",
+            function=lambda: 0.0 if self.health.storage_ok is False else 1.0,
+        )
+        self._jobs_total = m.counter("cpv_jobs_total", "Finished jobs by final state.", ["state"])
+        self._bytes = m.counter("cpv_bytes_uploaded_total", "Bytes of new versions stored.")
+        self._duration = m.histogram("cpv_job_duration_seconds", "Time from claim to version.")
+        self._failures = m.counter(
+            "cpv_failures_total", "Failed job attempts by error type.", ["reason"]
+        )
+        self._versions = m.counter("cpv_versions_total", "Versions made.", ["artifact"])
+
+    def metrics_job_done(self, state: str, seconds: float, size: int, artifact: str) -> None:
+        self._jobs_total.inc(state=state)
+        self._duration.observe(seconds)
+        if state == "done":
+            self._bytes.inc(size)
+            self._versions.inc(artifact=artifact)
+
+    def metrics_failure(self, reason: str) -> None:
+        self._failures.inc(reason=reason)
+
+    # -- thread helpers -------------------------------------------------------------------
+    async def on_registry(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.ex.registry, lambda: fn(*args, **kw))
+
+    async def on_io(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.ex.io, lambda: fn(*args, **kw))
+
+    # -- intake ---------------------------------------------------------------------------
+    def watch_of(self, path: Path) -> WatchConfig | None:
+        real = Path(os.path.realpath(path))
+        for w in self.config.watches:
+            root = Path(os.path.realpath(w.path))
+            if real == root or root in real.parents:
+                return w
+        return None
+
+    def intake(self, watch: WatchConfig, path: Path, size: int, mtime_ns: int) -> None:
+        """Called on the loop thread for each complete checkpoint the watcher reports."""
+        task = asyncio.create_task(self.on_checkpoint(watch, path, size, mtime_ns))
+        self._intake.add(task)
+        task.add_done_callback(self._intake_done)
+
+    def _intake_done(self, task: asyncio.Task[Job | None]) -> None:
+        self._intake.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.warning("could not queue a checkpoint: %s", exc)
+            self.bus.publish("failed", error=str(exc))
+
+    async def on_checkpoint(
+        self, watch: WatchConfig, path: Path, size: int, mtime_ns: int
+    ) -> Job | None:
+        """A complete checkpoint seen by the watcher: snapshot it and queue it, once."""
+        source = str(path)
+        if self.ledger.seen_stat(watch.artifact, source, size, mtime_ns) is not None:
+            log.debug("already handled: %s", source)
+            return None
+        self.bus.publish("detected", artifact=watch.artifact, path=source)
+        return await self._enqueue(watch.artifact, path, origin="watch", signature=(size, mtime_ns))
+
+    async def submit(
+        self, path: str, artifact: str, metrics: dict[str, Any] | None, bump: str
+    ) -> Job | None:
+        """A manual ``cpvctl push``: only paths inside a watch root are read."""
+        validate_name(artifact)
+        p = Path(path)
+        if not p.is_absolute() or ".." in p.parts:
+            raise InputError(f"path must be absolute and normalised, got {path!r}", "invalid_path")
+        if self.watch_of(p) is None:
+            raise InputError(
+                f"{path} is outside every watched directory; cpvd only reads checkpoints inside "
+                "its [[watch]] paths (add one, or copy the checkpoint into one)",
+                "path_outside_watch",
+            )
+        if not p.exists():
+            raise NotFound(f"no such file or directory: {path}", "not_found")
+        if bump not in ("minor", "major"):
+            raise InputError(f"bump must be 'minor' or 'major', got {bump!r}")
+        files = walk(p)
+        sig = signature_of(files) if files else None
+        return await self._enqueue(
+            artifact,
+            p,
+            origin="push",
+            metrics=metrics,
+            bump=bump,
+            signature=(sig.size, sig.mtime_ns) if sig else None,
+        )
+
+    async def _enqueue(
+        self,
+        artifact: str,
+        path: Path,
+        *,
+        origin: str,
+        metrics: dict[str, Any] | None = None,
+        bump: str = "minor",
+        signature: tuple[int, int] | None = None,
+    ) -> Job | None:
+        key = uuid.uuid4().hex
+        loop = asyncio.get_running_loop()
+        try:
+            snap = await loop.run_in_executor(self.ex.snapshot, self.snapshots.take, path, key)
+        except NotFound:
+            log.warning("%s vanished before it could be snapshotted; skipped", path)
+            self.bus.publish("skipped", artifact=artifact, path=str(path), reason="vanished")
+            return None
+        from cpvd.sidecar import read_metrics
+
+        found = read_metrics(snap, path)
+        merged = {**found, **(metrics or {})}
+        job = self.queue.add(
+            artifact,
+            str(path),
+            snapshot=str(snap),
+            kind="dir" if snap.is_dir() else "file",
+            metrics=merged or None,
+            bump=bump,
+            origin=origin,
+        )
+        if signature is not None:
+            self.signatures[job.id] = signature
+        self.bus.publish("queued", job_id=job.id, artifact=artifact, path=str(path))
+        self.wake.set()
+        return job
+
+    # -- queries --------------------------------------------------------------------------
+    def kind_of(self, artifact: str) -> str:
+        return self.config.artifact_kinds().get(artifact, "model")
+
+    async def versions(self, artifact: str) -> list[dict[str, Any]]:
+        infos = await self.on_registry(self.engine.versions, validate_name(artifact))
+        if not infos and artifact not in self.config.artifact_kinds():
+            raise NotFound(f"unknown artifact {artifact!r}", "unknown_artifact")
+        return [i.to_json() for i in infos]
+
+    async def show(self, artifact: str, version: str | None) -> dict[str, Any]:
+        validate_name(artifact)
+        if version is not None:
+            version = str(Version.parse(version))
+        info = await self.on_registry(self.engine.show, artifact, version)
+        return info.to_json()
+
+    async def artifacts(self) -> list[dict[str, Any]]:
+        return await self.on_registry(self.engine.artifacts)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        job = self.queue.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}", "unknown_job")
+        return job.to_dict()
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        job = self.queue.retry(job_id)
+        self.wake.set()
+        return job.to_dict()
+
+    async def status(self) -> dict[str, Any]:
+        counts = self.queue.counts()
+        jobs = self.queue.list(states=("queued", "running", "failed"), limit=50)
+        return {
+            "daemon": {
+                "pid": os.getpid(),
+                "version": CPV_VERSION,
+                "api_version": API_VERSION,
+                "uptime": round(time.time() - self.started, 1),
+                "paused": "all" if self.paused_all else sorted(self.paused),
+                "state_dir": str(self.config.daemon.state_dir),
+            },
+            "queue": {**counts, "depth": self.queue.depth()},
+            "jobs": [j.to_dict() for j in jobs],
+            "watches": [
+                {
+                    "path": str(w.path),
+                    "artifact": w.artifact,
+                    "kind": w.kind,
+                    "poll": w.poll,
+                    "exists": w.path.is_dir(),
+                    "paused": self.paused_all or w.artifact in self.paused,
+                }
+                for w in self.config.watches
+            ],
+            "waiting": [
+                {"artifact": w.artifact, "path": str(p), "reason": r} for w, p, r in self.waiting()
+            ],
+            "storage": {
+                "url": self.config.storage.url,
+                "reachable": self.health.storage_ok,
+                "error": self.health.storage_error,
+            },
+            "registry": {
+                "path": str(self.config.registry.path),
+                "remote": self.config.registry.remote,
+                "reachable": self.health.remote_ok,
+                "error": self.health.remote_error,
+                "unpushed": self.health.unpushed,
+            },
+        }
+
+    # -- operations -----------------------------------------------------------------------
+    async def revert(
+        self, artifact: str, version: str, with_data: bool, to: str | None
+    ) -> dict[str, Any]:
+        validate_name(artifact)
+        version = str(Version.parse(version))
+        target = None
+        if to is not None:
+            target = Path(to)
+            if not target.is_absolute() or ".." in target.parts:
+                raise InputError(f"'to' must be an absolute path, got {to!r}", "invalid_path")
+        results = await self.on_registry(self.engine.revert, artifact, version, with_data, target)
+        for r in results:
+            files = walk(Path(r.path))
+            info = await self.on_registry(self.engine.show, r.artifact, r.version)
+            if files:
+                sig = signature_of(files)
+                self.ledger.record(
+                    r.artifact, r.path, info.md5, sig.size, sig.mtime_ns, r.version, "reverted"
+                )
+            self.bus.publish(
+                "reverted", artifact=r.artifact, version=r.version, path=r.path, backup=r.backup
+            )
+        await self._refresh_unpushed()
+        return {"reverted": [r.__dict__ for r in results]}
+
+    async def promote(
+        self, artifact: str, version: str, stage: str, with_data: bool
+    ) -> dict[str, Any]:
+        validate_name(artifact)
+        version = str(Version.parse(version))
+        made = await self.on_registry(self.engine.promote, artifact, version, stage, with_data)
+        for m in made:
+            self.bus.publish("promoted", **m)
+        return {"promoted": made}
+
+    def pause(self, artifact: str | None) -> dict[str, Any]:
+        if artifact is None:
+            self.paused_all = True
+        else:
+            self.paused.add(validate_name(artifact))
+        return {"paused": "all" if self.paused_all else sorted(self.paused)}
+
+    def resume(self, artifact: str | None) -> dict[str, Any]:
+        if artifact is None:
+            self.paused_all = False
+            self.paused.clear()
+        else:
+            self.paused.discard(validate_name(artifact))
+        self.wake.set()
+        return {"paused": "all" if self.paused_all else sorted(self.paused)}
+
+    async def verify(self, sample: int | None, artifact: str | None) -> dict[str, Any]:
+        if artifact is not None:
+            validate_name(artifact)
+        if sample is not None and (not isinstance(sample, int) or sample < 1):
+            raise InputError("sample must be a positive integer")
+        return await self.on_io(self.engine.verify, sample, artifact)
+
+    async def manifest(self, artifact: str, version: str | None) -> dict[str, Any]:
+        validate_name(artifact)
+        if version is not None:
+            version = str(Version.parse(version))
+        m = await self.on_registry(self.engine.manifest, artifact, version)
+        return m.to_json()
+
+    async def _refresh_unpushed(self) -> None:
+        with contextlib.suppress(CpvError):
+            self.health.unpushed = await self.on_registry(self.engine.unpushed)
+        if self.health.unpushed:
+            self.push_wanted.set()

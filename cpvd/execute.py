@@ -1,0 +1,77 @@
+"""The one place where cpvd spawns processes (git).
+
+Argv is built by pure functions elsewhere and passed here as a list; nothing goes through a
+shell. Every call has a timeout, and the environment is pinned so git never prompts, never
+pages and never asks for a password on a terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from cpvd.errors import GitError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 120.0
+
+_BASE_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_PAGER": "cat",
+    "GIT_ASKPASS": "true",
+    "LC_ALL": "C",
+    "DVC_NO_ANALYTICS": "1",
+    "ITERATIVE_DO_NOT_TRACK": "1",
+}
+
+
+def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(_BASE_ENV)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_git(
+    args: Sequence[str],
+    cwd: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    check: bool = True,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``git <args>`` and return the completed process.
+
+    Raises GitError (retryable) on timeout, and on a non-zero exit when ``check`` is set;
+    the message carries git's own stderr so the user sees what git said.
+    """
+    argv = ["git", *args]
+    try:
+        proc = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=git_env(env),
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise GitError(f"`git {args[0]}` timed out after {timeout:.0f}s") from exc
+    except FileNotFoundError as exc:
+        raise GitError("git is not installed (no `git` on PATH)") from exc
+    if check and proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        raise GitError(f"`git {' '.join(args[:2])}` failed (exit {proc.returncode}): {err}")
+    return proc
+
+
+def git_out(args: Sequence[str], cwd: Path | None = None, **kw: object) -> str:
+    """stdout of a successful git command, decoded and stripped."""
+    return run_git(args, cwd, **kw).stdout.decode().strip()  # type: ignore[arg-type]

@@ -1,0 +1,233 @@
+"""Content hashing that gives exactly DVC 3's md5 values and ``.dir`` manifests.
+
+Why our own code instead of ``dvc_data``: the daemon hashes a private snapshot once, in a
+worker thread, with progress and a "changed while hashed" check, and must not take the
+registry's DVC lock for it. Compatibility with DVC 3 (``hash: md5``) was checked against the
+real ``dvc add`` (see tests/unit/test_hashing.py):
+
+* a file's md5 is the plain md5 of its bytes (DVC 3 no longer applies dos2unix to text);
+* a directory's manifest is ``json.dumps(sorted([{"md5", "relpath"}...]), sort_keys=True)``
+  (no size/isexec meta), sorted by the posix relpath string, and its id is the md5 of those
+  bytes followed by ``.dir``; its size is the sum of file sizes and ``nfiles`` the file count;
+* empty directories contribute nothing; like DVC's default ``.dvcignore`` patterns, entries
+  named ``.git`` and directories named ``.hg``/``.dvc`` are left out (DVC would ignore them in a
+  workspace, so including them would make ``dvc status`` report a change after a pull).
+
+Symlinks inside a directory checkpoint: a link to a file inside the checkpoint root is followed
+(its bytes are stored under the link's relpath, as ``dvc add`` does). A link that resolves
+outside the root, a dangling link, and a link to a directory are refused with
+``InputError(code="invalid_path")``: DVC silently skips linked directories, and silently
+dropping part of a checkpoint is worse than refusing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cpvd.errors import InputError, IntegrityError
+
+#: read size: large enough that md5 runs at memory speed, small enough to never matter in RAM
+CHUNK_SIZE = 8 * 1024 * 1024
+
+#: names DVC ignores inside a tracked directory by default (dvc/ignore.py)
+_IGNORED_ANY = frozenset({".git"})
+_IGNORED_DIRS = frozenset({".git", ".hg", ".dvc"})
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a checkpoint; ``relpath`` is posix, relative to the checkpoint root."""
+
+    relpath: str
+    md5: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ContentHash:
+    """What DVC records for an output, plus what we need to upload it.
+
+    ``md5`` is ``"<hex>.dir"`` for directories, exactly as in a ``.dvc`` file. A file
+    checkpoint has one entry whose relpath is the file's name; ``manifest`` holds the
+    ``.dir`` object's bytes for directories and is None for files.
+    """
+
+    md5: str
+    size: int
+    nfiles: int
+    is_dir: bool
+    entries: tuple[FileEntry, ...]
+    manifest: bytes | None
+
+
+def md5_file(path: Path | str, progress: Progress | None = None) -> tuple[str, int]:
+    """Stream ``path`` through md5; returns ``(hexdigest, bytes read)``.
+
+    ``progress`` is called with the number of bytes of each chunk as it is hashed.
+    Raises IntegrityError when the file's size or mtime changed while it was being read
+    (a writer still at work), InputError when it cannot be opened.
+    """
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file", code="invalid_path") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read: {exc.strerror}", code="invalid_path") from None
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise InputError(f"{p}: not a regular file", code="invalid_path")
+        _advise_sequential(fd)
+        h = hashlib.md5()
+        buf = bytearray(CHUNK_SIZE)
+        view = memoryview(buf)
+        total = 0
+        expected = before.st_size
+        with open(fd, "rb", buffering=0, closefd=False) as f:
+            # Read only the size seen at open: a writer that keeps appending cannot keep us
+            # here forever; the fstat below then reports the change.
+            while total < expected:
+                n = f.readinto(view[: min(len(view), expected - total)])
+                if not n:
+                    break
+                h.update(view[:n])
+                total += n
+                if progress is not None:
+                    progress(n)
+        after = os.fstat(fd)
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read: {exc.strerror}", code="invalid_path") from None
+    finally:
+        os.close(fd)
+    if (
+        after.st_size != before.st_size
+        or after.st_mtime_ns != before.st_mtime_ns
+        or total != after.st_size
+    ):
+        raise IntegrityError(f"{p}: changed while hashed (size or mtime moved; still written?)")
+    return h.hexdigest(), total
+
+
+def _advise_sequential(fd: int) -> None:
+    """Tell the kernel we read front to back (bigger readahead); harmless where unsupported."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        with contextlib.suppress(OSError):
+            advise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+
+
+def dir_manifest(entries: Iterable[FileEntry]) -> tuple[str, bytes]:
+    """DVC 3's ``.dir`` object for ``entries``: returns ``("<md5>.dir", manifest bytes)``."""
+    items = sorted(
+        ({"md5": e.md5, "relpath": e.relpath} for e in entries),
+        key=lambda d: d["relpath"],
+    )
+    data = json.dumps(items, sort_keys=True).encode("utf-8")
+    return hashlib.md5(data).hexdigest() + ".dir", data
+
+
+def list_files(root: Path) -> list[tuple[str, Path]]:
+    """Every file DVC would track under directory ``root``: ``(posix relpath, real path)``.
+
+    Sorted by relpath. Applies the symlink rules in the module docstring.
+    """
+    real_root = os.path.realpath(root)
+    out: list[tuple[str, Path]] = []
+
+    def onerror(exc: OSError) -> None:
+        raise InputError(
+            f"{exc.filename}: cannot read directory: {exc.strerror}", code="invalid_path"
+        )
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
+        rel_dir = os.path.relpath(dirpath, root)
+        kept_dirs = []
+        for name in dirnames:
+            full = os.path.join(dirpath, name)
+            if name in _IGNORED_DIRS:
+                continue
+            if os.path.islink(full):
+                _check_link(full, real_root, root)
+                raise InputError(
+                    f"{full}: symlink to a directory inside a checkpoint is not supported "
+                    "(DVC would skip it); replace it with a real directory",
+                    code="invalid_path",
+                )
+            kept_dirs.append(name)
+        dirnames[:] = kept_dirs
+        for name in filenames:
+            if name in _IGNORED_ANY:
+                continue
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full):
+                target = _check_link(full, real_root, root)
+                if not os.path.isfile(target):
+                    raise InputError(
+                        f"{full}: symlink to something that is not a regular file",
+                        code="invalid_path",
+                    )
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            out.append((rel.replace(os.sep, "/"), Path(full)))
+    out.sort(key=lambda t: t[0])
+    return out
+
+
+def _check_link(link: str, real_root: str, root: Path) -> str:
+    """Resolve ``link``; refuse it when dangling or when it leaves the checkpoint root."""
+    target = os.path.realpath(link)
+    if not os.path.exists(target):
+        raise InputError(f"{link}: dangling symlink in checkpoint", code="invalid_path")
+    if os.path.commonpath([real_root, target]) != real_root:
+        raise InputError(
+            f"{link}: symlink resolves outside the checkpoint {root} (to {target})",
+            code="invalid_path",
+        )
+    return target
+
+
+def hash_checkpoint(path: Path, progress: Progress | None = None) -> ContentHash:
+    """Hash a checkpoint file or directory the way ``dvc add`` would record it.
+
+    ``progress`` receives byte counts as data is hashed (across all files of a directory).
+    Raises InputError for a missing/unreadable path or a refused symlink, IntegrityError when
+    a file changed while it was read.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file or directory", code="invalid_path") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot access: {exc.strerror}", code="invalid_path") from None
+    if stat.S_ISREG(st.st_mode):
+        md5, size = md5_file(p, progress)
+        return ContentHash(
+            md5=md5,
+            size=size,
+            nfiles=1,
+            is_dir=False,
+            entries=(FileEntry(relpath=p.name, md5=md5, size=size),),
+            manifest=None,
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{p}: not a regular file or directory", code="invalid_path")
+    entries = tuple(FileEntry(rel, *md5_file(full, progress)) for rel, full in list_files(p))
+    dir_md5, manifest = dir_manifest(entries)
+    return ContentHash(
+        md5=dir_md5,
+        size=sum(e.size for e in entries),
+        nfiles=len(entries),
+        is_dir=True,
+        entries=entries,
+        manifest=manifest,
+    )

@@ -1,0 +1,636 @@
+"""The daemon's durable job queue: one SQLite file (WAL) under ``state_dir``.
+
+Why SQLite: a crash or reboot must lose no queued checkpoint and must let the worker resume
+a half-done job at its last completed step, so every transition is a committed transaction.
+
+Durability choice: ``synchronous=FULL``. In WAL mode ``NORMAL`` already survives a killed
+process; ``FULL`` also survives power loss (the WAL is fsynced at every commit). The queue
+sees a handful of transitions per checkpoint, so the extra fsync costs nothing measurable,
+and losing an ``add`` on power loss would silently drop a checkpoint whose trainer may have
+already rotated the original away.
+
+Ordering: jobs of one artifact run strictly one at a time in arrival order (versions must
+follow the order of checkpoints); different artifacts interleave freely.
+
+Thread-safety: one connection guarded by one lock (:class:`StateDB`); the asyncio thread
+and worker threads all call in. Cross-process writers (a second daemon) are excluded by the
+instance lock, and ``BEGIN IMMEDIATE`` keeps even that case correct.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cpvd.errors import InputError, NotFound, StateError
+
+JOB_STATES = ("queued", "running", "done", "unchanged", "failed", "skipped")
+TERMINAL_STATES = frozenset({"done", "unchanged", "failed", "skipped"})
+ACTIVE_STATES = ("queued", "running")
+#: worker steps in order; ``Job.step`` is the last one completed
+STEPS = ("snapshotted", "hashed", "uploaded", "committed", "tagged", "pushed")
+KINDS = ("file", "dir")
+BUMPS = ("minor", "major")
+ORIGINS = ("watch", "push")
+
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 300.0
+DEFAULT_MAX_ATTEMPTS = 8
+BUSY_TIMEOUT_S = 10.0
+
+#: fields record_step() may set alongside the step
+_STEP_FIELDS = frozenset(
+    {"snapshot", "kind", "md5", "size", "nfiles", "version", "metrics", "result", "bump"}
+)
+_JSON_FIELDS = frozenset({"metrics", "result"})
+#: SQL parameters (an alias: JobQueue.list shadows the builtin inside the class)
+_Params = list[Any]
+
+_JOB_COLUMNS = (
+    "id", "artifact", "source", "snapshot", "kind", "state", "step", "attempts",
+    "next_attempt_at", "error", "created_at", "updated_at", "md5", "size", "nfiles",
+    "version", "bump", "metrics", "origin", "result",
+)  # fmt: skip
+_SELECT = "SELECT " + ", ".join(_JOB_COLUMNS) + " FROM jobs"
+
+_JOBS_DDL = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    artifact TEXT NOT NULL,
+    source TEXT NOT NULL,
+    snapshot TEXT,
+    kind TEXT,
+    state TEXT NOT NULL,
+    step TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    md5 TEXT,
+    size INTEGER,
+    nfiles INTEGER,
+    version TEXT,
+    bump TEXT NOT NULL DEFAULT 'minor',
+    metrics TEXT,
+    origin TEXT NOT NULL DEFAULT 'watch',
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs(state, seq);
+CREATE INDEX IF NOT EXISTS jobs_artifact_state ON jobs(artifact, state, seq);
+"""
+JOBS_SCHEMA_VERSION = 1
+
+_CORRUPT_HINTS = ("not a database", "malformed", "corrupt", "file is encrypted")
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(h in text for h in _CORRUPT_HINTS)
+
+
+def corrupt_message(path: Path, detail: str) -> str:
+    return (
+        f"the state database {path} is corrupt ({detail}). Start the daemon once with "
+        "`cpvd run --rebuild-queue` to move it aside and start with an empty queue: versions "
+        "already in the registry are kept, and the start-up rescan queues the checkpoints "
+        "still on disk again"
+    )
+
+
+class StateDB:
+    """One SQLite connection in WAL mode plus the lock that serialises its use.
+
+    Shared by :class:`JobQueue` and :class:`cpvd.ledger.Ledger` so both live in one file and
+    one transaction order. Every sqlite error leaves here as :class:`StateError`.
+    """
+
+    def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._closed = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                # 0600: the queue holds paths of the user's checkpoints
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise StateError(f"cannot create the state database {self.path}: {exc}") from exc
+        try:
+            self._conn = sqlite3.connect(
+                str(self.path),
+                timeout=busy_timeout,
+                isolation_level=None,  # explicit BEGIN IMMEDIATE / COMMIT below
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open the state database {self.path}: {exc}") from exc
+        try:
+            self._configure(busy_timeout)
+        except StateError:
+            self._conn.close()
+            raise
+
+    def _configure(self, busy_timeout: float) -> None:
+        try:
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            check = [r[0] for r in self._conn.execute("PRAGMA quick_check").fetchall()]
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_versions "
+                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from exc
+        if check != ["ok"]:
+            raise StateError(corrupt_message(self.path, "; ".join(check[:3])))
+        if str(mode).lower() != "wal":
+            raise StateError(
+                f"the state database {self.path} cannot use WAL journaling (got {mode!r}); "
+                "put state_dir on a local filesystem"
+            )
+
+    def _error(self, exc: sqlite3.Error) -> StateError:
+        if _is_corruption(exc):
+            return StateError(corrupt_message(self.path, str(exc)))
+        if "full" in str(exc).lower():
+            return StateError(
+                f"the state database {self.path} could not be written: {exc}. Free space on "
+                "the state directory's filesystem; queued work resumes once there is room"
+            )
+        return StateError(f"state database {self.path}: {exc}")
+
+    def ensure_schema(self, component: str, version: int, ddl: str) -> None:
+        """Create ``component``'s tables; refuse a file written by a newer cpvd."""
+        with self.write() as conn:
+            row = conn.execute(
+                "SELECT version FROM schema_versions WHERE component = ?", (component,)
+            ).fetchone()
+            if row is not None and int(row[0]) > version:
+                raise StateError(
+                    f"the state database {self.path} was written by a newer cpvd "
+                    f"({component} schema {row[0]}, this one knows {version}): upgrade cpvd"
+                )
+            for statement in ddl.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT OR REPLACE INTO schema_versions (component, version) VALUES (?, ?)",
+                (component, version),
+            )
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error."""
+        with self._lock:
+            conn = self._live()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                raise self._error(exc) from exc
+            except BaseException:
+                self._rollback(conn)
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                raise self._error(exc) from exc
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._live()
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            # if this fails the connection is already broken; the original error is raised
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    def _live(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StateError(f"state database {self.path} is closed")
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+@dataclass
+class Job:
+    """One checkpoint on its way to becoming a version."""
+
+    id: str
+    artifact: str
+    source: str
+    snapshot: str | None
+    kind: str | None
+    state: str
+    step: str | None
+    attempts: int
+    next_attempt_at: float
+    error: str | None
+    created_at: float
+    updated_at: float
+    md5: str | None
+    size: int | None
+    nfiles: int | None
+    version: str | None
+    bump: str
+    metrics: dict[str, Any] | None
+    origin: str
+    result: dict[str, Any] | None
+
+    @classmethod
+    def _from_row(cls, row: tuple[Any, ...]) -> Job:
+        values = dict(zip(_JOB_COLUMNS, row, strict=True))
+        for name in _JSON_FIELDS:
+            if values[name] is not None:
+                values[name] = json.loads(values[name])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the API's job object)."""
+        return asdict(self)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Delay before retry number ``attempt`` (1-based): exponential, capped, jittered.
+
+    ``base * 2**(attempt-1)`` capped at ``BACKOFF_CAP``, then scaled by a factor in
+    [0.5, 1]: jitter spreads retries of several jobs (or machines) hitting the same outage,
+    while keeping each delay at least half the nominal one so the sequence never shrinks.
+    """
+    nominal = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(0, attempt - 1))
+    r = (rng or random).random()
+    return nominal * (0.5 + 0.5 * r)
+
+
+def _check(value: object, allowed: Collection[object], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"invalid {what} {value!r}: expected one of {sorted(map(str, allowed))}")
+
+
+class JobQueue:
+    """Durable FIFO-per-artifact queue of :class:`Job`; see the module docstring."""
+
+    def __init__(
+        self,
+        db_path: Path | StateDB,
+        *,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        rng: random.Random | None = None,
+    ) -> None:
+        if isinstance(db_path, StateDB):
+            self.db, self._owns_db = db_path, False
+        else:
+            self.db, self._owns_db = StateDB(db_path), True
+        self.max_attempts = max_attempts
+        self._rng = rng or random.Random()
+        try:
+            self.db.ensure_schema("jobs", JOBS_SCHEMA_VERSION, _JOBS_DDL)
+        except StateError:
+            if self._owns_db:
+                self.db.close()
+            raise
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    @staticmethod
+    def rebuild(db_path: Path) -> Path:
+        """Move a corrupt database (and its -wal/-shm) aside; return the moved path.
+
+        The caller then opens a fresh ``JobQueue(db_path)``. Nothing is deleted, so the old
+        file stays available for a post-mortem.
+        """
+        db_path = Path(db_path)
+        if not db_path.exists():
+            raise StateError(f"no state database at {db_path} to rebuild")
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = db_path.with_name(f"{db_path.name}.corrupt-{stamp}")
+        n = 1
+        while target.exists():
+            target = db_path.with_name(f"{db_path.name}.corrupt-{stamp}-{n}")
+            n += 1
+        try:
+            os.replace(db_path, target)
+            for suffix in ("-wal", "-shm"):
+                side = db_path.with_name(db_path.name + suffix)
+                if side.exists():
+                    os.replace(side, target.with_name(target.name + suffix))
+        except OSError as exc:
+            raise StateError(f"cannot move {db_path} aside: {exc}") from exc
+        return target
+
+    def close(self) -> None:
+        if self._owns_db:
+            self.db.close()
+
+    def __enter__(self) -> JobQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def add(
+        self,
+        artifact: str,
+        source: str,
+        *,
+        snapshot: str | None = None,
+        kind: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        bump: str = "minor",
+        origin: str = "watch",
+    ) -> Job:
+        """Queue a checkpoint; it is durable once this returns."""
+        if kind is not None:
+            _check(kind, KINDS, "kind")
+        _check(bump, BUMPS, "bump")
+        _check(origin, ORIGINS, "origin")
+        now = time.time()
+        job_id = uuid.uuid4().hex
+        step = "snapshotted" if snapshot is not None else None
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT INTO jobs (id, artifact, source, snapshot, kind, state, step, attempts,"
+                " next_attempt_at, created_at, updated_at, bump, metrics, origin)"
+                " VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id, artifact, str(source), snapshot, kind, step, now, now, now, bump,
+                    None if metrics is None else json.dumps(metrics), origin,
+                ),
+            )  # fmt: skip
+            return self._get(conn, job_id)
+
+    def claim_next(self, now: float | None = None, paused: Collection[str] = ()) -> Job | None:
+        """Mark the oldest claimable job running and return it (None: nothing is due).
+
+        Claimable: queued, due (``next_attempt_at <= now``), its artifact not paused, no job
+        of the same artifact running, and no older job of the same artifact still queued
+        (waiting for its retry): versions follow the order of checkpoints.
+        """
+        now = time.time() if now is None else now
+        where, params = self._head_filter(paused)
+        with self.db.write() as conn:
+            row = conn.execute(
+                f"SELECT j.id FROM jobs j WHERE {where} AND j.next_attempt_at <= ?"
+                " ORDER BY j.seq LIMIT 1",
+                (*params, now),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE jobs SET state = 'running', updated_at = ? WHERE id = ?",
+                (max(now, time.time()), row[0]),
+            )
+            return self._get(conn, row[0])
+
+    def record_step(self, id: str, step: str, **fields: Any) -> Job:
+        """Persist that ``step`` completed, with its results (md5, size, version...), atomically."""
+        _check(step, STEPS, "step")
+        unknown = set(fields) - _STEP_FIELDS
+        if unknown:
+            raise ValueError(f"record_step cannot set {sorted(unknown)}")
+        if "kind" in fields and fields["kind"] is not None:
+            _check(fields["kind"], KINDS, "kind")
+        if "bump" in fields:
+            _check(fields["bump"], BUMPS, "bump")
+        names = ["step", "updated_at", *fields]
+        values: list[Any] = [step, time.time()]
+        for name, value in fields.items():
+            values.append(
+                json.dumps(value) if name in _JSON_FIELDS and value is not None else value
+            )
+        sets = ", ".join(f"{n} = ?" for n in names)
+        with self.db.write() as conn:
+            self._update(conn, id, sets, values)
+            return self._get(conn, id)
+
+    def finish(self, id: str, state: str, result: dict[str, Any] | None = None) -> Job:
+        """End a job: ``done``, ``unchanged``, ``skipped`` (or ``failed``)."""
+        _check(state, TERMINAL_STATES, "final state")
+        with self.db.write() as conn:
+            self._update(
+                conn,
+                id,
+                "state = ?, result = ?, updated_at = ?",
+                [state, None if result is None else json.dumps(result), time.time()],
+            )
+            return self._get(conn, id)
+
+    def fail(self, id: str, error: str, retryable: bool, now: float | None = None) -> Job:
+        """Record a failed attempt: back to the queue after a backoff, or ``failed`` for good.
+
+        A job fails for good when the error is not retryable or when this was attempt
+        ``max_attempts``; the error is kept either way so status can show why it waits.
+        """
+        now = time.time() if now is None else now
+        with self.db.write() as conn:
+            job = self._get(conn, id)
+            if job.terminal:
+                raise InputError(f"job {id} is already {job.state}", "conflict")
+            attempts = job.attempts + 1
+            if retryable and attempts < self.max_attempts:
+                due = now + backoff_delay(attempts, self._rng)
+                self._update(
+                    conn,
+                    id,
+                    "state = 'queued', attempts = ?, next_attempt_at = ?, error = ?,"
+                    " updated_at = ?",
+                    [attempts, due, error, now],
+                )
+            else:
+                if retryable:
+                    error = f"{error} (gave up after {attempts} attempts)"
+                self._update(
+                    conn,
+                    id,
+                    "state = 'failed', attempts = ?, error = ?, updated_at = ?",
+                    [attempts, error, now],
+                )
+            return self._get(conn, id)
+
+    def retry(self, id: str) -> Job:
+        """Queue a ``failed`` job again, now, with a fresh attempt budget; it keeps its step."""
+        now = time.time()
+        with self.db.write() as conn:
+            job = self._get(conn, id)
+            if job.state != "failed":
+                raise InputError(
+                    f"job {id} is {job.state}, only a failed job can be retried", "conflict"
+                )
+            self._update(
+                conn,
+                id,
+                "state = 'queued', attempts = 0, next_attempt_at = ?, updated_at = ?",
+                [now, now],
+            )
+            return self._get(conn, id)
+
+    def recover(self) -> list[Job]:
+        """At start-up: jobs left ``running`` by a crash go back to the queue, due now.
+
+        They keep their step so the worker resumes after the last completed one (each step is
+        idempotent). ``attempts`` is not increased: being killed is not the job's fault, and a
+        kill loop must not push good jobs into ``failed``.
+        """
+        now = time.time()
+        with self.db.write() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute("SELECT id FROM jobs WHERE state = 'running' ORDER BY seq")
+            ]
+            conn.execute(
+                "UPDATE jobs SET state = 'queued', next_attempt_at = ?, updated_at = ?"
+                " WHERE state = 'running'",
+                (now, now),
+            )
+            return [self._get(conn, i) for i in ids]
+
+    def prune(self, before: float) -> int:
+        """Delete finished jobs last updated before ``before``; returns how many."""
+        marks = ", ".join("?" for _ in TERMINAL_STATES)
+        with self.db.write() as conn:
+            cur = conn.execute(
+                f"DELETE FROM jobs WHERE state IN ({marks}) AND updated_at < ?",
+                (*sorted(TERMINAL_STATES), before),
+            )
+            return int(cur.rowcount)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, id: str) -> Job | None:
+        with self.db.read() as conn:
+            row = conn.execute(f"{_SELECT} WHERE id = ?", (id,)).fetchone()
+        return None if row is None else Job._from_row(row)
+
+    def list(
+        self,
+        states: Collection[str] | None = None,
+        artifact: str | None = None,
+        limit: int = 100,
+        *,
+        source: str | None = None,
+        oldest_first: bool = False,
+    ) -> list[Job]:
+        """Jobs filtered by state, artifact and source; newest first unless ``oldest_first``."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if states is not None:
+            states = list(states)
+            for s in states:
+                _check(s, JOB_STATES, "state")
+            if not states:
+                return []
+            clauses.append(f"state IN ({', '.join('?' for _ in states)})")
+            params.extend(states)
+        if artifact is not None:
+            clauses.append("artifact = ?")
+            params.append(artifact)
+        if source is not None:
+            clauses.append("source = ?")
+            params.append(str(source))
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        order = "ASC" if oldest_first else "DESC"
+        with self.db.read() as conn:
+            rows = conn.execute(
+                f"{_SELECT}{where} ORDER BY seq {order} LIMIT ?", (*params, int(limit))
+            ).fetchall()
+        return [Job._from_row(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state, every state present (zero when none)."""
+        result = dict.fromkeys(JOB_STATES, 0)
+        with self.db.read() as conn:
+            for state, n in conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+                result[state] = int(n)
+        return result
+
+    def depth(self) -> int:
+        """Work not yet finished: queued + running."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')"
+            ).fetchone()
+        return int(row[0])
+
+    def next_due_at(self, paused: Collection[str] = ()) -> float | None:
+        """When :meth:`claim_next` will next have something, given the current state.
+
+        Considers only jobs that are first in their artifact's line and not blocked by a
+        running job, so the worker can sleep exactly until then (and be woken early by an add,
+        a finish or a resume) instead of polling. None: nothing claimable is waiting.
+        """
+        where, params = self._head_filter(paused)
+        with self.db.read() as conn:
+            row = conn.execute(
+                f"SELECT MIN(j.next_attempt_at) FROM jobs j WHERE {where}", params
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _head_filter(paused: Collection[str]) -> tuple[str, _Params]:
+        """SQL for 'queued, first of its artifact, nothing of its artifact running'."""
+        if isinstance(paused, str):  # a bare name would be taken as a set of characters
+            raise TypeError("paused must be a collection of artifact names, not a str")
+        where = (
+            "j.state = 'queued' AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.artifact = j.artifact"
+            " AND (o.state = 'running' OR (o.state = 'queued' AND o.seq < j.seq)))"
+        )
+        params: _Params = [*paused]
+        if params:
+            where += f" AND j.artifact NOT IN ({', '.join('?' for _ in params)})"
+        return where, params
+
+    @staticmethod
+    def _get(conn: sqlite3.Connection, id: str) -> Job:
+        row = conn.execute(f"{_SELECT} WHERE id = ?", (id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {id!r}", "unknown_job")
+        return Job._from_row(row)
+
+    @staticmethod
+    def _update(conn: sqlite3.Connection, id: str, sets: str, values: _Params) -> None:
+        cur = conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, id))
+        if cur.rowcount == 0:
+            raise NotFound(f"no job {id!r}", "unknown_job")

@@ -1,0 +1,114 @@
+"""Read every version and stage of a registry in one ``git for-each-ref`` pass.
+
+One process for all tags, whatever their number: 10,000 versions parse in a fraction of a
+second, where a process per tag (or ``gto show``) takes seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cpvctl.protocol import ProtocolError, Version
+from cpvd.execute import run_git
+from cpvd.metadata import VersionInfo
+
+_FORMAT = "%(refname:strip=2)%00%(objecttype)%00%(objectname)%00%(*objectname)%00%(contents)%1e"
+_STAGE_RE = re.compile(r"^(?P<artifact>.+)#(?P<stage>[^#!]+)(?P<cancel>!?)#(?P<n>\d+)$")
+_VERSION_TAG_RE = re.compile(r"^(?P<artifact>.+)@(?P<version>v\d+\.\d+\.\d+)$")
+
+
+@dataclass
+class StageTag:
+    artifact: str
+    stage: str
+    counter: int
+    commit: str
+    cancel: bool
+
+
+@dataclass
+class RegistryIndex:
+    """All versions and stages, keyed for the queries the API answers."""
+
+    versions: dict[str, list[VersionInfo]] = field(default_factory=dict)  # newest first
+    tags: dict[str, str] = field(default_factory=dict)  # tag name -> target commit
+    stage_tags: list[StageTag] = field(default_factory=list)
+
+    def artifact_versions(self, artifact: str) -> list[VersionInfo]:
+        return self.versions.get(artifact, [])
+
+    def get(self, artifact: str, version: str) -> VersionInfo | None:
+        for v in self.versions.get(artifact, []):
+            if v.version == version:
+                return v
+        return None
+
+    def latest(self, artifact: str) -> VersionInfo | None:
+        vs = self.versions.get(artifact)
+        return vs[0] if vs else None
+
+    def next_stage_counter(self, artifact: str) -> int:
+        return 1 + max((s.counter for s in self.stage_tags if s.artifact == artifact), default=0)
+
+    def find_job(self, job_id: str) -> VersionInfo | None:
+        for vs in self.versions.values():
+            for v in vs:
+                if v.job_id == job_id:
+                    return v
+        return None
+
+
+def read_index(repo: Path) -> RegistryIndex:
+    out = run_git(["for-each-ref", f"--format={_FORMAT}", "refs/tags"], repo).stdout
+    index = RegistryIndex()
+    for record in out.decode("utf-8", errors="replace").split("\x1e"):
+        record = record.lstrip("\n")
+        if not record:
+            continue
+        parts = record.split("\x00", 4)
+        if len(parts) != 5:
+            continue
+        name, objtype, objname, peeled, contents = parts
+        commit = peeled if objtype == "tag" else objname
+        index.tags[name] = commit
+        m = _VERSION_TAG_RE.match(name)
+        if m and objtype == "tag":
+            info = VersionInfo.from_message(m["artifact"], m["version"], contents.strip())
+            if info is not None:
+                info.commit = commit
+                index.versions.setdefault(info.artifact, []).append(info)
+            continue
+        s = _STAGE_RE.match(name)
+        if s:
+            index.stage_tags.append(
+                StageTag(s["artifact"], s["stage"], int(s["n"]), commit, bool(s["cancel"]))
+            )
+    for vs in index.versions.values():
+        vs.sort(key=lambda v: _semver(v.version), reverse=True)
+    _assign_stages(index)
+    return index
+
+
+def _semver(text: str) -> Version:
+    try:
+        return Version.parse(text)
+    except ProtocolError:
+        return Version(0, 0, 0)
+
+
+def _assign_stages(index: RegistryIndex) -> None:
+    """A stage belongs to the version whose commit its latest (highest counter) tag targets."""
+    latest: dict[tuple[str, str], StageTag] = {}
+    for s in index.stage_tags:
+        key = (s.artifact, s.stage)
+        if key not in latest or s.counter > latest[key].counter:
+            latest[key] = s
+    for (artifact, stage), s in sorted(latest.items()):
+        if s.cancel:
+            continue
+        for v in index.versions.get(artifact, []):
+            if v.commit == s.commit:
+                v.stages.append(stage)
+                break

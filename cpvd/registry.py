@@ -1,0 +1,401 @@
+"""The Git + DVC registry: layout, pointers, commits, tags, and pushing to the team remote.
+
+Layout (what a colleague sees after ``git clone``)::
+
+    dvc.yaml                              artifacts: one entry per artifact
+    .dvc/config                           the DVC remote (no secrets)
+    artifacts/<team>/<model>/checkpoint.dvc   the artifact's one pointer, updated per version
+    artifacts/<team>/<model>/.gitignore       ignores the pulled bytes
+
+Every version is one commit (GTO allows one version of an artifact per commit) carrying a
+``Cpv-Job`` trailer, so a step re-run after a crash finds its commit instead of making a
+second one. Git runs as a subprocess through ``cpvd.execute`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cpvd.config import RegistryConfig
+from cpvd.errors import GitError
+from cpvd.execute import git_out, run_git
+
+log = logging.getLogger(__name__)
+
+BRANCH = "main"
+REMOTE = "origin"
+DVC_REMOTE = "storage"
+POINTER_STEM = "checkpoint"
+
+_REJECTED = re.compile(
+    r"rejected|non-fast-forward|fetch first|already exists|stale info|failed to update ref"
+    r"|cannot lock ref|atomic push failed",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """What a ``.dvc`` file records about one output."""
+
+    md5: str
+    size: int
+    nfiles: int
+    is_dir: bool
+
+
+def artifact_dir(artifact: str) -> str:
+    return f"artifacts/{artifact}"
+
+
+def pointer_file(artifact: str) -> str:
+    return f"{artifact_dir(artifact)}/{POINTER_STEM}.dvc"
+
+
+def output_path(artifact: str) -> str:
+    return f"{artifact_dir(artifact)}/{POINTER_STEM}"
+
+
+def render_pointer(p: Pointer) -> str:
+    """A DVC 3 ``.dvc`` file, field order as ``dvc add`` writes it."""
+    lines = ["outs:", f"- md5: {p.md5}", f"  size: {p.size}"]
+    if p.is_dir:
+        lines.append(f"  nfiles: {p.nfiles}")
+    lines += ["  hash: md5", f"  path: {POINTER_STEM}", ""]
+    return "\n".join(lines)
+
+
+_POINTER_RE = re.compile(r"^\s*-?\s*(md5|size|nfiles):\s*(\S+)\s*$", re.M)
+
+
+def parse_pointer(text: str) -> Pointer | None:
+    fields = dict(_POINTER_RE.findall(text))
+    if "md5" not in fields:
+        return None
+    md5 = fields["md5"]
+    return Pointer(
+        md5=md5,
+        size=int(fields.get("size", 0)),
+        nfiles=int(fields.get("nfiles", 1)),
+        is_dir=md5.endswith(".dir"),
+    )
+
+
+def render_dvc_yaml(artifacts: Mapping[str, str]) -> str:
+    lines = ["artifacts:"]
+    for name in sorted(artifacts):
+        lines += [
+            f"  {name}:",
+            f"    path: {output_path(name)}",
+            f"    type: {artifacts[name]}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+_YAML_ENTRY = re.compile(r"^  (\S+):\s*$\n^    path: .*$\n^    type: (\S+)\s*$", re.M)
+
+
+def parse_dvc_yaml(text: str) -> dict[str, str]:
+    return {m[1]: m[2] for m in _YAML_ENTRY.finditer(text)}
+
+
+def render_dvc_config(remote_settings: Mapping[str, str]) -> str:
+    lines = [
+        "[core]",
+        f"    remote = {DVC_REMOTE}",
+        "    analytics = false",
+        "    check_update = false",
+        "    autostage = true",
+        f"['remote \"{DVC_REMOTE}\"']",
+    ]
+    lines += [f"    {k} = {v}" for k, v in remote_settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+REGISTRY_README = """\
+# Model registry (managed by CPV)
+
+Each artifact is a line of versions. Versions are Git tags `<artifact>@vX.Y.Z` (annotated;
+the tag message is JSON: source, host, md5, size, metrics, lineage, parent); stages are GTO
+tags `<artifact>#<stage>#N`. The bytes live in the DVC remote configured in `.dvc/config`.
+
+Read it without CPV:
+
+    git tag -l '*@v*'                                # every version
+    git show vision/resnet50@v1.2.0                  # its metadata
+    git checkout vision/resnet50@v1.2.0 && dvc pull  # its bytes, in artifacts/<name>/checkpoint
+    dvc artifacts get <this repo URL> vision/resnet50 --rev vision/resnet50@v1.2.0
+    gto show                                         # versions and stages (pip install gto)
+"""
+
+
+def ssh_env(cfg: RegistryConfig) -> dict[str, str]:
+    """``GIT_SSH_COMMAND`` for a deploy key (Bitbucket/GitHub SSH remotes)."""
+    if cfg.ssh_key is None:
+        return {}
+    key = os.path.expanduser(str(cfg.ssh_key))
+    return {
+        "GIT_SSH_COMMAND": f"ssh -i '{key}' -o IdentitiesOnly=yes -o BatchMode=yes "
+        "-o StrictHostKeyChecking=accept-new"
+    }
+
+
+class Registry:
+    """A local clone of the registry. Not thread-safe: the daemon gives it one worker."""
+
+    def __init__(self, cfg: RegistryConfig, remote_settings: Mapping[str, str]) -> None:
+        self.cfg = cfg
+        self.path = Path(cfg.path)
+        self.remote_settings = dict(remote_settings)
+        self._env = ssh_env(cfg)
+
+    # -- git plumbing -------------------------------------------------------------------
+    def git(self, *args: str, check: bool = True, input: bytes | None = None) -> str:
+        return run_git(
+            list(args), self.path, env=self._env, check=check, input=input
+        ).stdout.decode()
+
+    def head(self) -> str | None:
+        proc = run_git(["rev-parse", "--verify", "-q", "HEAD"], self.path, check=False)
+        return proc.stdout.decode().strip() or None
+
+    def read_file(self, rel: str, rev: str = "HEAD") -> str | None:
+        proc = run_git(["show", f"{rev}:{rel}"], self.path, check=False)
+        return proc.stdout.decode() if proc.returncode == 0 else None
+
+    # -- creation -----------------------------------------------------------------------
+    def open(self, artifacts: Mapping[str, str]) -> None:
+        """Clone or create the registry, then make sure config and ``dvc.yaml`` are current."""
+        if not (self.path / ".git").is_dir():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.cfg.remote:
+                self._clone()
+            else:
+                run_git(["init", "-q", "-b", BRANCH, str(self.path)])
+        self._configure_identity()
+        self.ensure_layout(artifacts, message="cpv: registry layout")
+
+    def _clone(self) -> None:
+        assert self.cfg.remote
+        run_git(
+            ["clone", "-q", "--origin", REMOTE, self.cfg.remote, str(self.path)],
+            env=self._env,
+            timeout=600,
+        )
+        if self.head() is None:  # an empty remote: start the branch ourselves
+            run_git(["symbolic-ref", "HEAD", f"refs/heads/{BRANCH}"], self.path)
+
+    def _configure_identity(self) -> None:
+        for key, value in (("user.name", "cpvd"), ("user.email", f"cpvd@{socket.gethostname()}")):
+            if run_git(["config", key], self.path, check=False).returncode != 0:
+                run_git(["config", "--local", key, value], self.path)
+        run_git(["config", "--local", "tag.gpgSign", "false"], self.path)
+        run_git(["config", "--local", "commit.gpgSign", "false"], self.path)
+
+    def ensure_layout(self, artifacts: Mapping[str, str], message: str) -> bool:
+        """Write README, DVC config and ``dvc.yaml`` entries; commit if anything changed."""
+        changed: list[str] = []
+        current = parse_dvc_yaml(self._read_work("dvc.yaml") or "")
+        merged = {**current, **{k: v for k, v in artifacts.items() if k not in current}}
+        files = {
+            "README.md": self._read_work("README.md") or REGISTRY_README,
+            ".dvc/config": render_dvc_config(self.remote_settings),
+            ".dvc/.gitignore": "/config.local\n/tmp\n/cache\n",
+            ".dvcignore": "",
+            "dvc.yaml": render_dvc_yaml(merged),
+        }
+        for name in merged:
+            files[f"{artifact_dir(name)}/.gitignore"] = f"/{POINTER_STEM}\n"
+        for rel, text in files.items():
+            if self._write_work(rel, text):
+                changed.append(rel)
+        if changed or self.head() is None:
+            self.commit(changed or ["README.md"], message, trailers={})
+            return True
+        return False
+
+    def _read_work(self, rel: str) -> str | None:
+        try:
+            return (self.path / rel).read_text()
+        except FileNotFoundError:
+            return None
+
+    def _write_work(self, rel: str, text: str) -> bool:
+        """Write a tracked file atomically; True when its content changed."""
+        dest = self.path / rel
+        if self._read_work(rel) == text and self._is_tracked(rel):
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.cpv-tmp")
+        tmp.write_text(text)
+        os.replace(tmp, dest)
+        return True
+
+    def _is_tracked(self, rel: str) -> bool:
+        return (
+            run_git(["ls-files", "--error-unmatch", "--", rel], self.path, check=False).returncode
+            == 0
+        )
+
+    def reset_worktree(self) -> None:
+        """Drop uncommitted changes (after a crash between writing and committing)."""
+        if self.head() is not None:
+            run_git(["reset", "-q", "--hard", "HEAD"], self.path)
+        run_git(["clean", "-q", "-fd", "--", "artifacts", "dvc.yaml"], self.path, check=False)
+
+    # -- pointers and commits -----------------------------------------------------------
+    def pointer(self, artifact: str, rev: str = "HEAD") -> Pointer | None:
+        text = self.read_file(pointer_file(artifact), rev)
+        return parse_pointer(text) if text else None
+
+    def write_pointer(self, artifact: str, p: Pointer) -> str:
+        rel = pointer_file(artifact)
+        self._write_work(rel, render_pointer(p))
+        return rel
+
+    def commit(
+        self, paths: Iterable[str], message: str, trailers: Mapping[str, str | list[str]]
+    ) -> str:
+        lines = [message, ""]
+        for key, value in trailers.items():
+            for v in [value] if isinstance(value, str) else value:
+                lines.append(f"{key}: {v}")
+        paths = list(paths)
+        if paths:
+            run_git(["add", "-A", "--", *paths], self.path)
+        run_git(
+            ["commit", "-q", "--no-verify", "--allow-empty", "-F", "-"],
+            self.path,
+            input="\n".join(lines).encode(),
+        )
+        head = self.head()
+        assert head
+        return head
+
+    def find_job_commit(self, job_id: str) -> str | None:
+        """The commit carrying ``Cpv-Job: <job_id>`` on the current branch, if any."""
+        if self.head() is None:
+            return None
+        out = git_out(
+            ["log", "--format=%H", "-F", f"--grep=Cpv-Job: {job_id}", "-n", "1", "HEAD"], self.path
+        )
+        return out or None
+
+    def trailers(self, commit: str) -> dict[str, list[str]]:
+        out = git_out(["show", "-s", "--format=%(trailers:only,unfold)", commit], self.path)
+        result: dict[str, list[str]] = {}
+        for line in out.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                result.setdefault(key.strip(), []).append(value.strip())
+        return result
+
+    # -- tags ---------------------------------------------------------------------------
+    def tag_target(self, tag: str) -> str | None:
+        proc = run_git(
+            ["rev-parse", "-q", "--verify", f"refs/tags/{tag}^{{commit}}"], self.path, check=False
+        )
+        return proc.stdout.decode().strip() or None
+
+    def create_tag(self, tag: str, commit: str, message: str) -> None:
+        run_git(["tag", "-a", "-F", "-", "--", tag, commit], self.path, input=message.encode())
+
+    def delete_tags(self, tags: Iterable[str]) -> None:
+        tags = list(tags)
+        if tags:
+            run_git(["tag", "-d", *tags], self.path)
+
+    # -- remote -------------------------------------------------------------------------
+    @property
+    def has_remote(self) -> bool:
+        return bool(self.cfg.remote)
+
+    def push(self, refs: Iterable[str] = ()) -> None:
+        """Atomic push of the branch, every annotated tag reachable from it, and ``refs``.
+
+        Raises PushRejected when another machine got there first, GitError (retryable)
+        when the remote cannot be reached.
+        """
+        argv = [
+            "push",
+            "--atomic",
+            "--follow-tags",
+            "--porcelain",
+            REMOTE,
+            f"refs/heads/{BRANCH}:refs/heads/{BRANCH}",
+            *refs,
+        ]
+        proc = run_git(argv, self.path, env=self._env, check=False, timeout=600)
+        if proc.returncode == 0:
+            return
+        text = (proc.stdout + proc.stderr).decode(errors="replace")
+        if _REJECTED.search(text):
+            raise PushRejected(text.strip())
+        raise GitError(f"cannot push to {self.cfg.remote}: {text.strip()}")
+
+    def fetch(self) -> None:
+        """Fetch the remote branch and every remote tag that does not clash with a local one."""
+        run_git(
+            ["fetch", "-q", REMOTE, f"+refs/heads/{BRANCH}:refs/remotes/{REMOTE}/{BRANCH}"],
+            self.path,
+            env=self._env,
+            timeout=600,
+        )
+
+    def remote_tags(self) -> dict[str, str]:
+        """Tag name -> peeled commit, as the remote has them (one ``ls-remote``)."""
+        out = git_out(["ls-remote", "--tags", REMOTE], self.path, env=self._env, timeout=600)
+        tags: dict[str, str] = {}
+        for line in out.splitlines():
+            sha, _, ref = line.partition("\t")
+            name = ref.removeprefix("refs/tags/")
+            if name.endswith("^{}"):
+                tags[name[:-3]] = sha
+            else:
+                tags.setdefault(name, sha)
+        return tags
+
+    def fetch_tags(self, names: Iterable[str]) -> None:
+        specs = [f"refs/tags/{n}:refs/tags/{n}" for n in names]
+        for i in range(0, len(specs), 500):
+            run_git(
+                ["fetch", "-q", "--no-tags", REMOTE, *specs[i : i + 500]],
+                self.path,
+                env=self._env,
+                timeout=600,
+            )
+
+    def remote_branch(self) -> str | None:
+        proc = run_git(
+            ["rev-parse", "-q", "--verify", f"refs/remotes/{REMOTE}/{BRANCH}"],
+            self.path,
+            check=False,
+        )
+        return proc.stdout.decode().strip() or None
+
+    def unpushed_commits(self) -> list[str]:
+        """Local commits the remote branch lacks, oldest first."""
+        base = self.remote_branch()
+        rng = f"{base}..HEAD" if base else "HEAD"
+        if self.head() is None:
+            return []
+        out = git_out(["rev-list", "--reverse", rng], self.path)
+        return out.split()
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        return (
+            run_git(["merge-base", "--is-ancestor", a, b], self.path, check=False).returncode == 0
+        )
+
+    def reset_hard(self, rev: str) -> None:
+        run_git(["reset", "-q", "--hard", rev], self.path)
+
+
+class PushRejected(GitError):
+    """The remote moved on (another machine pushed): fetch, replay, retry."""

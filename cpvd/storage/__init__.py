@@ -1,0 +1,58 @@
+"""Storage backends that put checkpoint content into a DVC remote's layout.
+
+``open_storage(cfg)`` picks the backend from the URL: ``s3://bucket/prefix`` -> S3Storage,
+anything else -> LocalStorage (an absolute directory).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cpvd.config import StorageConfig
+from cpvd.hashing import ContentHash
+from cpvd.storage.base import DEFAULT_ABANDON_AGE, Progress, Storage, object_key
+from cpvd.storage.local import LocalStorage
+
+__all__ = [
+    "DEFAULT_ABANDON_AGE",
+    "LocalStorage",
+    "Storage",
+    "object_key",
+    "open_storage",
+    "put_checkpoint",
+]
+
+
+def open_storage(cfg: StorageConfig) -> Storage:
+    """The backend for ``cfg``; S3 imports boto3 only when used (it is slow to import)."""
+    if cfg.is_s3:
+        from cpvd.storage.s3 import S3Storage
+
+        return S3Storage(cfg)
+    url = cfg.url.removeprefix("file://")
+    return LocalStorage(url)
+
+
+def put_checkpoint(
+    storage: Storage, path: Path, content: ContentHash, progress: Progress | None = None
+) -> None:
+    """Upload a hashed checkpoint: each distinct file object, then the ``.dir`` manifest.
+
+    The manifest goes last so its presence in the remote means every file it lists is there
+    too (the order ``dvc push`` uses). ``path`` is the checkpoint file or directory that
+    ``content`` was computed from; identical files inside a directory upload once.
+    """
+    if not content.is_dir:
+        storage.put_file(content.md5, path, content.size, progress)
+        return
+    done: set[str] = set()
+    for entry in content.entries:
+        if entry.md5 in done:
+            if progress is not None:
+                progress(entry.size)
+            continue
+        storage.put_file(entry.md5, path / entry.relpath, entry.size, progress)
+        done.add(entry.md5)
+    if content.manifest is None:
+        raise ValueError(f"directory hash {content.md5} has no manifest")
+    storage.put_bytes(content.md5, content.manifest)

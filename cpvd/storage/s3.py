@@ -1,0 +1,318 @@
+"""A DVC remote on S3 (or an S3-compatible store), written with boto3's transfer manager.
+
+Why not ``dvc push``: dvc-s3 uses fixed 50 MiB parts and per-file concurrency tied to
+``jobs``; boto3's multipart upload with our part size and thread count was 4-5x faster on
+the same bytes (FIELD-NOTES). A multipart upload only becomes visible when completed, and a
+small object is one PUT, so readers never see a partial object.
+
+One client per Storage (botocore clients are thread-safe; sessions are not, so the session
+is only used in the constructor). ``check()`` uses a second client with a short connect
+timeout and a single attempt, so a wrong endpoint fails in seconds rather than minutes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+import boto3
+import boto3.exceptions
+import boto3.s3.transfer
+import botocore.config
+import botocore.exceptions
+
+from cpvd.config import StorageConfig
+from cpvd.errors import ConfigError, IntegrityError, NotFound, StorageError
+from cpvd.storage.base import (
+    DEFAULT_ABANDON_AGE,
+    Progress,
+    check_md5,
+    md5_matches,
+    object_key,
+    read_md5,
+)
+
+MIB = 1024 * 1024
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+MAX_ATTEMPTS = 6
+CHECK_CONNECT_TIMEOUT = 3.0
+CHECK_READ_TIMEOUT = 10.0
+
+_MISSING_BUCKET = {"NoSuchBucket", "404", "NotFound"}
+_DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+_MISSING_KEY = {"NoSuchKey", "404", "NotFound"}
+
+
+class S3Storage:
+    """Objects under ``s3://bucket/prefix/files/md5/``."""
+
+    def __init__(
+        self,
+        cfg: StorageConfig,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+        max_attempts: int = MAX_ATTEMPTS,
+        check_connect_timeout: float = CHECK_CONNECT_TIMEOUT,
+    ) -> None:
+        if not cfg.is_s3:
+            raise ConfigError(f"[storage] url: not an s3:// URL: {cfg.url}")
+        self.cfg = cfg
+        self.bucket, self.prefix = cfg.s3_bucket_prefix()
+        if not self.bucket:
+            raise ConfigError(f"[storage] url: no bucket in {cfg.url!r}")
+        try:
+            session = boto3.session.Session(profile_name=cfg.profile, region_name=cfg.region)
+        except botocore.exceptions.ProfileNotFound:
+            raise ConfigError(
+                f"[storage] profile: AWS profile {cfg.profile!r} not found in ~/.aws"
+            ) from None
+        pool = max(10, cfg.concurrency + 4)
+        self._client = session.client(
+            "s3",
+            endpoint_url=cfg.endpoint_url,
+            config=botocore.config.Config(
+                retries={"mode": "standard", "max_attempts": max_attempts},
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                max_pool_connections=pool,
+            ),
+        )
+        self._check_client = session.client(
+            "s3",
+            endpoint_url=cfg.endpoint_url,
+            config=botocore.config.Config(
+                retries={"mode": "standard", "total_max_attempts": 1},
+                connect_timeout=check_connect_timeout,
+                read_timeout=CHECK_READ_TIMEOUT,
+            ),
+        )
+        part = max(5, cfg.part_size_mb) * MIB  # S3's minimum part size is 5 MiB
+        self._transfer_config = boto3.s3.transfer.TransferConfig(
+            multipart_threshold=part,
+            multipart_chunksize=part,
+            max_concurrency=max(1, cfg.concurrency),
+            use_threads=True,
+        )
+
+    # -- naming -----------------------------------------------------------------------
+
+    def key_of(self, md5: str) -> str:
+        key = object_key(md5)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def describe(self) -> str:
+        where = f" at {self.cfg.endpoint_url}" if self.cfg.endpoint_url else ""
+        return f"{self.url()}{where}"
+
+    # -- errors -----------------------------------------------------------------------
+
+    def _error(self, exc: BaseException, doing: str) -> StorageError:
+        """One clear StorageError for any boto failure, saying what went wrong where."""
+        where = self.describe()
+        client_err = _find_client_error(exc)
+        if client_err is not None:
+            err = client_err.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            msg = str(err.get("Message", "")) or code
+            if code == "NoSuchBucket" or (code in _MISSING_BUCKET and doing == "check"):
+                return StorageError(f"S3 bucket {self.bucket!r} does not exist ({where})")
+            if code in _DENIED:
+                profile = f" / profile {self.cfg.profile}" if self.cfg.profile else ""
+                return StorageError(
+                    f"S3 access denied while trying to {doing} on {where}: {msg} "
+                    f"(check credentials{profile})"
+                )
+            return StorageError(f"S3 {doing} failed on {where}: {code}: {msg}")
+        if isinstance(exc, botocore.exceptions.NoCredentialsError):
+            return StorageError(
+                f"no AWS credentials found for {where} "
+                "(set a profile, env vars or an instance role)"
+            )
+        if isinstance(
+            exc,
+            botocore.exceptions.EndpointConnectionError
+            | botocore.exceptions.ConnectTimeoutError
+            | botocore.exceptions.ConnectionClosedError,
+        ):
+            return StorageError(
+                f"S3 endpoint unreachable while trying to {doing} on {where}: {exc}"
+            )
+        return StorageError(f"S3 {doing} failed on {where}: {exc}")
+
+    # -- check ------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """head-bucket with one quick attempt: missing bucket, denial, unreachable endpoint."""
+        try:
+            self._check_client.head_bucket(Bucket=self.bucket)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._error(exc, "check") from None
+
+    # -- reads ------------------------------------------------------------------------
+
+    def size_of(self, md5: str) -> int | None:
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=self.key_of(md5))
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _MISSING_KEY:
+                return None
+            raise self._error(exc, "stat an object") from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._error(exc, "stat an object") from None
+        return int(head["ContentLength"])
+
+    def has(self, md5: str) -> bool:
+        return self.size_of(md5) is not None
+
+    def open_object(self, md5: str) -> BinaryIO:
+        """One GET streamed sequentially (moto re-reads the whole object per ranged GET)."""
+        try:
+            resp = self._client.get_object(Bucket=self.bucket, Key=self.key_of(md5))
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _MISSING_KEY:
+                raise NotFound(f"object {md5} not in storage {self.describe()}") from None
+            raise self._error(exc, "read an object") from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._error(exc, "read an object") from None
+        return cast(BinaryIO, resp["Body"])
+
+    def verify(self, md5: str) -> bool:
+        try:
+            body = self.open_object(md5)
+        except NotFound:
+            return False
+        try:
+            return md5_matches(md5, read_md5(body))
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise self._error(exc, "read an object") from None
+        finally:
+            body.close()
+
+    # -- writes -----------------------------------------------------------------------
+
+    def put_file(self, md5: str, src: Path, size: int, progress: Progress | None = None) -> None:
+        """Multipart upload with the configured parts/threads; skipped when present."""
+        if self.size_of(md5) == size:
+            return
+        try:
+            actual = Path(src).stat().st_size
+        except FileNotFoundError:
+            raise IntegrityError(f"{src}: vanished before upload") from None
+        if actual != size:
+            raise IntegrityError(f"{src}: size is {actual}, not {size}; changed since hashed")
+        callback = _locked(progress) if progress is not None else None
+        try:
+            self._client.upload_file(
+                str(src),
+                self.bucket,
+                self.key_of(md5),
+                Config=self._transfer_config,
+                Callback=callback,
+            )
+        except (
+            boto3.exceptions.S3UploadFailedError,
+            botocore.exceptions.BotoCoreError,
+            botocore.exceptions.ClientError,
+        ) as exc:
+            raise self._error(exc, "upload") from None
+        stored = self.size_of(md5)
+        if stored != size:
+            raise IntegrityError(f"upload of {md5} left {stored} bytes, expected {size}")
+
+    def put_bytes(self, md5: str, data: bytes) -> None:
+        """One PUT with Content-MD5, so the store itself rejects damaged bytes."""
+        check_md5(md5)
+        digest = hashlib.md5(data)
+        if not md5_matches(md5, digest.hexdigest()):
+            raise IntegrityError(f"bytes given for {md5} do not hash to it")
+        if self.size_of(md5) == len(data):
+            return
+        try:
+            self._client.put_object(
+                Bucket=self.bucket,
+                Key=self.key_of(md5),
+                Body=data,
+                ContentMD5=base64.b64encode(digest.digest()).decode("ascii"),
+            )
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._error(exc, "write") from None
+
+    def abort_incomplete_uploads(self, older_than: float = DEFAULT_ABANDON_AGE) -> int:
+        """Abort multipart uploads under our ``files/md5/`` prefix started more than
+        ``older_than`` seconds ago. Younger ones may belong to another machine sharing the
+        bucket and are still running."""
+        prefix = f"{self.prefix}/files/md5/" if self.prefix else "files/md5/"
+        now = datetime.now(UTC)
+        aborted = 0
+        try:
+            paginator = self._client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for up in abandoned_uploads(page.get("Uploads", []), now, older_than):
+                    self._client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
+                    )
+                    aborted += 1
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._error(exc, "abort incomplete uploads") from None
+        return aborted
+
+    def dvc_remote_settings(self) -> dict[str, str]:
+        settings = {"url": self.url()}
+        if self.cfg.endpoint_url:
+            settings["endpointurl"] = self.cfg.endpoint_url
+        if self.cfg.region:
+            settings["region"] = self.cfg.region
+        if self.cfg.profile:
+            settings["profile"] = self.cfg.profile
+        return settings
+
+    def close(self) -> None:
+        self._client.close()
+        self._check_client.close()
+
+
+def abandoned_uploads(
+    uploads: list[dict[str, Any]], now: datetime, older_than: float
+) -> list[dict[str, Any]]:
+    """The uploads (``list_multipart_uploads`` entries) initiated at least ``older_than``
+    seconds before ``now``; one without a usable ``Initiated`` time counts as abandoned."""
+    cutoff = now - timedelta(seconds=older_than)
+    return [
+        up
+        for up in uploads
+        if not (isinstance(up.get("Initiated"), datetime) and up["Initiated"] > cutoff)
+    ]
+
+
+def _find_client_error(exc: BaseException) -> botocore.exceptions.ClientError | None:
+    """boto3's transfer layer wraps ClientError (S3UploadFailedError); dig it out."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, botocore.exceptions.ClientError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _locked(progress: Progress) -> Any:
+    """boto3 calls the callback from its worker threads; serialise calls to ``progress``."""
+    lock = threading.Lock()
+
+    def call(n: int) -> None:
+        with lock:
+            progress(n)
+
+    return call

@@ -1,0 +1,272 @@
+"""The worker and pusher tasks: queued jobs become versions; versions reach the remote.
+
+Each job's steps are idempotent (the engine finds a commit by job id and checks a tag before
+making it), so a job resumed after a crash never makes a second commit or tag. Failures that
+backoff can cure (storage or remote unreachable) go back to the queue with a delay; others
+end the job as ``failed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from cpvd.controller import Controller
+from cpvd.engine import VersionRequest
+from cpvd.errors import CpvError, StorageError
+from cpvd.hashing import ContentHash, hash_checkpoint
+from cpvd.jobqueue import Job
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 0.25  # seconds between progress events of one job
+PUSH_BATCH_DELAY = 0.05  # let versions finishing together share one push
+
+
+class Worker:
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+        self.stopping = False
+        self.running: Job | None = None
+
+    async def run(self) -> None:
+        ctl = self.ctl
+        while not self.stopping:
+            paused = (
+                [a for a in ctl.config.artifact_kinds()] if ctl.paused_all else sorted(ctl.paused)
+            )
+            job = None if ctl.paused_all else ctl.queue.claim_next(paused=paused)
+            if job is None:
+                due = None if ctl.paused_all else ctl.queue.next_due_at(paused=paused)
+                timeout = None if due is None else max(0.0, due - time.time())
+                ctl.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ctl.wake.wait(), timeout)
+                continue
+            self.running = job
+            try:
+                await self.process(job)
+            finally:
+                self.running = None
+
+    async def process(self, job: Job) -> None:
+        ctl = self.ctl
+        started = time.monotonic()
+        snap = Path(job.snapshot) if job.snapshot else None
+        if snap is None or not snap.exists():
+            ctl.queue.finish(job.id, "skipped", {"reason": "snapshot missing"})
+            ctl.bus.publish(
+                "skipped",
+                job_id=job.id,
+                artifact=job.artifact,
+                path=job.source,
+                reason="snapshot missing",
+            )
+            return
+        try:
+            content = await ctl.on_io(hash_checkpoint, snap, self._progress(job, "hashing"))
+            ctl.queue.record_step(
+                job.id, "hashed", md5=content.md5, size=content.size, nfiles=content.nfiles
+            )
+            if job.origin == "watch" and ctl.ledger.seen_content(
+                job.artifact, job.source, content.md5
+            ):
+                self._finish(job, "skipped", {"reason": "already handled"}, content)
+                return
+            await ctl.on_io(ctl.engine.upload, snap, content, self._progress(job, "uploading"))
+            ctl.health.storage_ok, ctl.health.storage_error = True, None
+            ctl.queue.record_step(job.id, "uploaded")
+            req = VersionRequest(
+                artifact=job.artifact,
+                path=snap,
+                source=job.source,
+                kind=ctl.kind_of(job.artifact),
+                job_id=job.id,
+                metrics=job.metrics,
+                bump=job.bump,
+                name=Path(job.source).name,
+                data=self._lineage_of(job.artifact),
+            )
+            result = await ctl.on_registry(
+                ctl.engine.version,
+                req,
+                push=False,
+                content=content,
+                resume=job.attempts > 0 or job.step is not None,
+                uploaded=True,
+            )
+        except CpvError as exc:
+            self._failed(job, exc)
+            return
+        except OSError as exc:
+            self._failed(job, CpvError(f"{type(exc).__name__}: {exc}"), retryable=True)
+            return
+        info = result.info
+        state = "done" if result.status == "versioned" else "unchanged"
+        self._finish(
+            job, state, {"status": result.status, **info.to_json()}, content, version=info.version
+        )
+        ctl.metrics_job_done(
+            state, time.monotonic() - started, content.size if state == "done" else 0, job.artifact
+        )
+        ctl.bus.publish(
+            "versioned" if state == "done" else "unchanged",
+            job_id=job.id,
+            artifact=job.artifact,
+            version=info.version,
+            tag=info.tag,
+            md5=info.md5,
+            size=info.size,
+            path=job.source,
+        )
+        if state == "done":
+            ctl.health.unpushed += 1 if ctl.config.registry.remote else 0
+            ctl.push_wanted.set()
+
+    def _lineage_of(self, artifact: str) -> tuple[str, ...]:
+        watch = self.ctl.config.watch_for(artifact)
+        return watch.data if watch else ()
+
+    def _finish(
+        self,
+        job: Job,
+        state: str,
+        result: dict[str, object],
+        content: ContentHash,
+        version: str | None = None,
+    ) -> None:
+        ctl = self.ctl
+        if version is not None:
+            ctl.queue.record_step(job.id, "tagged", version=version)
+        ctl.queue.finish(job.id, state, result)
+        sig = ctl.signatures.pop(job.id, None)
+        if sig is not None:
+            reason = (
+                "pushed"
+                if job.origin == "push"
+                else ("versioned" if state == "done" else "unchanged")
+            )
+            ctl.ledger.record(
+                job.artifact, job.source, content.md5, sig[0], sig[1], version, reason
+            )
+        else:
+            ctl.ledger.record(job.artifact, job.source, content.md5, -1, -1, version, "versioned")
+        ctl.snapshots.release(_key(job))
+        if state == "skipped":
+            ctl.bus.publish(
+                "skipped",
+                job_id=job.id,
+                artifact=job.artifact,
+                path=job.source,
+                reason=str(result.get("reason")),
+            )
+
+    def _failed(self, job: Job, exc: CpvError, retryable: bool | None = None) -> None:
+        ctl = self.ctl
+        retry = exc.retryable if retryable is None else retryable
+        if isinstance(exc, StorageError):
+            ctl.health.storage_ok, ctl.health.storage_error = False, exc.message
+        updated = ctl.queue.fail(job.id, exc.message, retryable=retry)
+        ctl.metrics_failure(type(exc).__name__)
+        log.warning(
+            "job %s (%s) failed: %s%s",
+            job.id[:8],
+            job.source,
+            exc.message,
+            f"; retrying in {updated.next_attempt_at - time.time():.0f}s"
+            if updated.state == "queued"
+            else "",
+        )
+        ctl.bus.publish(
+            "failed",
+            job_id=job.id,
+            artifact=job.artifact,
+            path=job.source,
+            error=exc.message,
+            will_retry=updated.state == "queued",
+            attempts=updated.attempts,
+        )
+        if updated.state == "failed":
+            ctl.snapshots.release(_key(job))
+
+    def _progress(self, job: Job, phase: str):  # type: ignore[no-untyped-def]
+        ctl = self.ctl
+        done = 0
+        last = 0.0
+        total = job.size or 0
+
+        def report(n: int) -> None:
+            nonlocal done, last
+            done += n
+            now = time.monotonic()
+            if now - last >= PROGRESS_EVERY:
+                last = now
+                ctl.bus.publish(
+                    "progress",
+                    job_id=job.id,
+                    artifact=job.artifact,
+                    phase=phase,
+                    bytes=done,
+                    total=total,
+                )
+
+        return report
+
+
+def _key(job: Job) -> str:
+    """The snapshot key: the snapshot lives at ``<root>/<key>/<name>``."""
+    assert job.snapshot
+    return Path(job.snapshot).parent.name
+
+
+class Pusher:
+    """Pushes waiting versions promptly, batching those that finish together."""
+
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+        self.stopping = False
+
+    async def run(self) -> None:
+        ctl = self.ctl
+        if not ctl.config.registry.remote:
+            return
+        delay = 1.0
+        ctl.push_wanted.set()  # push whatever a previous run left behind
+        while not self.stopping:
+            await ctl.push_wanted.wait()
+            ctl.push_wanted.clear()
+            await asyncio.sleep(PUSH_BATCH_DELAY)
+            try:
+                report = await ctl.on_registry(ctl.engine.push)
+            except CpvError as exc:
+                ctl.health.remote_ok, ctl.health.remote_error = False, exc.message
+                ctl.health.unpushed = await ctl.on_registry(_safe_unpushed, ctl)
+                log.warning(
+                    "push to %s failed: %s; retrying in %.0fs",
+                    ctl.config.registry.remote,
+                    exc.message,
+                    delay,
+                )
+                try:
+                    await asyncio.sleep(delay)
+                finally:
+                    delay = min(delay * 2, 60.0)
+                    ctl.push_wanted.set()
+                continue
+            delay = 1.0
+            ctl.health.remote_ok, ctl.health.remote_error, ctl.health.unpushed = True, None, 0
+            for old, new in report.renumbered:
+                log.info("renumbered %s -> %s (another machine took the number)", old, new)
+                ctl.bus.publish("renumbered", old=old, new=new)
+            if report.pushed:
+                ctl.bus.publish("pushed", commits=report.pushed)
+
+
+def _safe_unpushed(ctl: Controller) -> int:
+    try:
+        return ctl.engine.unpushed()
+    except CpvError:
+        return ctl.health.unpushed

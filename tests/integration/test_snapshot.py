@@ -1,0 +1,199 @@
+"""SnapshotStore on the real filesystem: exact bytes, isolation from the source, space bound."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cpvd.errors import InputError, IntegrityError, NotFound
+from cpvd.snapshot import SnapshotSpaceTimeout, SnapshotStore
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SnapshotStore:
+    return SnapshotStore(tmp_path / "snap")
+
+
+def test_file_snapshot_is_identical_and_independent(tmp_path: Path, store: SnapshotStore) -> None:
+    src = tmp_path / "ws" / "last.ckpt"
+    src.parent.mkdir()
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    src.write_bytes(data)
+    snap = store.take(src, "job1")
+    assert snap == tmp_path / "snap" / "job1" / "last.ckpt"
+    assert snap.read_bytes() == data
+    assert os.stat(snap).st_ino != os.stat(src).st_ino  # never a hardlink
+    assert os.stat(snap).st_nlink == 1
+    # the trainer rewrites last.ckpt in place, then deletes it: the snapshot is untouched
+    with open(src, "r+b") as fh:
+        fh.write(b"\0" * 4096)
+    src.unlink()
+    assert snap.read_bytes() == data
+    assert store.path("job1") == snap
+    assert store.used_bytes() == len(data)
+    assert store.keys() == ["job1"]
+
+
+def test_dir_snapshot_keeps_layout(tmp_path: Path, store: SnapshotStore) -> None:
+    src = tmp_path / "checkpoint-500"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    (src / "model.safetensors").write_bytes(os.urandom(10_000))
+    (src / "sub" / "optimizer.pt").write_bytes(os.urandom(5_000))
+    (src / "sub" / "deeper" / ".metadata").write_bytes(b"meta")
+    (src / "trainer_state.json").write_text("{}")
+    expected = tree(src)
+    snap = store.take(src, "job2")
+    assert snap == tmp_path / "snap" / "job2" / "checkpoint-500"
+    assert tree(snap) == expected
+    import shutil
+
+    shutil.rmtree(src)  # save_total_limit deletes the old checkpoint
+    assert tree(snap) == expected
+    assert store.used_bytes() == sum(len(v) for v in expected.values())
+
+
+def test_on_chunk_sees_exactly_the_snapshot_bytes(tmp_path: Path, store: SnapshotStore) -> None:
+    src = tmp_path / "d"
+    src.mkdir()
+    (src / "a").write_bytes(os.urandom(20_000_000))
+    (src / "b").write_bytes(b"small")
+    hashes: dict[str, hashlib._Hash] = {}
+
+    def on_chunk(rel: str, chunk: bytes) -> None:
+        hashes.setdefault(rel, hashlib.md5()).update(chunk)
+
+    snap = store.take(src, "k", on_chunk=on_chunk, on_restart=hashes.clear)
+    assert {r: h.hexdigest() for r, h in hashes.items()} == {
+        r: hashlib.md5(b).hexdigest() for r, b in tree(snap).items()
+    }
+
+
+def test_source_changing_during_copy_is_retried_then_refused(
+    tmp_path: Path, store: SnapshotStore
+) -> None:
+    src = tmp_path / "busy.bin"
+    src.write_bytes(b"v0" * 1000)
+    restarts: list[int] = []
+    count = 0
+
+    def writer_in_the_middle(rel: str, chunk: bytes) -> None:
+        nonlocal count
+        count += 1
+        with open(src, "ab") as fh:  # the trainer appends while we copy
+            fh.write(b"more")
+
+    with pytest.raises(IntegrityError):
+        store.take(src, "k", on_chunk=writer_in_the_middle,
+                   on_restart=lambda: restarts.append(1))
+    assert len(restarts) >= 2
+    assert store.path("k") is None
+    assert store.used_bytes() == 0
+    assert [p.name for p in store.root.iterdir()] == []  # staging cleaned up
+
+
+def test_source_change_once_then_stable_succeeds(tmp_path: Path, store: SnapshotStore) -> None:
+    src = tmp_path / "flaky.bin"
+    src.write_bytes(b"first")
+    calls = 0
+
+    def change_once(rel: str, chunk: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            src.write_bytes(b"second, longer")
+
+    snap = store.take(src, "k", on_chunk=change_once)
+    assert snap.read_bytes() == b"second, longer"
+
+
+def test_vanished_source(tmp_path: Path, store: SnapshotStore) -> None:
+    with pytest.raises(NotFound):
+        store.take(tmp_path / "gone.pt", "k")
+
+
+@pytest.mark.parametrize("key", ["", ".", "..", "a/b", ".staging-x", "x\0"])
+def test_bad_keys_refused(tmp_path: Path, store: SnapshotStore, key: str) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    with pytest.raises(InputError):
+        store.take(tmp_path / "f", key)
+
+
+def test_release_and_recovery(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"12345")
+    s1 = SnapshotStore(tmp_path / "snap")
+    s1.take(tmp_path / "f", "keep")
+    s1.take(tmp_path / "f", "drop")
+    (tmp_path / "snap" / ".staging-crashed-1234").mkdir()  # a crash mid-copy
+    s2 = SnapshotStore(tmp_path / "snap")  # a restarted daemon
+    assert s2.keys() == ["drop", "keep"]
+    assert s2.used_bytes() == 10
+    assert not (tmp_path / "snap" / ".staging-crashed-1234").exists()
+    s2.release("drop")
+    assert s2.keys() == ["keep"] and s2.path("drop") is None
+    assert s2.used_bytes() == 5
+    s2.release("drop")  # idempotent
+
+
+def test_take_replaces_existing_key(tmp_path: Path, store: SnapshotStore) -> None:
+    (tmp_path / "f").write_bytes(b"one")
+    store.take(tmp_path / "f", "k")
+    (tmp_path / "f").write_bytes(b"three")
+    snap = store.take(tmp_path / "f", "k")
+    assert snap.read_bytes() == b"three"
+    assert store.used_bytes() == 5
+
+
+def test_full_store_waits_for_release(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path / "snap", limit_bytes=1000)
+    (tmp_path / "a").write_bytes(b"a" * 800)
+    (tmp_path / "b").write_bytes(b"b" * 800)
+    store.take(tmp_path / "a", "ja")
+    with pytest.raises(SnapshotSpaceTimeout):
+        store.take(tmp_path / "b", "jb", timeout=0.2)
+    result: list[Path] = []
+    errors: list[BaseException] = []
+
+    def taker() -> None:
+        try:
+            result.append(store.take(tmp_path / "b", "jb", timeout=10))
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=taker)
+    t.start()
+    time.sleep(0.2)
+    assert result == [] and t.is_alive()  # blocked on space, not failed
+    store.release("ja")
+    t.join(timeout=10)
+    assert not t.is_alive() and errors == []
+    assert result[0].read_bytes() == b"b" * 800
+    assert store.used_bytes() == 800
+
+
+def test_oversized_checkpoint_taken_when_store_empty(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path / "snap", limit_bytes=10)
+    (tmp_path / "big").write_bytes(b"x" * 100)
+    assert store.take(tmp_path / "big", "k", timeout=0.1).read_bytes() == b"x" * 100
+
+
+def test_symlink_inside_dir_is_dereferenced(tmp_path: Path, store: SnapshotStore) -> None:
+    src = tmp_path / "run"
+    src.mkdir()
+    (src / "epoch=3.ckpt").write_bytes(b"weights")
+    (src / "last.ckpt").symlink_to("epoch=3.ckpt")
+    snap = store.take(src, "k")
+    assert not (snap / "last.ckpt").is_symlink()
+    assert tree(snap) == {"epoch=3.ckpt": b"weights", "last.ckpt": b"weights"}
