@@ -284,14 +284,17 @@ async def events(request: web.Request) -> web.StreamResponse:
     )
     await resp.prepare(request)
     async with c.bus.subscribe(wanted, after_id=after) as sub:
-        while True:
-            event = await sub.get(timeout=SSE_KEEPALIVE)
-            if event is None:
-                if sub.closed:
-                    break
-                await resp.write(b": keep-alive\n\n")
-                continue
-            await resp.write(format_sse(event))
+        try:
+            while True:
+                event = await sub.get(timeout=SSE_KEEPALIVE)
+                if event is None:
+                    if sub.closed:
+                        break
+                    await resp.write(b": keep-alive\n\n")
+                    continue
+                await resp.write(format_sse(event))
+        except ConnectionResetError:
+            pass  # the client went away: end quietly
     return resp
 
 

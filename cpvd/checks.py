@@ -41,20 +41,7 @@ def mask_url(text: str) -> str:
     return _URL_SECRET.sub(r"\g<scheme>***@", text)
 
 
-def git_env(registry_cfg: RegistryConfig) -> dict[str, str]:
-    """Environment variables to *add* for git talking to this registry's remote.
-
-    Only the additions, not a whole environment: pass them as ``env=`` to
-    ``cpvd.execute.run_git`` (which merges them over ``os.environ``) or to GitPython's
-    ``Git.custom_environment``. With an ``ssh_key`` the key is used alone and ssh never
-    prompts, so a daemon fails fast instead of hanging on a passphrase or host-key question.
-    """
-    env = {"GIT_TERMINAL_PROMPT": "0"}
-    if registry_cfg.ssh_key is not None:
-        key = shlex.quote(str(registry_cfg.ssh_key))
-        env["GIT_SSH_COMMAND"] = f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes"
-    return env
-
+from cpvd.execute import registry_git_env as git_env  # noqa: E402 -- one definition, shared with the registry
 
 # ---------------------------------------------------------------- storage
 

@@ -27,6 +27,7 @@ from cpvd.hashing import ContentHash, FileEntry, hash_checkpoint
 from cpvd.metadata import VersionInfo, now_iso, version_tag
 from cpvd.queries import RegistryIndex, read_index
 from cpvd.registry import Pointer, PushRejected, Registry, pointer_file
+from cpvd.storage import put_checkpoint
 from cpvd.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -222,16 +223,7 @@ class Engine:
 
     def upload(self, path: Path, content: ContentHash, progress: Progress | None = None) -> None:
         """Put every object of a checkpoint into the remote, skipping those already there."""
-        for entry in content.entries:
-            src = path / entry.relpath if content.is_dir else path
-            if not self.storage.has(entry.md5):
-                self.storage.put_file(entry.md5, src, entry.size, progress)
-            elif progress:
-                progress(entry.size)
-            if self.storage.size_of(entry.md5) != entry.size:
-                raise IntegrityError(f"stored object {entry.md5} has the wrong size after upload")
-        if content.is_dir and content.manifest is not None and not self.storage.has(content.md5):
-            self.storage.put_bytes(content.md5, content.manifest)
+        put_checkpoint(self.storage, path, content, progress)
 
     def _next_version(self, artifact: str, bump: str) -> Version:
         taken = {Version.parse(v.version) for v in self.index().artifact_versions(artifact)}

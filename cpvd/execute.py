@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from cpvd.config import RegistryConfig
 from cpvd.errors import GitError
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,23 @@ _BASE_ENV = {
     "DVC_NO_ANALYTICS": "1",
     "ITERATIVE_DO_NOT_TRACK": "1",
 }
+
+
+def registry_git_env(cfg: RegistryConfig) -> dict[str, str]:
+    """Environment variables to *add* for git talking to this registry's remote.
+
+    With an ``ssh_key`` the key is used alone and ssh never prompts, so a daemon fails fast
+    instead of hanging on a passphrase; a first-seen host key is accepted and pinned
+    (``accept-new``), which is what an unattended service needs on its first push.
+    """
+    env = {"GIT_TERMINAL_PROMPT": "0"}
+    if cfg.ssh_key is not None:
+        key = shlex.quote(os.path.expanduser(str(cfg.ssh_key)))
+        env["GIT_SSH_COMMAND"] = (
+            f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes "
+            "-o StrictHostKeyChecking=accept-new"
+        )
+    return env
 
 
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import platformdirs
@@ -21,7 +22,11 @@ def default_socket() -> Path:
     env = os.environ.get("CPV_SOCKET")
     if env:
         return Path(env)
-    return Path(platformdirs.user_runtime_dir(APP)) / "cpvd.sock"
+    with warnings.catch_warnings():
+        # without XDG_RUNTIME_DIR platformdirs warns and falls back; the fallback is fine and
+        # the socket directory is checked (owner, 0700) by the daemon itself
+        warnings.simplefilter("ignore")
+        return Path(platformdirs.user_runtime_dir(APP)) / "cpvd.sock"
 
 
 def default_state_dir() -> Path:

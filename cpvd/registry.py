@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cpvd.config import RegistryConfig
 from cpvd.errors import GitError
-from cpvd.execute import git_out, run_git
+from cpvd.execute import git_out, registry_git_env, run_git
 
 log = logging.getLogger(__name__)
 
@@ -135,17 +135,6 @@ Read it without CPV:
 """
 
 
-def ssh_env(cfg: RegistryConfig) -> dict[str, str]:
-    """``GIT_SSH_COMMAND`` for a deploy key (Bitbucket/GitHub SSH remotes)."""
-    if cfg.ssh_key is None:
-        return {}
-    key = os.path.expanduser(str(cfg.ssh_key))
-    return {
-        "GIT_SSH_COMMAND": f"ssh -i '{key}' -o IdentitiesOnly=yes -o BatchMode=yes "
-        "-o StrictHostKeyChecking=accept-new"
-    }
-
-
 class Registry:
     """A local clone of the registry. Not thread-safe: the daemon gives it one worker."""
 
@@ -153,7 +142,7 @@ class Registry:
         self.cfg = cfg
         self.path = Path(cfg.path)
         self.remote_settings = dict(remote_settings)
-        self._env = ssh_env(cfg)
+        self._env = registry_git_env(cfg)
 
     # -- git plumbing -------------------------------------------------------------------
     def git(self, *args: str, check: bool = True, input: bytes | None = None) -> str:

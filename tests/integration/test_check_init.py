@@ -154,7 +154,8 @@ def test_git_env_uses_the_key_alone_and_never_prompts() -> None:
     assert git_env(RegistryConfig()) == {"GIT_TERMINAL_PROMPT": "0"}
     env = git_env(RegistryConfig(ssh_key=Path("/keys/my key")))
     assert env["GIT_SSH_COMMAND"] == (
-        "ssh -i '/keys/my key' -o IdentitiesOnly=yes -o BatchMode=yes"
+        "ssh -i '/keys/my key' -o IdentitiesOnly=yes -o BatchMode=yes "
+        "-o StrictHostKeyChecking=accept-new"
     )
 
 

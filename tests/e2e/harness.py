@@ -1,0 +1,200 @@
+"""Run the real ``cpvd`` process for end-to-end tests.
+
+``DaemonProcess`` writes a config, starts ``python -m cpvd run`` in its own process group
+(so a test can ``kill -9`` the whole group like a crash), waits until the API answers, and
+stops it with SIGTERM. ``Client`` is the real ``cpvctl.Client``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpvctl.client import Client
+from cpvctl.errors import CpvctlError
+
+
+@dataclass
+class Watch:
+    path: Path
+    artifact: str
+    kind: str = "model"
+    data: Sequence[str] = ()
+    settle_seconds: float = 0.3
+    poll: bool = False
+
+
+def toml_str(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_str(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass
+class DaemonProcess:
+    root: Path  # a short directory (socket paths are limited to ~108 bytes)
+    watches: list[Watch]
+    storage_url: str | None = None
+    endpoint_url: str | None = None
+    remote: Path | str | None = None
+    extra_daemon: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "run" / "cpvd.sock"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "cpvd.toml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "cpvd.log"
+
+    def write_config(self) -> None:
+        lines = [
+            "[daemon]",
+            f"socket = {toml_str(self.socket)}",
+            f"state_dir = {toml_str(self.state_dir)}",
+            "rescan_seconds = 2",
+            *(f"{k} = {toml_str(v)}" for k, v in self.extra_daemon.items()),
+            "[registry]",
+            f"path = {toml_str(self.registry)}",
+        ]
+        if self.remote:
+            lines.append(f"remote = {toml_str(self.remote)}")
+        lines += ["[storage]", f"url = {toml_str(self.storage_url or self.root / 'storage')}"]
+        if self.endpoint_url:
+            lines += [f"endpoint_url = {toml_str(self.endpoint_url)}", 'region = "us-east-1"']
+        for w in self.watches:
+            lines += [
+                "[[watch]]",
+                f"path = {toml_str(w.path)}",
+                f"artifact = {toml_str(w.artifact)}",
+                f"kind = {toml_str(w.kind)}",
+                f"settle_seconds = {w.settle_seconds}",
+                f"poll = {toml_str(w.poll)}",
+            ]
+            if w.data:
+                lines.append(f"data = {toml_str(list(w.data))}")
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def start(self, wait: bool = True, extra_args: Sequence[str] = ()) -> DaemonProcess:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for w in self.watches:
+            w.path.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+        env = dict(os.environ)
+        if self.endpoint_url:
+            env["AWS_ENDPOINT_URL"] = self.endpoint_url
+        env.update(self.env)
+        log = open(self.log_path, "ab")  # noqa: SIM115 -- the child owns it from here
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cpvd", "run", "--config", str(self.config_path),
+             "--log-level", "DEBUG", *extra_args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"cpvd exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                self.client(timeout=2).version()
+                return
+            except CpvctlError:
+                time.sleep(0.1)
+        raise AssertionError(f"cpvd did not answer within {timeout}s:\n{self.log()}")
+
+    def client(self, timeout: float = 30.0) -> Client:
+        return Client(str(self.socket), timeout=timeout)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait; returns the exit status (kills the group if it hangs)."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise AssertionError(f"cpvd ignored SIGTERM for {timeout}s:\n{self.log()}") from None
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def kill(self) -> None:
+        """``kill -9`` the daemon's whole process group, like a crash or OOM kill."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(30)
+        self.proc = None
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1,
+             what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
+                          check=True, timeout=60).stdout
+
+
+def tags(repo: Path, pattern: str = "*@v*") -> list[str]:
+    return sorted(git(repo, "tag", "-l", pattern).split())
