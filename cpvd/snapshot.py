@@ -311,8 +311,10 @@ def _stream(sfd: int, dfd: int, size: int, rel: str, on_chunk: OnChunk | None) -
             os.lseek(sfd, 0, os.SEEK_SET)
             os.lseek(dfd, 0, os.SEEK_SET)
             os.ftruncate(dfd, 0)
-    with open(sfd, "rb", buffering=0, closefd=False) as fin, \
-            open(dfd, "wb", buffering=0, closefd=False) as fout:
+    with (
+        open(sfd, "rb", buffering=0, closefd=False) as fin,
+        open(dfd, "wb", buffering=0, closefd=False) as fout,
+    ):
         buf = bytearray(COPY_CHUNK)
         view = memoryview(buf)
         left = size

@@ -258,7 +258,7 @@ class Watcher:
             w.missing_logged = True
             return
         root_id = (st.st_dev, st.st_ino)
-        if w.handle is not None and w.root_id == root_id:
+        if w.handle is not None and w.root_id == root_id and self._emitter_alive(w):
             return
         if w.handle is not None:
             log.info("watch root %s was replaced; watching the new one", w.root)
@@ -290,6 +290,14 @@ class Watcher:
         if w.missing_logged:
             log.info("watch root %s is available now", w.root)
         w.missing_logged = False
+
+    @staticmethod
+    def _emitter_alive(w: _Watch) -> bool:
+        """False when watchdog stopped the emitter (it does when the root is deleted); the
+        inode check alone misses that, because ext4 reuses a freed inode number at once."""
+        if w.observer is None:
+            return False
+        return any(e.watch == w.handle and e.is_alive() for e in list(w.observer.emitters))
 
     def _unschedule(self, w: _Watch) -> None:
         if w.handle is not None and w.observer is not None:
@@ -337,7 +345,12 @@ class Watcher:
                 merged[(key, path)] = merged.get((key, path), False) or closed
             for (key, path), closed in merged.items():
                 w = self._watches.get(key)
-                if w is not None:
+                if w is None:
+                    continue
+                if os.path.normpath(path) == os.fspath(w.root):
+                    self._ensure_scheduled(w)  # the root itself went away (or came back)
+                    w.tracker.scan(now)
+                else:
                     w.tracker.observe(Path(path), now, closed)
             if forced_rescan or now >= self._next_rescan:
                 if forced_rescan:

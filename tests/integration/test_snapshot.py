@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -58,8 +59,6 @@ def test_dir_snapshot_keeps_layout(tmp_path: Path, store: SnapshotStore) -> None
     snap = store.take(src, "job2")
     assert snap == tmp_path / "snap" / "job2" / "checkpoint-500"
     assert tree(snap) == expected
-    import shutil
-
     shutil.rmtree(src)  # save_total_limit deletes the old checkpoint
     assert tree(snap) == expected
     assert store.used_bytes() == sum(len(v) for v in expected.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import threading
 import time
 import zipfile
@@ -313,7 +314,7 @@ def test_idle_watcher_sleeps(
     ticks: list[int] = []
     orig = Watcher._tick
 
-    def counting(self: Watcher, batch: list, forced: bool) -> None:  # type: ignore[type-arg]
+    def counting(self: Watcher, batch: list[tuple[Path, str, bool]], forced: bool) -> None:
         ticks.append(len(batch))
         orig(self, batch, forced)
 
@@ -324,3 +325,18 @@ def test_idle_watcher_sleeps(
     busy = len(ticks)
     time.sleep(1.0)
     assert len(ticks) == busy  # nothing pending: no wake-ups until the next rescan
+
+
+def test_root_deleted_and_recreated_is_watched_again(
+    root: Path, col: Collector, watcher_factory: Callable[..., Watcher]
+) -> None:
+    w = watcher_factory(cfg(root))
+    (root / "a.bin").write_bytes(b"a")
+    col.wait_for(lambda: len(col.ready) >= 1)
+    shutil.rmtree(root)  # a user wipes the run directory and starts training again
+    time.sleep(0.3)
+    root.mkdir()  # ext4 may hand back the very same inode number
+    w.rescan()
+    (root / "b.bin").write_bytes(b"b")  # only events can report this before the next rescan
+    col.wait_for(lambda: len(col.ready) >= 2)
+    assert col.paths() == [root / "a.bin", root / "b.bin"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cpvd.completeness import (
+    Decision,
     Tracker,
     checkpoint_root,
     is_ignored_name,
@@ -98,7 +99,7 @@ def tracker(root: Path, settle: float = 2.0) -> Tracker:
     return Tracker(root, settle)
 
 
-def ready(decisions: list) -> list[Path]:  # type: ignore[type-arg]
+def ready(decisions: list[Decision]) -> list[Path]:
     return [d.path for d in decisions if d.status == "ready"]
 
 
