@@ -45,10 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     # Options accepted both before and after the verb. SUPPRESS keeps a sub-parser from
     # resetting a value given before the verb.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print the daemon's JSON instead of tables")
-    common.add_argument("--socket", default=argparse.SUPPRESS, metavar="PATH",
-                        help="daemon socket (default: $CPV_SOCKET or the platform runtime dir)")
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the daemon's JSON instead of tables",
+    )
+    common.add_argument(
+        "--socket",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="daemon socket (default: $CPV_SOCKET or the platform runtime dir)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="cpvctl",
@@ -56,12 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 failed, 2 usage error, 3 daemon not reachable",
     )
     parser.add_argument("--version", action="version", version=f"cpvctl {CPV_VERSION}")
-    parser.add_argument("--json", action="store_true", default=False,
-                        help="print the daemon's JSON instead of tables")
-    parser.add_argument("--socket", default=None, metavar="PATH",
-                        help="daemon socket (default: $CPV_SOCKET or the platform runtime dir)")
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="how long to wait for each daemon answer (default 30)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=False,
+        help="print the daemon's JSON instead of tables",
+    )
+    parser.add_argument(
+        "--socket",
+        default=None,
+        metavar="PATH",
+        help="daemon socket (default: $CPV_SOCKET or the platform runtime dir)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for each daemon answer (default 30)",
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     def verb(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -78,12 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH")
     p.add_argument("--artifact", "-a", required=True, metavar="NAME")
     p.add_argument("--metrics", metavar="JSON", help='metrics as a JSON object, e.g. {"acc": 0.9}')
-    p.add_argument("--metric", action="append", default=[], metavar="K=V",
-                   help="one metric (repeatable); numbers stay numbers")
+    p.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="one metric (repeatable); numbers stay numbers",
+    )
     p.add_argument("--major", action="store_true", help="bump MAJOR instead of MINOR")
     p.add_argument("--wait", action="store_true", help="wait for the version and print it")
-    p.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS",
-                   help="with --wait: give up waiting after this long (the job goes on)")
+    p.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --wait: give up waiting after this long (the job goes on)",
+    )
 
     p = verb("pull", "download a version (default: the current one) into a directory")
     p.add_argument("ref", metavar="NAME[@VERSION]")
@@ -290,13 +321,15 @@ def cmd_pull(args: argparse.Namespace, client: Client) -> int:
     finally:
         bar.finish()
     if args.json:
-        _print_json({
-            "artifact": result.artifact,
-            "version": result.version,
-            "kind": result.kind,
-            "path": str(result.path),
-            "already_present": result.already_present,
-        })
+        _print_json(
+            {
+                "artifact": result.artifact,
+                "version": result.version,
+                "kind": result.kind,
+                "path": str(result.path),
+                "already_present": result.already_present,
+            }
+        )
     elif result.already_present:
         print(f"{result.path}  (already {result.artifact}@{result.version}, nothing downloaded)")
     else:
@@ -446,6 +479,8 @@ def main(argv: Sequence[str] | None = None, *, client_factory: ClientFactory | N
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except OSError as e:
-        print(f"cpvctl: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""),
-              file=sys.stderr)
+        print(
+            f"cpvctl: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""),
+            file=sys.stderr,
+        )
         return EXIT_FAILED

@@ -543,8 +543,10 @@ def _remaining(deadline: float | None, job_id: str) -> float:
         return 86400.0
     left = deadline - time.monotonic()
     if left <= 0:
-        raise WaitTimeout(f"job {job_id} is not finished yet; it goes on in the daemon "
-                          f"(cpvctl job {job_id})", code="timeout")
+        raise WaitTimeout(
+            f"job {job_id} is not finished yet; it goes on in the daemon (cpvctl job {job_id})",
+            code="timeout",
+        )
     return left
 
 

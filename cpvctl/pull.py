@@ -137,8 +137,7 @@ def pull(
             return PullResult(target, name, resolved, kind, already_present=True)
         if not force:
             raise Conflict(
-                f"{target} exists and differs from {name}@{resolved}; "
-                "use --force to replace it",
+                f"{target} exists and differs from {name}@{resolved}; use --force to replace it",
                 code="target_exists",
             )
     created = _makedirs(out)
