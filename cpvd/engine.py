@@ -349,14 +349,14 @@ class Engine:
                 if v.commit:
                     by_commit.setdefault(v.commit, []).append(v)
         plan: list[tuple[dict[str, list[str]], list[VersionInfo]]] = []
-        local_tags_to_drop = []
+        unpushed = set(commits)
+        local_tags_to_drop = [t for t, target in index.tags.items() if target in unpushed]
         for c in commits:
             plan.append((reg.trailers(c), by_commit.get(c, [])))
-            local_tags_to_drop += [t for t, target in index.tags.items() if target == c]
         remote = reg.remote_tags()
         reg.delete_tags(t for t in local_tags_to_drop if remote.get(t) != index.tags.get(t))
-        missing = [t for t in remote if reg.tag_target(t) is None]
-        reg.fetch_tags(missing)
+        kept = set(index.tags) - set(local_tags_to_drop)
+        reg.fetch_tags(t for t in remote if t not in kept)
         reg.reset_hard(base)
         self.invalidate()
         renames: list[tuple[str, str]] = []
@@ -469,7 +469,8 @@ class Engine:
 
     def _fetch_all_tags(self) -> None:
         remote = self.registry.remote_tags()
-        self.registry.fetch_tags(t for t in remote if self.registry.tag_target(t) is None)
+        local = read_index(self.registry.path).tags
+        self.registry.fetch_tags(t for t in remote if t not in local)
         self.invalidate()
 
     def _with_lineage(self, info: VersionInfo, with_data: bool) -> list[VersionInfo]:
