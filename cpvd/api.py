@@ -333,18 +333,31 @@ def build_app(controller: Controller) -> web.Application:
     return app
 
 
-def bind_socket(path: Path) -> socket.socket:
-    """Bind the API socket with mode 0600 from the first instant (umask), never TCP."""
+def bind_socket(path: Path, group: str | None = None) -> socket.socket:
+    """Bind the API socket under a umask so it is never briefly open to others; never TCP.
+
+    Mode 0600; with ``allow_group`` 0660 and owned by that group, because connecting to a
+    Unix socket needs write permission on it (the peer uid is still checked per request).
+    """
+    gid = None
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            log.warning("allow_group %r does not exist; the socket stays 0600", group)
+    mode = 0o660 if gid is not None else 0o600
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
+    old = os.umask(0o777 & ~mode)
     try:
         sock.bind(str(path))
+        if gid is not None:
+            os.chown(path, -1, gid)
     except OSError:
         sock.close()
         raise
     finally:
         os.umask(old)
-    os.chmod(path, 0o600)
+    os.chmod(path, mode)
     sock.listen(128)
     sock.setblocking(False)
     return sock
@@ -360,7 +373,7 @@ class ApiServer:
 
     async def start(self) -> None:
         await self.runner.setup()
-        sock = bind_socket(self.path)
+        sock = bind_socket(self.path, self.app[CTL].config.daemon.allow_group)
         site = web.SockSite(self.runner, sock)
         await site.start()
 
