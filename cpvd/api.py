@@ -123,6 +123,8 @@ async def body(request: web.Request) -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError("invalid_json", f"request body is not JSON: {exc}") from exc
+    except RecursionError:  # "[[[[..." nested deeper than the parser's stack
+        raise ProtocolError("invalid_json", "request body nests too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError("invalid_json", "request body must be a JSON object")
     return data

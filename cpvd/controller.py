@@ -169,9 +169,7 @@ class Controller:
     ) -> Job | None:
         """A manual ``cpvctl push``: only paths inside a watch root are read."""
         validate_name(artifact)
-        p = Path(path)
-        if not p.is_absolute() or ".." in p.parts:
-            raise InputError(f"path must be absolute and normalised, got {path!r}", "invalid_path")
+        p = _request_path(path, "path")
         if self.watch_of(p) is None:
             raise InputError(
                 f"{path} is outside every watched directory; cpvd only reads checkpoints inside "
@@ -311,9 +309,7 @@ class Controller:
         version = str(Version.parse(version))
         target = None
         if to is not None:
-            target = Path(to)
-            if not target.is_absolute() or ".." in target.parts:
-                raise InputError(f"'to' must be an absolute path, got {to!r}", "invalid_path")
+            target = _request_path(to, "to")
         results = await self.on_registry(self.engine.revert, artifact, version, with_data, target)
         for r in results:
             files = walk(Path(r.path))
@@ -374,3 +370,14 @@ class Controller:
             self.health.unpushed = await self.on_registry(self.engine.unpushed)
         if self.health.unpushed:
             self.push_wanted.set()
+
+
+def _request_path(value: str, field: str) -> Path:
+    """A path from a request: absolute, without ``..`` and without NUL (which no filesystem
+    call accepts: it would surface as a ValueError deep inside, i.e. a 500)."""
+    p = Path(value)
+    if "\0" in value or not p.is_absolute() or ".." in p.parts:
+        raise InputError(
+            f"{field!r} must be an absolute, normalised path, got {value!r}", "invalid_path"
+        )
+    return p

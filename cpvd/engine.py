@@ -592,7 +592,12 @@ class Engine:
     def manifest(self, artifact: str, version: str | None = None) -> Manifest:
         info = self.show(artifact, version)
         if info.is_dir:
-            files = self._dir_entries(info.md5)
+            # DVC's .dir object records no sizes; the client sizes its download and checks
+            # the byte count by them, so ask the storage (a stat, or one HEAD per file)
+            files = [
+                e if e.size else FileEntry(e.relpath, e.md5, self._stored_size(e.md5))
+                for e in self._dir_entries(info.md5)
+            ]
         else:
             files = [FileEntry(info.name, info.md5, info.size)]
         return Manifest(
@@ -604,6 +609,12 @@ class Engine:
             info.size,
             files,
         )
+
+    def _stored_size(self, md5: str) -> int:
+        size = self.storage.size_of(md5)
+        if size is None:
+            raise NotFound(f"object {md5} is missing from the storage")
+        return size
 
     def _dir_entries(self, md5: str) -> list[FileEntry]:
         import json

@@ -7,8 +7,12 @@ stops it with SIGTERM. ``Client`` is the real ``cpvctl.Client``.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -111,8 +115,17 @@ class DaemonProcess:
         env.update(self.env)
         log = open(self.log_path, "ab")  # noqa: SIM115 -- the child owns it from here
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cpvd", "run", "--config", str(self.config_path),
-             "--log-level", "DEBUG", *extra_args],
+            [
+                sys.executable,
+                "-m",
+                "cpvd",
+                "run",
+                "--config",
+                str(self.config_path),
+                "--log-level",
+                "DEBUG",
+                *extra_args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -155,7 +168,9 @@ class DaemonProcess:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
-                raise AssertionError(f"cpvd ignored SIGTERM for {timeout}s:\n{self.log()}") from None
+                raise AssertionError(
+                    f"cpvd ignored SIGTERM for {timeout}s:\n{self.log()}"
+                ) from None
         rc = self.proc.returncode
         self.proc = None
         return rc
@@ -164,10 +179,8 @@ class DaemonProcess:
         """``kill -9`` the daemon's whole process group, like a crash or OOM kill."""
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(30)
         self.proc = None
 
@@ -179,8 +192,12 @@ class DaemonProcess:
             self.stop()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -192,9 +209,127 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
-                          check=True, timeout=60).stdout
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True, timeout=60
+    ).stdout
 
 
 def tags(repo: Path, pattern: str = "*@v*") -> list[str]:
     return sorted(git(repo, "tag", "-l", pattern).split())
+
+
+# -- helpers shared by the e2e tests that talk to the daemon at the HTTP level ----------------
+
+
+def versions_of(d: DaemonProcess, artifact: str) -> list[str]:
+    """The artifact's versions, newest first (an unknown artifact counts as none)."""
+    try:
+        return [v["version"] for v in d.client().versions(artifact)]
+    except CpvctlError as exc:
+        if getattr(exc, "code", None) == "unknown_artifact":
+            return []
+        raise
+
+
+def queue_depth(d: DaemonProcess) -> int:
+    return int(d.client().status()["queue"]["depth"])
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def error_code(self) -> str | None:
+        try:
+            data = self.json()
+        except ValueError:
+            return None
+        err = data.get("error") if isinstance(data, dict) else None
+        return err.get("code") if isinstance(err, dict) else None
+
+
+def raw_request(
+    sock: Path,
+    method: str,
+    path: str,
+    body: bytes | str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 15.0,
+) -> RawResponse:
+    """One HTTP request over the Unix socket, exactly as given (no client-side validation)."""
+    conn = _UnixConnection(sock, timeout)
+    try:
+        payload = body.encode() if isinstance(body, str) else body
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        conn.request(method, path, body=payload, headers=hdrs)
+        resp = conn.getresponse()
+        return RawResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
+
+
+def event_history(sock: Path, quiet: float = 0.5, limit: float = 10.0) -> list[dict[str, Any]]:
+    """Every event the daemon still remembers (SSE replay from id 0), oldest first.
+
+    Reads until the stream has been quiet for ``quiet`` seconds: the replay comes at once,
+    and live events keep arriving only while the daemon is busy.
+    """
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(quiet)
+    buf = b""
+    deadline = time.monotonic() + limit
+    try:
+        s.connect(str(sock))
+        s.sendall(b"GET /v1/events HTTP/1.1\r\nHost: localhost\r\nLast-Event-ID: 0\r\n\r\n")
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        s.close()
+    events = []
+    for line in buf.decode(errors="replace").splitlines():
+        if line.startswith("data: "):
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line[len("data: ") :]))
+    return events
+
+
+def events_of(sock: Path, type_: str) -> list[dict[str, Any]]:
+    """The payloads of remembered events of one type."""
+    return [e["data"] for e in event_history(sock) if e.get("type") == type_]
+
+
+def cpvctl(
+    sock: Path, *args: str, timeout: float = 60.0, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``python -m cpvctl`` CLI as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "cpvctl", "--socket", str(sock), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )

@@ -218,6 +218,21 @@ def test_pull_writes_verified_bytes_and_never_a_partial_file(short_tmp: Path) ->
     assert [c["relpath"] for c in report["corrupt"]] == ["a.bin"]
 
 
+def test_manifest_of_a_directory_version_gives_each_file_its_size(
+    short_tmp: Path, storage: tuple[str, str | None]
+) -> None:
+    """DVC's ``.dir`` object holds no sizes; the manifest (what cpvctl pull trusts for
+    Content-Length and its size check) must still give the real ones."""
+    url, endpoint = storage
+    engine = make_engine(make_config(short_tmp, url, endpoint=endpoint))
+    d = short_tmp / "src" / "ck"
+    write(d / "a.bin", os.urandom(1000))
+    write(d / "b" / "c.bin", b"c" * 7)
+    info = engine.version(VersionRequest("t/m", d)).info
+    files = {e.relpath: e.size for e in engine.manifest("t/m", info.version).files}
+    assert files == {"a.bin": 1000, "b/c.bin": 7}
+
+
 def test_two_clones_version_concurrently_into_one_remote(
     short_tmp: Path, bare_remote: Path
 ) -> None:
