@@ -86,7 +86,7 @@ class Dropper:
                         fh.write(data[half:])
                 self.written[hashlib.md5(data).hexdigest()] = self.artifact
                 time.sleep(rng.uniform(*self.pause))
-        except BaseException as exc:  # noqa: BLE001 -- reported by join()
+        except BaseException as exc:
             self.error = exc
 
     def join(self, timeout: float = 120) -> None:
