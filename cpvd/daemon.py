@@ -111,7 +111,7 @@ class Daemon:
             ledger = Ledger(db)
             bus = EventBus()
             bus.attach(loop)
-            storage = open_storage(cfg.storage)
+            storage = open_storage(cfg.storage, journal_dir=state / "uploads")
             registry = Registry(cfg.registry, storage.dvc_remote_settings())
             engine = Engine(cfg, storage, registry)
             await loop.run_in_executor(ex.registry, self._recover_registry, engine)
