@@ -129,7 +129,18 @@ def settled(
             return False
     if remote is None:
         return True
-    return head(d.registry, "HEAD") == head(remote, "main") != ""
+    return pushed(d.registry, remote)
+
+
+def pushed(registry: Path, remote: Path) -> bool:
+    """The registry's HEAD is on the remote's branch (other machines may have added more)."""
+    local = head(registry, "HEAD")
+    if not local:
+        return False
+    proc = subprocess.run(
+        ["git", "merge-base", "--is-ancestor", local, "main"], cwd=remote, capture_output=True
+    )
+    return proc.returncode == 0
 
 
 def head(repo: Path, rev: str) -> str:
