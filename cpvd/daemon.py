@@ -107,7 +107,7 @@ class Daemon:
                 moved = JobQueue.rebuild(db_path)
                 log.warning("moved the old queue database aside to %s", moved)
             db = StateDB(db_path)
-            queue = JobQueue(db)
+            queue = JobQueue(db, backoff_cap=d.retry_max_seconds)
             ledger = Ledger(db)
             bus = EventBus()
             bus.attach(loop)

@@ -38,9 +38,6 @@ from cpvd.storage.base import (
 from cpvd.storage.journal import UploadJournal
 
 MIB = 1024 * 1024
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
-MAX_ATTEMPTS = 6
 CHECK_CONNECT_TIMEOUT = 3.0
 CHECK_READ_TIMEOUT = 10.0
 
@@ -56,9 +53,9 @@ class S3Storage:
         self,
         cfg: StorageConfig,
         *,
-        connect_timeout: float = CONNECT_TIMEOUT,
-        read_timeout: float = READ_TIMEOUT,
-        max_attempts: int = MAX_ATTEMPTS,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        max_attempts: int | None = None,
         check_connect_timeout: float = CHECK_CONNECT_TIMEOUT,
         journal_dir: Path | None = None,
     ) -> None:
@@ -75,6 +72,9 @@ class S3Storage:
                 f"[storage] profile: AWS profile {cfg.profile!r} not found in ~/.aws"
             ) from None
         pool = max(10, cfg.concurrency + 4)
+        connect_timeout = cfg.connect_timeout if connect_timeout is None else connect_timeout
+        read_timeout = cfg.read_timeout if read_timeout is None else read_timeout
+        max_attempts = cfg.max_attempts if max_attempts is None else max_attempts
         self._client = session.client(
             "s3",
             endpoint_url=cfg.endpoint_url,
