@@ -28,6 +28,8 @@ class DaemonConfig:
     snapshot_limit_bytes: int = 0
     #: seconds to finish the running step on SIGTERM before cancelling it
     drain_timeout: float = 20.0
+    #: longest wait, in seconds, between two retries of a job or a push (backoff cap)
+    retry_max_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ class StorageConfig:
     #: multipart part size and concurrency for S3 uploads
     part_size_mb: int = 16
     concurrency: int = 8
+    #: per-request timeouts and attempts (within one operation) for S3 calls
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_attempts: int = 6
 
     @property
     def is_s3(self) -> bool:

@@ -205,6 +205,7 @@ def _daemon(data: Mapping[str, Any], where: _Where) -> DaemonConfig:
     _at_least(kw, "rescan_seconds", 0, where, strict=True)
     _at_least(kw, "drain_timeout", 0, where, strict=False)
     _at_least(kw, "snapshot_limit_bytes", 0, where, strict=False)
+    _at_least(kw, "retry_max_seconds", 0, where, strict=True)
     if any(uid < 0 for uid in kw.get("allow_uids", ())):
         raise where.error("allow_uids", f"uids must be >= 0, got {_show(list(kw['allow_uids']))}")
     if "allow_group" in kw and not kw["allow_group"]:
@@ -245,6 +246,9 @@ def _storage(data: Mapping[str, Any], where: _Where) -> StorageConfig:
             raise where.error(key, "must not be empty (leave the key out instead)")
     _at_least(kw, "part_size_mb", MIN_PART_SIZE_MB, where, strict=False)
     _at_least(kw, "concurrency", 1, where, strict=False)
+    _at_least(kw, "connect_timeout", 0, where, strict=True)
+    _at_least(kw, "read_timeout", 0, where, strict=True)
+    _at_least(kw, "max_attempts", 1, where, strict=False)
     return StorageConfig(**kw)
 
 

@@ -289,14 +289,17 @@ class Job:
         return self.state in TERMINAL_STATES
 
 
-def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    attempt: int, rng: random.Random | None = None, cap: float = BACKOFF_CAP
+) -> float:
     """Delay before retry number ``attempt`` (1-based): exponential, capped, jittered.
 
-    ``base * 2**(attempt-1)`` capped at ``BACKOFF_CAP``, then scaled by a factor in
-    [0.5, 1]: jitter spreads retries of several jobs (or machines) hitting the same outage,
-    while keeping each delay at least half the nominal one so the sequence never shrinks.
+    ``base * 2**(attempt-1)`` capped at ``cap`` (``[daemon] retry_max_seconds``), then
+    scaled by a factor in [0.5, 1]: jitter spreads retries of several jobs (or machines)
+    hitting the same outage, while keeping each delay at least half the nominal one so the
+    sequence never shrinks.
     """
-    nominal = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(0, attempt - 1))
+    nominal = min(cap, BACKOFF_BASE * 2.0 ** max(0, attempt - 1))
     r = (rng or random).random()
     return nominal * (0.5 + 0.5 * r)
 
@@ -315,12 +318,14 @@ class JobQueue:
         *,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         rng: random.Random | None = None,
+        backoff_cap: float = BACKOFF_CAP,
     ) -> None:
         if isinstance(db_path, StateDB):
             self.db, self._owns_db = db_path, False
         else:
             self.db, self._owns_db = StateDB(db_path), True
         self.max_attempts = max_attempts
+        self.backoff_cap = backoff_cap
         self._rng = rng or random.Random()
         try:
             self.db.ensure_schema("jobs", JOBS_SCHEMA_VERSION, _JOBS_DDL)
@@ -469,7 +474,7 @@ class JobQueue:
                 raise InputError(f"job {id} is already {job.state}", "conflict")
             attempts = job.attempts + 1
             if retryable and attempts < self.max_attempts:
-                due = now + backoff_delay(attempts, self._rng)
+                due = now + backoff_delay(attempts, self._rng, self.backoff_cap)
                 self._update(
                     conn,
                     id,

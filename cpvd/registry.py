@@ -33,11 +33,31 @@ REMOTE = "origin"
 DVC_REMOTE = "storage"
 POINTER_STEM = "checkpoint"
 
-_REJECTED = re.compile(
-    r"rejected|non-fast-forward|fetch first|already exists|stale info|failed to update ref"
-    r"|cannot lock ref|atomic push failed",
+#: reasons git gives when the remote moved on meanwhile (another machine pushed): fetch,
+#: replay, retry. Any other refusal (a hook, a protected branch) would refuse a replay too.
+_RACE_REASONS = re.compile(
+    r"fetch first|non-fast-forward|already exists|stale info|cannot lock ref"
+    r"|failed to update ref|incorrect old value|atomic transaction failed",
     re.I,
 )
+_REFUSED_LINE = re.compile(
+    r"^\s*!\s.*?\[(?:remote )?rejected\][^(\n]*\((?P<reason>[^\n]*)\)\s*$", re.M
+)
+
+
+def push_failure_kind(text: str) -> str:
+    """``"race"``, ``"refused"`` or ``"error"`` for the output of a failed ``git push``.
+
+    Judged on the per-ref verdicts (``--porcelain`` lines, or the human ``! [rejected]``
+    form), never on free text: an atomic push refused by a hook also prints "atomic push
+    failed", which says nothing about why.
+    """
+    reasons = [m["reason"] for m in _REFUSED_LINE.finditer(text)]
+    if not reasons:
+        return "error"
+    if any(_RACE_REASONS.search(r) for r in reasons):
+        return "race"
+    return "refused"
 
 
 @dataclass(frozen=True)
@@ -324,8 +344,11 @@ class Registry:
         if proc.returncode == 0:
             return
         text = (proc.stdout + proc.stderr).decode(errors="replace")
-        if _REJECTED.search(text):
+        kind = push_failure_kind(text)
+        if kind == "race":
             raise PushRejected(text.strip())
+        if kind == "refused":
+            raise GitError(f"{self.cfg.remote} refused the push: {_remote_says(text)}")
         raise GitError(f"cannot push to {self.cfg.remote}: {text.strip()}")
 
     def fetch(self) -> None:
@@ -384,6 +407,14 @@ class Registry:
 
     def reset_hard(self, rev: str) -> None:
         run_git(["reset", "-q", "--hard", rev], self.path)
+
+
+def _remote_says(text: str) -> str:
+    """The refusal's reason and the remote's own words (``remote:`` lines from its hook)."""
+    reasons = sorted({m["reason"] for m in _REFUSED_LINE.finditer(text)})
+    said = [ln.removeprefix("remote:").strip() for ln in text.splitlines()]
+    said = [s for s, ln in zip(said, text.splitlines(), strict=True) if ln.startswith("remote:")]
+    return "; ".join(reasons + [s for s in said if s])
 
 
 class PushRejected(GitError):

@@ -253,7 +253,7 @@ class Pusher:
                 try:
                     await asyncio.sleep(delay)
                 finally:
-                    delay = min(delay * 2, 60.0)
+                    delay = min(delay * 2, 60.0, ctl.config.daemon.retry_max_seconds)
                     ctl.push_wanted.set()
                 continue
             delay = 1.0

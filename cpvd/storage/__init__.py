@@ -23,12 +23,16 @@ __all__ = [
 ]
 
 
-def open_storage(cfg: StorageConfig) -> Storage:
-    """The backend for ``cfg``; S3 imports boto3 only when used (it is slow to import)."""
+def open_storage(cfg: StorageConfig, journal_dir: Path | None = None) -> Storage:
+    """The backend for ``cfg``; S3 imports boto3 only when used (it is slow to import).
+
+    ``journal_dir`` (the daemon's state dir) lets S3 record the multipart uploads it starts,
+    so those a crash interrupts are aborted at the next start (see ``storage.journal``).
+    """
     if cfg.is_s3:
         from cpvd.storage.s3 import S3Storage
 
-        return S3Storage(cfg)
+        return S3Storage(cfg, journal_dir=journal_dir)
     url = cfg.url.removeprefix("file://")
     return LocalStorage(url)
 

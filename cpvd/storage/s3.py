@@ -35,11 +35,9 @@ from cpvd.storage.base import (
     object_key,
     read_md5,
 )
+from cpvd.storage.journal import UploadJournal
 
 MIB = 1024 * 1024
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
-MAX_ATTEMPTS = 6
 CHECK_CONNECT_TIMEOUT = 3.0
 CHECK_READ_TIMEOUT = 10.0
 
@@ -55,10 +53,11 @@ class S3Storage:
         self,
         cfg: StorageConfig,
         *,
-        connect_timeout: float = CONNECT_TIMEOUT,
-        read_timeout: float = READ_TIMEOUT,
-        max_attempts: int = MAX_ATTEMPTS,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        max_attempts: int | None = None,
         check_connect_timeout: float = CHECK_CONNECT_TIMEOUT,
+        journal_dir: Path | None = None,
     ) -> None:
         if not cfg.is_s3:
             raise ConfigError(f"[storage] url: not an s3:// URL: {cfg.url}")
@@ -73,6 +72,9 @@ class S3Storage:
                 f"[storage] profile: AWS profile {cfg.profile!r} not found in ~/.aws"
             ) from None
         pool = max(10, cfg.concurrency + 4)
+        connect_timeout = cfg.connect_timeout if connect_timeout is None else connect_timeout
+        read_timeout = cfg.read_timeout if read_timeout is None else read_timeout
+        max_attempts = cfg.max_attempts if max_attempts is None else max_attempts
         self._client = session.client(
             "s3",
             endpoint_url=cfg.endpoint_url,
@@ -92,6 +94,9 @@ class S3Storage:
                 read_timeout=CHECK_READ_TIMEOUT,
             ),
         )
+        self._journal = UploadJournal(journal_dir) if journal_dir is not None else None
+        if self._journal is not None:
+            self._watch_multipart(self._journal)
         part = max(5, cfg.part_size_mb) * MIB  # S3's minimum part size is 5 MiB
         self._transfer_config = boto3.s3.transfer.TransferConfig(
             multipart_threshold=part,
@@ -99,6 +104,34 @@ class S3Storage:
             max_concurrency=max(1, cfg.concurrency),
             use_threads=True,
         )
+
+    def _watch_multipart(self, journal: UploadJournal) -> None:
+        """Record every multipart upload boto3's transfer manager starts, until it ends.
+
+        botocore's event hooks see each call on our client, whichever transfer thread makes
+        it; the id is journalled before the first part is sent.
+        """
+        events = self._client.meta.events
+
+        def created(parsed: dict[str, Any], **_: Any) -> None:
+            if parsed.get("UploadId") and "Error" not in parsed:
+                journal.started(str(parsed["Bucket"]), str(parsed["Key"]), parsed["UploadId"])
+
+        def remember_id(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+            context["cpv_upload_id"] = params.get("UploadId")
+
+        def ended(http_response: Any, parsed: dict[str, Any], context: dict[str, Any],
+                  **_: Any) -> None:  # fmt: skip
+            upload_id = context.get("cpv_upload_id")
+            code = str(parsed.get("Error", {}).get("Code", ""))
+            ok = http_response.status_code < 300 and "Error" not in parsed
+            if upload_id and (ok or code == "NoSuchUpload"):
+                journal.ended(upload_id)
+
+        events.register("after-call.s3.CreateMultipartUpload", created)
+        for op in ("CompleteMultipartUpload", "AbortMultipartUpload"):
+            events.register(f"before-parameter-build.s3.{op}", remember_id)
+            events.register(f"after-call.s3.{op}", ended)
 
     # -- naming -----------------------------------------------------------------------
 
@@ -248,13 +281,34 @@ class S3Storage:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._error(exc, "write") from None
 
+    def abort_recorded_uploads(self) -> int:
+        """Abort the uploads our journal says we started and never finished (a crash, or an
+        abort that failed during an outage), whatever their age; returns how many."""
+        if self._journal is None:
+            return 0
+        aborted = 0
+        for rec in self._journal.stale():
+            try:
+                self._client.abort_multipart_upload(
+                    Bucket=rec.bucket, Key=rec.key, UploadId=rec.upload_id
+                )
+                aborted += 1
+            except botocore.exceptions.ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code not in ("NoSuchUpload", "404"):
+                    raise self._error(exc, "abort an interrupted upload") from None
+            except botocore.exceptions.BotoCoreError as exc:
+                raise self._error(exc, "abort an interrupted upload") from None
+            self._journal.ended(rec.upload_id)  # completed meanwhile, or aborted now
+        return aborted
+
     def abort_incomplete_uploads(self, older_than: float = DEFAULT_ABANDON_AGE) -> int:
-        """Abort multipart uploads under our ``files/md5/`` prefix started more than
-        ``older_than`` seconds ago. Younger ones may belong to another machine sharing the
-        bucket and are still running."""
+        """Abort our own interrupted uploads (the journal), then multipart uploads under our
+        ``files/md5/`` prefix started more than ``older_than`` seconds ago. Younger ones may
+        belong to another machine sharing the bucket and are still running."""
         prefix = f"{self.prefix}/files/md5/" if self.prefix else "files/md5/"
         now = datetime.now(UTC)
-        aborted = 0
+        aborted = self.abort_recorded_uploads()
         try:
             paginator = self._client.get_paginator("list_multipart_uploads")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
