@@ -149,6 +149,7 @@ class Daemon:
             ]
             watcher = self._make_watcher(ctl, loop)
             ctl.waiting = watcher.waiting
+            ctl.defer = watcher.defer
             watcher.start()
             api = ApiServer(ctl, d.socket)
             await api.start()
