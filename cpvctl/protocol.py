@@ -135,6 +135,7 @@ ERROR_STATUS: dict[str, int] = {
     "conflict": 409,
     "unchanged": 409,
     "body_too_large": 413,
+    "insufficient_storage": 507,
     "unsupported_media_type": 415,
     "storage_unreachable": 503,
     "remote_unreachable": 503,

@@ -286,6 +286,24 @@ class Tracker:
         for cp in [p for p in self._entries if p not in present]:
             del self._entries[cp]
 
+    def defer(self, path: Path, reason: str, now: float) -> bool:
+        """A checkpoint emitted as ready could not be taken (no space, kept changing): list
+        it as waiting with ``reason`` and emit it again after a backoff. False: not tracked.
+        """
+        entry = self._entries.get(path)
+        if entry is None:
+            return False
+        if entry.emitted is not None:
+            self._emitted.discard((path, entry.emitted))
+            entry.emitted = None
+        entry.reason = reason
+        entry.reported = None
+        entry.recheck = min(
+            MAX_RECHECK_SECONDS, max(MIN_RECHECK_SECONDS, self.settle_seconds, entry.recheck * 2)
+        )
+        entry.next_check = now + entry.recheck
+        return True
+
     def forget(self, path: Path) -> None:
         """Stop tracking a checkpoint (the watch was removed)."""
         self._entries.pop(path, None)

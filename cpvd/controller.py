@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -24,7 +25,7 @@ from cpvctl.protocol import API_VERSION, CPV_VERSION, Version, validate_name
 from cpvd.completeness import signature_of, walk
 from cpvd.config import Config, WatchConfig
 from cpvd.engine import Engine
-from cpvd.errors import CpvError, InputError, NotFound
+from cpvd.errors import CpvError, InputError, NoSpace, NotFound, StateError
 from cpvd.events import EventBus
 from cpvd.jobqueue import Job, JobQueue
 from cpvd.ledger import Ledger
@@ -88,6 +89,8 @@ class Controller:
         self.paused_all = False
         self.paused: set[str] = set()
         self.waiting: Callable[[], list[tuple[WatchConfig, Path, str]]] = list
+        #: "offer this checkpoint again later, listed as waiting with this reason" (watcher)
+        self.defer: Callable[[WatchConfig, Path, str], None] = lambda w, p, r: None
         self.wake = asyncio.Event()  # the worker sleeps on it
         self.push_wanted = asyncio.Event()  # the pusher sleeps on it
         self.signatures: dict[str, tuple[int, int]] = {}  # job id -> (size, mtime_ns)
@@ -162,7 +165,18 @@ class Controller:
             log.debug("already handled: %s", source)
             return None
         self.bus.publish("detected", artifact=watch.artifact, path=source)
-        return await self._enqueue(watch.artifact, path, origin="watch", signature=(size, mtime_ns))
+        try:
+            return await self._enqueue(
+                watch.artifact, path, origin="watch", signature=(size, mtime_ns)
+            )
+        except CpvError as exc:
+            # never queued: the watcher offers it again after a backoff (status: waiting)
+            log.warning("could not queue %s: %s; retrying", source, exc.message)
+            self.bus.publish(
+                "failed", artifact=watch.artifact, path=source, error=exc.message, will_retry=True
+            )
+            self.defer(watch, path, exc.message)
+            return None
 
     async def submit(
         self, path: str, artifact: str, metrics: dict[str, Any] | None, bump: str
@@ -209,24 +223,40 @@ class Controller:
             log.warning("%s vanished before it could be snapshotted; skipped", path)
             self.bus.publish("skipped", artifact=artifact, path=str(path), reason="vanished")
             return None
+        except OSError as exc:
+            raise self._snapshot_error(path, exc) from exc
         from cpvd.sidecar import read_metrics
 
         found = read_metrics(snap, path)
         merged = {**found, **(metrics or {})}
-        job = self.queue.add(
-            artifact,
-            str(path),
-            snapshot=str(snap),
-            kind="dir" if snap.is_dir() else "file",
-            metrics=merged or None,
-            bump=bump,
-            origin=origin,
-        )
+        try:
+            job = self.queue.add(
+                artifact,
+                str(path),
+                snapshot=str(snap),
+                kind="dir" if snap.is_dir() else "file",
+                metrics=merged or None,
+                bump=bump,
+                origin=origin,
+            )
+        except CpvError:
+            self.snapshots.release(key)  # no job owns it: do not keep a full disk full
+            raise
         if signature is not None:
             self.signatures[job.id] = signature
         self.bus.publish("queued", job_id=job.id, artifact=artifact, path=str(path))
         self.wake.set()
         return job
+
+    def _snapshot_error(self, path: Path, exc: OSError) -> CpvError:
+        where = self.snapshots.root
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return NoSpace(
+                f"no space left on device to snapshot {path} into {where}: free space on the "
+                f"state directory's filesystem ({self.config.daemon.state_dir}); the checkpoint "
+                "is retried by itself"
+            )
+        return StateError(f"cannot snapshot {path} into {where}: {exc.strerror or exc}")
 
     # -- queries --------------------------------------------------------------------------
     def kind_of(self, artifact: str) -> str:

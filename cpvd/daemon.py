@@ -65,6 +65,15 @@ def run_daemon(
         return 1
 
 
+def _seed_ledger(engine: Engine, ledger: Ledger) -> int:
+    return ledger.seed(
+        (v.artifact, v.source, v.md5, v.version)
+        for vs in engine.index().versions.values()
+        for v in vs
+        if v.source
+    )
+
+
 class Daemon:
     def __init__(self, cfg: Config, rebuild_queue: bool = False) -> None:
         self.cfg = cfg
@@ -115,6 +124,14 @@ class Daemon:
             registry = Registry(cfg.registry, storage.dvc_remote_settings())
             engine = Engine(cfg, storage, registry)
             await loop.run_in_executor(ex.registry, self._recover_registry, engine)
+            if ledger.is_empty():
+                seeded = await loop.run_in_executor(ex.registry, _seed_ledger, engine, ledger)
+                if seeded:
+                    log.info(
+                        "new state database: %d versions from the registry recorded as "
+                        "handled, so the rescan does not version them again",
+                        seeded,
+                    )
             with contextlib.suppress(CpvError):
                 aborted = await loop.run_in_executor(ex.io, storage.abort_incomplete_uploads)
                 if aborted:
@@ -132,6 +149,7 @@ class Daemon:
             ]
             watcher = self._make_watcher(ctl, loop)
             ctl.waiting = watcher.waiting
+            ctl.defer = watcher.defer
             watcher.start()
             api = ApiServer(ctl, d.socket)
             await api.start()

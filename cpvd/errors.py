@@ -66,3 +66,10 @@ class StateError(CpvError):
     """The daemon's state (queue DB, lock, socket dir) is unusable."""
 
     code = "internal"
+
+
+class NoSpace(StateError):
+    """The state directory's filesystem is full; the work is retried once there is room."""
+
+    code = "insufficient_storage"
+    retryable = True

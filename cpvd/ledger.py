@@ -13,6 +13,7 @@ rebuild and one lock cover both; it may also open its own connection on a path.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,26 @@ class Ledger:
                 ),
             )  # fmt: skip
         return entry
+
+    def is_empty(self) -> bool:
+        with self.db.read() as conn:
+            return conn.execute("SELECT 1 FROM ledger LIMIT 1").fetchone() is None
+
+    def seed(self, handled: Iterable[tuple[str, str, str, str]]) -> int:
+        """Record ``(artifact, path, md5, version)`` rows as versioned, in one transaction.
+
+        Why: the ledger lives in the queue database; when that file is rebuilt (corrupt, or
+        the state dir was wiped) the start-up rescan finds every checkpoint still on disk.
+        Seeding from the registry's versions keeps them from becoming versions again. The
+        stat is unknown (-1), so each is hashed once and then skipped by ``seen_content``.
+        """
+        now = time.time()
+        rows = [(a, str(p), m, -1, -1, v, "versioned", now) for a, p, m, v in handled]
+        with self.db.write() as conn:
+            conn.executemany(
+                f"INSERT INTO ledger ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+        return len(rows)
 
     def lookup(self, artifact: str, path: str) -> LedgerEntry | None:
         """The latest entry for ``path``."""

@@ -204,6 +204,14 @@ class Watcher:
                     w.tracker.scan(now)
         self._wake()
 
+    def defer(self, watch: WatchConfig, path: Path, reason: str) -> None:
+        """Report ``path`` again later: the daemon could not take it now (see Tracker.defer)."""
+        with self._state:
+            w = self._watches.get(_norm(watch.path))
+            if w is None or not w.tracker.defer(_norm(path), reason, time.monotonic()):
+                return
+        self._wake()
+
     def waiting(self) -> list[tuple[WatchConfig, Path, str]]:
         """Checkpoints that settled but are not valid yet, with the reason (for status)."""
         with self._state:

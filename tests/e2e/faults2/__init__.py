@@ -1,0 +1,1 @@
+"""Fault-injection tests, cases 7-12 of issue 6, against the real daemon process."""
