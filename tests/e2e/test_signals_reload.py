@@ -158,15 +158,15 @@ def test_pause_resume_events_metrics_and_manual_push(
         # /metrics: Prometheus text with queue depth, bytes, durations, failures
         r = raw_request(d.socket, "GET", "/metrics")
         assert r.status == 200 and r.headers["content-type"].startswith("text/plain")
-        metrics = parse_prometheus(r.body.decode())
-        assert metrics["types"]["cpv_queue_depth"] == "gauge"
-        assert metrics["types"]["cpv_bytes_uploaded_total"] == "counter"
-        assert metrics["types"]["cpv_job_duration_seconds"] == "histogram"
-        assert metrics["types"]["cpv_failures_total"] == "counter"
-        assert metrics["samples"]["cpv_queue_depth"] == 0
-        assert metrics["samples"]["cpv_bytes_uploaded_total"] >= 4096 * 2 + 3000
-        assert metrics["samples"]["cpv_job_duration_seconds_count"] >= 3
-        assert metrics["samples"]['cpv_job_duration_seconds_bucket{le="+Inf"}'] >= 3
+        types, samples = parse_prometheus(r.body.decode())
+        assert types["cpv_queue_depth"] == "gauge"
+        assert types["cpv_bytes_uploaded_total"] == "counter"
+        assert types["cpv_job_duration_seconds"] == "histogram"
+        assert types["cpv_failures_total"] == "counter"
+        assert samples["cpv_queue_depth"] == 0
+        assert samples["cpv_bytes_uploaded_total"] >= 4096 * 2 + 3000
+        assert samples["cpv_job_duration_seconds_count"] >= 3
+        assert samples['cpv_job_duration_seconds_bucket{le="+Inf"}'] >= 3
 
 
 _SAMPLE = re.compile(
@@ -175,7 +175,7 @@ _SAMPLE = re.compile(
 )
 
 
-def parse_prometheus(text: str) -> dict[str, dict[str, object]]:
+def parse_prometheus(text: str) -> tuple[dict[str, str], dict[str, float]]:
     """A strict enough reader of the 0.0.4 text format: every line is a comment, a TYPE/HELP
     line or a well-formed sample of a declared metric."""
     types: dict[str, str] = {}
@@ -196,4 +196,4 @@ def parse_prometheus(text: str) -> dict[str, dict[str, object]]:
         assert name in types or base in types, f"sample of an undeclared metric: {line!r}"
         samples[name + (m.group(2) or "")] = float(m.group(3))
         samples.setdefault(name, float(m.group(3)))
-    return {"types": types, "samples": samples}  # type: ignore[dict-item]
+    return types, samples
