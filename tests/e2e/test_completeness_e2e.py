@@ -139,7 +139,7 @@ def test_writers_make_one_version_each_after_completion(
     short_tmp: Path, daemon_factory: Callable[..., DaemonProcess]
 ) -> None:
     roots = {a: short_tmp / a.split("/")[1] for a in ("w/slow", "w/zip", "w/hf", "w/dcp", "w/tmp")}
-    watches = [Watch(p, a, settle_seconds=1.0 if a == "w/slow" else 0.3) for a, p in roots.items()]
+    watches = [Watch(p, a, settle_seconds=1.5 if a == "w/slow" else 0.3) for a, p in roots.items()]
     d = daemon_factory(watches=watches)
     pause = 0.6  # longer than the 0.3 s quiet period of the zip/hf/dcp watches
     with d, ThreadPoolExecutor(4) as pool:
@@ -179,7 +179,7 @@ def test_writers_make_one_version_each_after_completion(
             )
 
         wait_for(all_versioned, timeout=30, what="every writer's version")
-        time.sleep(1.0 + 2.5)  # a quiet period and a rescan: nothing more may appear
+        time.sleep(1.5 + 2.5)  # a quiet period and a rescan: nothing more may appear
         wait_for(lambda: queue_depth(d) == 0, what="idle queue")
         c = d.client()
         assert versions_of(d, "w/slow") == ["v1.0.0"]
