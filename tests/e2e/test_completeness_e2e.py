@@ -139,7 +139,7 @@ def test_writers_make_one_version_each_after_completion(
     short_tmp: Path, daemon_factory: Callable[..., DaemonProcess]
 ) -> None:
     roots = {a: short_tmp / a.split("/")[1] for a in ("w/slow", "w/zip", "w/hf", "w/dcp", "w/tmp")}
-    watches = [Watch(p, a, settle_seconds=1.0 if a == "w/slow" else 0.3) for a, p in roots.items()]
+    watches = [Watch(p, a, settle_seconds=1.5 if a == "w/slow" else 0.3) for a, p in roots.items()]
     d = daemon_factory(watches=watches)
     pause = 0.6  # longer than the 0.3 s quiet period of the zip/hf/dcp watches
     with d, ThreadPoolExecutor(4) as pool:
@@ -179,7 +179,7 @@ def test_writers_make_one_version_each_after_completion(
             )
 
         wait_for(all_versioned, timeout=30, what="every writer's version")
-        time.sleep(1.0 + 2.5)  # a quiet period and a rescan: nothing more may appear
+        time.sleep(1.5 + 2.5)  # a quiet period and a rescan: nothing more may appear
         wait_for(lambda: queue_depth(d) == 0, what="idle queue")
         c = d.client()
         assert versions_of(d, "w/slow") == ["v1.0.0"]
@@ -216,3 +216,28 @@ def test_writers_make_one_version_each_after_completion(
             if p.endswith((".tmp", ".part", ".hidden")) or "/tmp-checkpoint-" in p
         ]
         assert not bad, bad
+
+
+def test_invalid_checkpoint_waits_with_a_reason_then_versions_once_valid(
+    short_tmp: Path, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
+    """A torn zip (a writer that died, or stalls mid-write) is listed as waiting, never
+    versioned while invalid; once whole it becomes one version with its final bytes."""
+    ck = short_tmp / "ck"
+    d = daemon_factory(watches=[Watch(ck, "w/torn")])
+    whole = zip_bytes({f"archive/data/{i}": os.urandom(3000) for i in range(3)})
+    with d:
+        (ck / "model.pt").write_bytes(whole[: len(whole) // 2])
+
+        def waiting() -> list[dict[str, str]]:
+            return [w for w in d.client().status()["waiting"] if w["path"] == str(ck / "model.pt")]
+
+        found = wait_for(waiting, timeout=20, what="model.pt listed as waiting")
+        assert "zip" in found[0]["reason"], found
+        assert any(e["type"] == "waiting" for e in event_history(d.socket))
+        time.sleep(1.5)  # several re-checks: still not a version
+        assert versions_of(d, "w/torn") == []
+        (ck / "model.pt").write_bytes(whole)
+        wait_for(lambda: versions_of(d, "w/torn") == ["v1.0.0"], timeout=20, what="v1.0.0")
+        assert d.client().show("w/torn", "v1.0.0")["md5"] == md5(whole)
+        assert waiting() == []

@@ -144,3 +144,33 @@ def test_crash_with_queued_work_versions_it_once(
     wait_for(lambda: queue_depth(d) == 0, what="idle queue")
     assert versions_of(d, A) == ["v1.0.0"]
     assert d.stop() == 0
+
+
+def test_revert_over_a_rewritten_file_keeps_a_backup_and_is_not_versioned_again(
+    short_tmp: Path, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
+    """The last.ckpt case: a trainer rewrites one name in place; reverting puts the old
+    bytes back over the newer file (kept as a backup) without making a version."""
+    ck = short_tmp / "ck"
+    d = daemon_factory(watches=[Watch(ck, A)])
+    old, new = os.urandom(5000), os.urandom(6000)
+    with d:
+        (ck / "last.bin").write_bytes(old)
+        wait_for(lambda: versions_of(d, A) == ["v1.0.0"], timeout=30, what="v1.0.0")
+        (ck / "last.bin").write_bytes(new)
+        wait_for(lambda: versions_of(d, A)[0] == "v1.1.0", timeout=30, what="v1.1.0")
+        res = cpvctl(d.socket, "--json", "revert", f"{A}@v1.0.0")
+        assert res.returncode == 0, res.stderr
+        (item,) = json.loads(res.stdout)["reverted"]
+        assert (ck / "last.bin").read_bytes() == old
+        assert item["backup"] and Path(item["backup"]).read_bytes() == new
+        assert str(d.state_dir) in item["backup"]
+        time.sleep(QUIET)
+        wait_for(lambda: queue_depth(d) == 0, what="idle queue")
+        assert versions_of(d, A) == ["v1.1.0", "v1.0.0"]
+        # and across a restart too
+    with d:
+        time.sleep(QUIET)
+        wait_for(lambda: queue_depth(d) == 0, what="idle queue")
+        assert versions_of(d, A) == ["v1.1.0", "v1.0.0"]
+        assert d.client().show(A, "v1.0.0")["current"] is True
