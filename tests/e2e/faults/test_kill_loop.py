@@ -83,6 +83,7 @@ def test_kill_loop(
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)
 def test_kill_loop_soak(
     short_tmp: Path,
     bare_remote: Path,

@@ -127,6 +127,7 @@ def test_storage_outage_mid_upload(
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)
 def test_storage_outage_mid_upload_20s(
     short_tmp: Path,
     bare_remote: Path,
