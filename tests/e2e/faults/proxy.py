@@ -23,8 +23,13 @@ import time
 
 
 class FaultProxy:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(
+        self, upstream_host: str, upstream_port: int, upload_rate: float | None = None
+    ) -> None:
+        """``upload_rate``: bytes/s per connection towards the upstream (None: unlimited), so
+        a test can cut an upload that is surely still running."""
         self.upstream = (upstream_host, upstream_port)
+        self.upload_rate = upload_rate
         self._mode = "pass"
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
@@ -129,6 +134,8 @@ class FaultProxy:
                     data = src.recv(1 << 16)
                     if not data:
                         return
+                    if src is a and self.upload_rate:
+                        time.sleep(len(data) / self.upload_rate)
                     key.data.sendall(data)
         except (OSError, ValueError):
             return

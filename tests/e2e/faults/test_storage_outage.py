@@ -33,7 +33,8 @@ FAST_RETRIES = {"retry_max_seconds": 1.0}
 @pytest.fixture
 def proxy(s3: S3Target) -> Iterator[FaultProxy]:
     u = urlparse(s3.endpoint)
-    p = FaultProxy(u.hostname or "127.0.0.1", int(u.port or 80)).start()
+    # 2 MiB/s per connection (16 MiB/s over the daemon's 8): a 40 MiB upload lasts seconds
+    p = FaultProxy(u.hostname or "127.0.0.1", int(u.port or 80), upload_rate=2 * MIB).start()
     try:
         yield p
     finally:
