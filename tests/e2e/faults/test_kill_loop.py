@@ -23,6 +23,17 @@ from tests.e2e.harness import DaemonProcess, Watch, wait_for
 ARTIFACT = "vision/resnet50"
 
 
+def diagnose(d: DaemonProcess, expected: dict[str, str]) -> str:
+    """What a stuck end state looks like: status, the checkpoints missing, the daemon log."""
+    st = d.client().status()
+    have = {v["md5"]: v["version"] for v in d.client().versions(ARTIFACT)}
+    missing = sorted(m for m in expected if m not in have)
+    return (
+        f"queue: {st['queue']}\njobs: {st['jobs']}\nwaiting: {st['waiting']}\n"
+        f"registry: {st['registry']}\nmissing: {missing}\n--- log ---\n{d.log()}"
+    )
+
+
 def kill_loop(
     short_tmp: Path,
     bare_remote: Path,
@@ -55,12 +66,15 @@ def kill_loop(
             kills += 1
         d.start()
     drop.join()
-    wait_for(
-        lambda: settled(d, bare_remote, drop.written),
-        timeout=120,
-        interval=0.5,
-        what="all versioned",
-    )
+    try:
+        wait_for(
+            lambda: settled(d, bare_remote, drop.written),
+            timeout=120,
+            interval=0.5,
+            what="all versioned",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{diagnose(d, drop.written)}") from None
     versions = d.client().versions(ARTIFACT)
     assert d.stop() == 0
     report = assert_registry_sound(bare_remote, drop.written, local_clones=(d.registry,))
