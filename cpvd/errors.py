@@ -42,10 +42,19 @@ class NotFound(CpvError):
 
 
 class StorageError(CpvError):
-    """The DVC remote could not be reached or refused an operation."""
+    """The DVC remote could not be reached or refused an operation.
+
+    ``outage``: the store was unreachable, timed out or answered 5xx/throttling, so waiting
+    will cure it and the job keeps retrying however long it lasts; a refusal (access denied,
+    no such bucket) is not an outage.
+    """
 
     code = "storage_unreachable"
     retryable = True
+
+    def __init__(self, message: str, outage: bool = False) -> None:
+        super().__init__(message)
+        self.outage = outage
 
 
 class IntegrityError(CpvError):

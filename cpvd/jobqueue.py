@@ -461,11 +461,21 @@ class JobQueue:
             )
             return self._get(conn, id)
 
-    def fail(self, id: str, error: str, retryable: bool, now: float | None = None) -> Job:
+    def fail(
+        self,
+        id: str,
+        error: str,
+        retryable: bool,
+        now: float | None = None,
+        *,
+        outage: bool = False,
+    ) -> Job:
         """Record a failed attempt: back to the queue after a backoff, or ``failed`` for good.
 
         A job fails for good when the error is not retryable or when this was attempt
         ``max_attempts``; the error is kept either way so status can show why it waits.
+        ``outage`` (the storage was unreachable): not the job's fault, so it is retried at
+        the capped backoff for as long as the outage lasts, never given up.
         """
         now = time.time() if now is None else now
         with self.db.write() as conn:
@@ -473,7 +483,7 @@ class JobQueue:
             if job.terminal:
                 raise InputError(f"job {id} is already {job.state}", "conflict")
             attempts = job.attempts + 1
-            if retryable and attempts < self.max_attempts:
+            if outage or (retryable and attempts < self.max_attempts):
                 due = now + backoff_delay(attempts, self._rng, self.backoff_cap)
                 self._update(
                     conn,

@@ -45,8 +45,21 @@ _REFUSED_LINE = re.compile(
 )
 
 
+_LOCK_HELD = re.compile(r"Unable to create '(?P<path>[^']+\.lock)': File exists")
+
+
+def remote_lock_of(text: str) -> str | None:
+    """The lock file the remote could not create (``.../refs/heads/main.lock``), if any."""
+    m = _LOCK_HELD.search(text)
+    return os.path.normpath(m["path"]) if m else None
+
+
 def push_failure_kind(text: str) -> str:
-    """``"race"``, ``"refused"`` or ``"error"`` for the output of a failed ``git push``.
+    """``"race"``, ``"refused"``, ``"locked"`` or ``"error"`` for a failed ``git push``.
+
+    ``locked``: the remote holds a lock file; another push is running there, or one was
+    killed (a ``kill -9`` of our process group also kills ``git receive-pack`` when the
+    remote is a local path) and left it. Replaying cannot help; waiting may.
 
     Judged on the per-ref verdicts (``--porcelain`` lines, or the human ``! [rejected]``
     form), never on free text: an atomic push refused by a hook also prints "atomic push
@@ -55,6 +68,8 @@ def push_failure_kind(text: str) -> str:
     reasons = [m["reason"] for m in _REFUSED_LINE.finditer(text)]
     if not reasons:
         return "error"
+    if remote_lock_of(text):
+        return "locked"
     if any(_RACE_REASONS.search(r) for r in reasons):
         return "race"
     return "refused"
@@ -347,6 +362,12 @@ class Registry:
         kind = push_failure_kind(text)
         if kind == "race":
             raise PushRejected(text.strip())
+        if kind == "locked":
+            raise GitError(
+                f"{self.cfg.remote} is locked by {remote_lock_of(text)}: another push is "
+                "running there, or a killed one left it behind; if no git process is using "
+                "the remote, remove that file"
+            )
         if kind == "refused":
             raise GitError(f"{self.cfg.remote} refused the push: {_remote_says(text)}")
         raise GitError(f"cannot push to {self.cfg.remote}: {text.strip()}")

@@ -169,7 +169,8 @@ class Worker:
         retry = exc.retryable if retryable is None else retryable
         if isinstance(exc, StorageError):
             ctl.health.storage_ok, ctl.health.storage_error = False, exc.message
-        updated = ctl.queue.fail(job.id, exc.message, retryable=retry)
+        outage = isinstance(exc, StorageError) and exc.outage
+        updated = ctl.queue.fail(job.id, exc.message, retryable=retry, outage=outage)
         ctl.metrics_failure(type(exc).__name__)
         log.warning(
             "job %s (%s) failed: %s%s",

@@ -44,6 +44,7 @@ CHECK_READ_TIMEOUT = 10.0
 _MISSING_BUCKET = {"NoSuchBucket", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 _MISSING_KEY = {"NoSuchKey", "404", "NotFound"}
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "503"}
 
 
 class S3Storage:
@@ -164,7 +165,11 @@ class S3Storage:
                     f"S3 access denied while trying to {doing} on {where}: {msg} "
                     f"(check credentials{profile})"
                 )
-            return StorageError(f"S3 {doing} failed on {where}: {code}: {msg}")
+            status = int(client_err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            return StorageError(
+                f"S3 {doing} failed on {where}: {code}: {msg}",
+                outage=status >= 500 or code in _THROTTLED,
+            )
         if isinstance(exc, botocore.exceptions.NoCredentialsError):
             return StorageError(
                 f"no AWS credentials found for {where} "
@@ -177,9 +182,12 @@ class S3Storage:
             | botocore.exceptions.ConnectionClosedError,
         ):
             return StorageError(
-                f"S3 endpoint unreachable while trying to {doing} on {where}: {exc}"
+                f"S3 endpoint unreachable while trying to {doing} on {where}: {exc}",
+                outage=True,
             )
-        return StorageError(f"S3 {doing} failed on {where}: {exc}")
+        # the rest of botocore's own errors are network-level (read timeouts, resets, ...)
+        network = _find_botocore_error(exc)
+        return StorageError(f"S3 {doing} failed on {where}: {exc}", outage=network is not None)
 
     # -- check ------------------------------------------------------------------------
 
@@ -356,6 +364,20 @@ def _find_client_error(exc: BaseException) -> botocore.exceptions.ClientError | 
         if seen is None:
             return None
         if isinstance(seen, botocore.exceptions.ClientError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _find_botocore_error(exc: BaseException) -> botocore.exceptions.BotoCoreError | None:
+    """A botocore network error behind ``exc`` (boto3's transfer layer wraps them)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, botocore.exceptions.BotoCoreError) and not isinstance(
+            seen, botocore.exceptions.NoCredentialsError | botocore.exceptions.ParamValidationError
+        ):
             return seen
         seen = seen.__cause__ or seen.__context__
     return None

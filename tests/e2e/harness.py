@@ -53,6 +53,7 @@ class DaemonProcess:
     endpoint_url: str | None = None
     remote: Path | str | None = None
     extra_daemon: dict[str, Any] = field(default_factory=dict)
+    extra_storage: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -91,6 +92,7 @@ class DaemonProcess:
         lines += ["[storage]", f"url = {toml_str(self.storage_url or self.root / 'storage')}"]
         if self.endpoint_url:
             lines += [f"endpoint_url = {toml_str(self.endpoint_url)}", 'region = "us-east-1"']
+        lines += [f"{k} = {toml_str(v)}" for k, v in self.extra_storage.items()]
         for w in self.watches:
             lines += [
                 "[[watch]]",

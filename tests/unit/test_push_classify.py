@@ -3,7 +3,7 @@ the remote refusing (a hook, a protected branch): replaying those only churns hi
 
 from __future__ import annotations
 
-from cpvd.registry import push_failure_kind
+from cpvd.registry import push_failure_kind, remote_lock_of
 
 HOOK = """To /srv/registry.git
 !\trefs/heads/main:refs/heads/main\t[remote rejected] (pre-receive hook declined)
@@ -38,6 +38,18 @@ Done
 remote: error: cannot lock ref 'refs/heads/main': reference already exists
 """
 
+# a push killed with -9 on a local-path remote leaves the remote's lock behind: every later
+# push fails until someone removes it, so replaying can never help
+STALE_LOCK = (
+    "To /srv/registry.git\n"
+    "!\trefs/heads/main:refs/heads/main\t[remote rejected] (atomic transaction failed)\n"
+    "Done\n"
+    "remote: error: cannot lock ref 'refs/heads/main': Unable to create "
+    "'/srv/registry.git/./refs/heads/main.lock': File exists.\n"
+    "remote:\n"
+    "remote: Another git process seems to be running in this repository, e.g.\n"
+)
+
 UNREACHABLE = "fatal: '/srv/gone.git' does not appear to be a git repository\n"
 
 
@@ -55,6 +67,11 @@ def test_a_hook_or_policy_refusal_is_not_a_race() -> None:
         "!\trefs/heads/main:refs/heads/main\t[remote rejected] (protected branch hook declined)"
     )
     assert push_failure_kind(protected) == "refused"
+
+
+def test_a_held_lock_on_the_remote_is_not_replayed() -> None:
+    assert push_failure_kind(STALE_LOCK) == "locked"
+    assert remote_lock_of(STALE_LOCK) == "/srv/registry.git/refs/heads/main.lock"
 
 
 def test_no_verdict_is_an_error() -> None:

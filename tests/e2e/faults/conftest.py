@@ -143,6 +143,20 @@ def pushed(registry: Path, remote: Path) -> bool:
     return proc.returncode == 0
 
 
+def clear_remote_locks(remote: Path) -> list[Path]:
+    """Remove lock files a killed ``git receive-pack`` left in the bare remote.
+
+    The remote is a local path here, so ``kill -9`` of the daemon's process group also kills
+    the receive-pack serving its push, which a real Git server (SSH/HTTPS) never suffers;
+    the daemon cannot safely remove locks in a remote other machines push to (it reports
+    them in ``cpvctl status`` instead). This plays the server's part.
+    """
+    locks = [p for p in remote.rglob("*.lock") if p.is_file()]
+    for p in locks:
+        p.unlink(missing_ok=True)
+    return locks
+
+
 def head(repo: Path, rev: str) -> str:
     proc = subprocess.run(
         ["git", "rev-parse", "-q", "--verify", rev], cwd=repo, capture_output=True, text=True

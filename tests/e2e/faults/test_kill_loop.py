@@ -17,10 +17,27 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.faults.checks import assert_registry_sound
-from tests.e2e.faults.conftest import Dropper, S3Target, s3_daemon_kw, settled
+from tests.e2e.faults.conftest import (
+    Dropper,
+    S3Target,
+    clear_remote_locks,
+    s3_daemon_kw,
+    settled,
+)
 from tests.e2e.harness import DaemonProcess, Watch, wait_for
 
 ARTIFACT = "vision/resnet50"
+
+
+def diagnose(d: DaemonProcess, expected: dict[str, str]) -> str:
+    """What a stuck end state looks like: status, the checkpoints missing, the daemon log."""
+    st = d.client().status()
+    have = {v["md5"]: v["version"] for v in d.client().versions(ARTIFACT)}
+    missing = sorted(m for m in expected if m not in have)
+    return (
+        f"queue: {st['queue']}\njobs: {st['jobs']}\nwaiting: {st['waiting']}\n"
+        f"registry: {st['registry']}\nmissing: {missing}\n--- log ---\n{d.log()}"
+    )
 
 
 def kill_loop(
@@ -43,29 +60,40 @@ def kill_loop(
     drop = dropper_factory(ck, ARTIFACT, checkpoints, pause=(per * 0.3, per * 1.7), seed=seed)
     drop.start()
     kills = 0
+    remote_locks = 0  # locks a killed receive-pack left in the (local) remote
     for i in range(rounds):
         time.sleep(rng.uniform(0.1, 1.5))
         d.kill()
         kills += 1
+        remote_locks += len(clear_remote_locks(bare_remote))
         # a third of the rounds kill during start-up (recovery itself must survive a kill)
         if i % 3 == 2:
             d.start(wait=False)
             time.sleep(rng.uniform(0.2, 1.5))
             d.kill()
             kills += 1
+            remote_locks += len(clear_remote_locks(bare_remote))
         d.start()
     drop.join()
-    wait_for(
-        lambda: settled(d, bare_remote, drop.written),
-        timeout=120,
-        interval=0.5,
-        what="all versioned",
-    )
+    try:
+        wait_for(
+            lambda: settled(d, bare_remote, drop.written),
+            timeout=120,
+            interval=0.5,
+            what="all versioned",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{diagnose(d, drop.written)}") from None
     versions = d.client().versions(ARTIFACT)
     assert d.stop() == 0
     report = assert_registry_sound(bare_remote, drop.written, local_clones=(d.registry,))
     assert len(versions) == checkpoints == len(report.versions)
-    return {"kills": kills, "checkpoints": checkpoints, "pulled": report.pulled}
+    return {
+        "kills": kills,
+        "checkpoints": checkpoints,
+        "pulled": report.pulled,
+        "remote_locks_cleared": remote_locks,
+    }
 
 
 def test_kill_loop(
@@ -83,6 +111,7 @@ def test_kill_loop(
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)
 def test_kill_loop_soak(
     short_tmp: Path,
     bare_remote: Path,

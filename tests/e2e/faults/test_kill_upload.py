@@ -94,6 +94,7 @@ def test_kill_during_a_large_upload(
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)
 def test_kill_during_a_1gib_upload(
     short_tmp: Path, bare_remote: Path, s3: S3Target, daemon_factory: Callable[..., DaemonProcess]
 ) -> None:

@@ -33,7 +33,7 @@ def registry_status(d: DaemonProcess) -> dict[str, object]:
     return d.client().status()["registry"]
 
 
-@pytest.mark.parametrize("fault", ["unreachable", "rejecting"])
+@pytest.mark.parametrize("fault", ["unreachable", "rejecting", "locked"])
 def test_versions_wait_locally_and_are_pushed_when_the_remote_returns(
     fault: str,
     short_tmp: Path,
@@ -47,8 +47,11 @@ def test_versions_wait_locally_and_are_pushed_when_the_remote_returns(
     with d:
         expected = dict([drop(ck, "e0.bin")])
         wait_for(lambda: settled(d, bare_remote, expected), what="first version pushed")
+        lock = bare_remote / "refs" / "heads" / "main.lock"
         if fault == "unreachable":
             bare_remote.rename(away)
+        elif fault == "locked":  # what a receive-pack killed mid-push leaves
+            lock.write_text("")
         else:
             hook.write_text(REJECT)
             hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
@@ -62,6 +65,8 @@ def test_versions_wait_locally_and_are_pushed_when_the_remote_returns(
         assert st["reachable"] is False and st["error"], st
         if fault == "rejecting":
             assert "closed for maintenance" in str(st["error"])
+        if fault == "locked":
+            assert str(lock) in str(st["error"]), st
         remote_now = away if fault == "unreachable" else bare_remote
         assert len(tags(remote_now)) == 1  # nothing reached the remote
         # a restart while the remote is down keeps them and counts them again
@@ -70,6 +75,8 @@ def test_versions_wait_locally_and_are_pushed_when_the_remote_returns(
         wait_for(lambda: registry_status(d)["unpushed"] == 3, what="unpushed after restart")
         if fault == "unreachable":
             away.rename(bare_remote)
+        elif fault == "locked":
+            lock.unlink()
         else:
             hook.unlink()
         wait_for(lambda: settled(d, bare_remote, expected), timeout=90, what="pushed")

@@ -87,6 +87,7 @@ def test_three_machines_one_registry(
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)
 def test_three_machines_one_registry_soak(
     short_tmp: Path,
     bare_remote: Path,
