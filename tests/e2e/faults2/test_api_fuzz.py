@@ -279,6 +279,7 @@ def test_fuzzed_requests_never_5xx_never_crash_never_write_outside(
         assert total >= 1000
         assert d.proc is not None and d.proc.poll() is None, d.log()
         assert d.client().status()["daemon"]["pid"] == d.proc.pid
+        d.client().resume(None)  # the fuzzer may have left artifacts paused
         wait_for(lambda: idle(d), timeout=60, what="idle after fuzzing")
         after = (tree(short_tmp, allowed), top(Path("/tmp")), top(cwd), top(Path("/")))
 
