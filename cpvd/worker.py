@@ -33,24 +33,45 @@ class Worker:
         self.running: Job | None = None
 
     async def run(self) -> None:
-        ctl = self.ctl
+        """Claim and process jobs until stopped; outlives any one failure.
+
+        A failure outside a job's own error handling (the state database unwritable: disk
+        full) would otherwise end this task silently and no job would ever run again. It is
+        logged and published, and after a backoff the job it left ``running`` is re-queued.
+        """
+        delay = 1.0
+        requeue = False
         while not self.stopping:
-            paused = (
-                [a for a in ctl.config.artifact_kinds()] if ctl.paused_all else sorted(ctl.paused)
-            )
-            job = None if ctl.paused_all else ctl.queue.claim_next(paused=paused)
-            if job is None:
-                due = None if ctl.paused_all else ctl.queue.next_due_at(paused=paused)
-                timeout = None if due is None else max(0.0, due - time.time())
-                ctl.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ctl.wake.wait(), timeout)
-                continue
-            self.running = job
             try:
-                await self.process(job)
-            finally:
-                self.running = None
+                if requeue:
+                    self.ctl.queue.recover()  # only this worker runs jobs: it left them
+                    requeue = False
+                await self._next()
+                delay = 1.0
+            except Exception as exc:
+                requeue = True
+                message = exc.message if isinstance(exc, CpvError) else repr(exc)
+                log.error("worker: %s; retrying in %.0fs", message, delay)
+                self.ctl.bus.publish("failed", error=message, will_retry=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _next(self) -> None:
+        ctl = self.ctl
+        paused = [a for a in ctl.config.artifact_kinds()] if ctl.paused_all else sorted(ctl.paused)
+        job = None if ctl.paused_all else ctl.queue.claim_next(paused=paused)
+        if job is None:
+            due = None if ctl.paused_all else ctl.queue.next_due_at(paused=paused)
+            timeout = None if due is None else max(0.0, due - time.time())
+            ctl.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ctl.wake.wait(), timeout)
+            return
+        self.running = job
+        try:
+            await self.process(job)
+        finally:
+            self.running = None
 
     async def process(self, job: Job) -> None:
         ctl = self.ctl

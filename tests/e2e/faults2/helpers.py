@@ -45,8 +45,9 @@ class EventLog:
         with self._lock:
             return [data for event, data in self.events if event in types]
 
-    def wait(self, predicate: Callable[[EventLog], Any], timeout: float = 30.0,
-             what: str = "events") -> Any:
+    def wait(
+        self, predicate: Callable[[EventLog], Any], timeout: float = 30.0, what: str = "events"
+    ) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             got = predicate(self)

@@ -64,9 +64,7 @@ def test_corrupt_queue_db_refused_then_rebuilt_without_losing_versions(
     d.start(extra_args=("--rebuild-queue",))
     try:
         moved = sorted(d.state_dir.glob("queue.db.corrupt-*"))
-        assert [p.read_bytes() for p in moved if not p.name.endswith(("-wal", "-shm"))] == [
-            garbage
-        ]
+        assert [p.read_bytes() for p in moved if not p.name.endswith(("-wal", "-shm"))] == [garbage]
         assert "moved the old queue database aside" in d.log()
         # the start-up rescan re-queues every checkpoint on disk: none may become a version
         # again (their content and path are versions in the registry already)

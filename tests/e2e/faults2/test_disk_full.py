@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -112,10 +113,9 @@ def test_full_disk_from_a_filler_resumes_when_the_filler_is_deleted(
             (ck / "first.bin").write_bytes(os.urandom(50_000))
             events.wait(lambda ev: versioned(ev, ck / "first.bin"), what="first.bin versioned")
             filler = d.state_dir / "filler"
-            with open(filler, "wb") as f, contextlib.suppress(OSError):
+            with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
                 while True:
                     f.write(b"\0" * (64 << 10))
-                    f.flush()
             assert free_bytes(d.state_dir) < 64 << 10
             second = ck / "second.bin"
             data = os.urandom(1 << 20)
@@ -136,3 +136,36 @@ def test_full_disk_from_a_filler_resumes_when_the_filler_is_deleted(
             "v1.1.0",
             "v1.0.0",
         ]
+
+
+def test_disk_filling_up_under_queued_work_does_not_stop_the_worker(
+    small_state: DaemonProcess, short_tmp: Path
+) -> None:
+    """The snapshot is taken, then the disk fills before the worker runs the job: the queue
+    database's own writes may fail; the job must still be versioned once there is room."""
+    d = small_state
+    ck = short_tmp / "ck"
+    with d:
+        events = EventLog(d)
+        try:
+            d.client().pause(None)
+            queued = ck / "queued.bin"
+            data = os.urandom(200_000)
+            queued.write_bytes(data)
+            events.wait(lambda ev: ev.of("queued"), what="queued")
+            filler = d.state_dir / "filler"
+            with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 4096)
+            d.client().resume(None)
+            failed = events.wait(lambda ev: ev.of("failed"), what="the failure published")
+            assert "free space" in str(failed[0]["error"]).lower(), failed
+            assert str(d.state_dir) in str(failed[0]["error"]), failed
+            time.sleep(2)  # a retry or two while still full
+            assert d.proc is not None and d.proc.poll() is None
+            filler.unlink()
+            events.wait(lambda ev: versioned(ev, queued), timeout=60, what="versioned after")
+            (ck / "next.bin").write_bytes(os.urandom(50_000))
+            events.wait(lambda ev: versioned(ev, ck / "next.bin"), what="next.bin versioned")
+        finally:
+            events.close()
