@@ -26,6 +26,7 @@ from cpvd.config import Config, WatchConfig
 from cpvd.engine import Engine
 from cpvd.errors import CpvError, InputError, NotFound
 from cpvd.events import EventBus
+from cpvd.hashing import ContentHash, StreamHasher
 from cpvd.jobqueue import Job, JobQueue
 from cpvd.ledger import Ledger
 from cpvd.prom import Registry as Metrics
@@ -91,6 +92,9 @@ class Controller:
         self.wake = asyncio.Event()  # the worker sleeps on it
         self.push_wanted = asyncio.Event()  # the pusher sleeps on it
         self.signatures: dict[str, tuple[int, int]] = {}  # job id -> (size, mtime_ns)
+        #: job id -> content hash computed while its snapshot was copied (the worker's hash
+        #: step uses it instead of reading the snapshot again; absent after a restart)
+        self.hashes: dict[str, ContentHash] = {}
         self._intake: set[asyncio.Task[Job | None]] = set()
         m = metrics
         m.gauge("cpv_queue_depth", "Jobs queued or running.", function=lambda: float(queue.depth()))
@@ -206,7 +210,9 @@ class Controller:
         key = uuid.uuid4().hex
         loop = asyncio.get_running_loop()
         try:
-            snap = await loop.run_in_executor(self.ex.snapshot, self.snapshots.take, path, key)
+            snap, content = await loop.run_in_executor(
+                self.ex.snapshot, self._snapshot_and_hash, path, key
+            )
         except NotFound:
             log.warning("%s vanished before it could be snapshotted; skipped", path)
             self.bus.publish("skipped", artifact=artifact, path=str(path), reason="vanished")
@@ -226,9 +232,22 @@ class Controller:
         )
         if signature is not None:
             self.signatures[job.id] = signature
+        if content is not None:
+            self.hashes[job.id] = content
         self.bus.publish("queued", job_id=job.id, artifact=artifact, path=str(path))
         self.wake.set()
         return job
+
+    def _snapshot_and_hash(self, path: Path, key: str) -> tuple[Path, ContentHash | None]:
+        """Snapshot ``path`` and hash the bytes as they are copied (one read, not two)."""
+        hasher = StreamHasher()
+        try:
+            snap = self.snapshots.take(
+                path, key, on_chunk=hasher.on_chunk, on_restart=hasher.on_restart
+            )
+        finally:
+            hasher.close()
+        return snap, hasher.result(snap)
 
     # -- queries --------------------------------------------------------------------------
     def kind_of(self, artifact: str) -> str:
