@@ -55,7 +55,7 @@ def test_burst_of_checkpoints_each_versioned_and_pullable_from_a_fresh_clone(
         try:
             wait_for(lambda: len(tags(bare_remote)) == len(payloads), timeout=60, what="tags")
         except AssertionError:
-            raise AssertionError(f"{tags(bare_remote)}\n{d.client().status()}\n{d.log()}")
+            raise AssertionError(f"{tags(bare_remote)}\n{d.client().status()}\n{d.log()}") from None
         versions = d.client().versions(ARTIFACT)
     assert len(versions) == len(payloads)
     by_name = {v["name"]: v for v in versions}
