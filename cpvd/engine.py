@@ -120,6 +120,7 @@ class Engine:
     def open(self) -> None:
         self.registry.open(self.config.artifact_kinds())
         self.invalidate()
+        self.index()  # read every tag now, so the first query does not pay for it
 
     def invalidate(self) -> None:
         """Forget everything read from the registry (after fetch, replay, reset, promote)."""
