@@ -167,7 +167,8 @@ async def artifacts(request: web.Request) -> web.Response:
 
 
 async def versions(request: web.Request) -> web.Response:
-    return web.json_response(await ctl(request).versions(query(request, "artifact") or ""))
+    body = await ctl(request).versions_json(query(request, "artifact") or "")
+    return web.Response(body=body, content_type="application/json")
 
 
 async def show(request: web.Request) -> web.Response:

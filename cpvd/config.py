@@ -46,9 +46,10 @@ class StorageConfig:
     endpoint_url: str | None = None
     profile: str | None = None
     region: str | None = None
-    #: multipart part size and concurrency for S3 uploads
-    part_size_mb: int = 16
-    concurrency: int = 8
+    #: multipart part size and concurrency for S3 uploads (8 MiB x 10 threads was the fastest
+    #: on a 2-core machine against moto: FIELD-NOTES and benchmarks/profile_transfer.py)
+    part_size_mb: int = 8
+    concurrency: int = 10
     #: per-request timeouts and attempts (within one operation) for S3 calls
     connect_timeout: float = 10.0
     read_timeout: float = 60.0

@@ -7,6 +7,7 @@ synchronous and not thread-safe; the daemon runs it on one worker thread per reg
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -110,15 +111,24 @@ class Engine:
         self.writable_roots = [Path(os.path.realpath(r)) for r in roots]
         self._index: RegistryIndex | None = None
         self._current: dict[str, str | None] = {}
+        self._pointers: dict[str, Pointer | None] = {}
+        self._laid_out: set[str] = set()  # artifacts whose dvc.yaml entry is committed
+        #: bumped whenever anything a query shows may have changed (answer caches key on it)
+        self.generation = 0
 
     # -- setup ----------------------------------------------------------------------------
     def open(self) -> None:
         self.registry.open(self.config.artifact_kinds())
         self.invalidate()
+        self.index()  # read every tag now, so the first query does not pay for it
 
     def invalidate(self) -> None:
+        """Forget everything read from the registry (after fetch, replay, reset, promote)."""
         self._index = None
         self._current.clear()
+        self._pointers.clear()
+        self._laid_out.clear()
+        self.generation += 1
 
     # -- queries --------------------------------------------------------------------------
     def index(self) -> RegistryIndex:
@@ -131,6 +141,11 @@ class Engine:
         if artifact not in self._current:
             self._current[artifact] = self._read_current(artifact)
         return self._current[artifact]
+
+    def _pointer_at_head(self, artifact: str) -> Pointer | None:
+        if artifact not in self._pointers:
+            self._pointers[artifact] = self.registry.pointer(artifact)
+        return self._pointers[artifact]
 
     def _read_current(self, artifact: str) -> str | None:
         reg = self.registry
@@ -209,13 +224,16 @@ class Engine:
         commit = self.registry.find_job_commit(req.job_id) if resume else None
         if commit is None:
             cur = self.current_version(req.artifact)
-            pointer = self.registry.pointer(req.artifact)
+            pointer = self._pointer_at_head(req.artifact)
             if pointer is not None and pointer.md5 == content.md5 and cur is not None:
                 return VersionResult("unchanged", self.show(req.artifact, cur), content)
             if not uploaded:
                 self.upload(req.path, content, progress)
-            commit = self._commit_version(req, content)
-        info = self._tag_version(req, content, commit)
+            commit, tag = self._commit_version(req, content)
+            # just made: its tag and parent are known, no need to read them back from git
+            info = self._tag_version(req, content, commit, made=(tag, cur))
+        else:
+            info = self._tag_version(req, content, commit)
         if push and self.registry.has_remote:
             self.push()
             info = self.index().find_job(req.job_id) or info
@@ -239,36 +257,56 @@ class Engine:
             candidate = candidate.bump("minor")
         return candidate
 
-    def _commit_version(self, req: VersionRequest, content: ContentHash) -> str:
+    def _commit_version(self, req: VersionRequest, content: ContentHash) -> tuple[str, str]:
+        """Commit the artifact's pointer for a new version; returns (commit, version tag)."""
         version = self._next_version(req.artifact, req.bump)
-        self.registry.ensure_layout({req.artifact: req.kind}, message="cpv: register artifact")
+        if req.artifact not in self._laid_out:
+            self.registry.ensure_layout({req.artifact: req.kind}, message="cpv: register artifact")
+            self._laid_out.add(req.artifact)
         rel = self.registry.write_pointer(req.artifact, _pointer(content))
         name = req.name or Path(req.source or req.path).name
+        tag = version_tag(req.artifact, str(version))
         commit = self.registry.commit(
             [rel],
             f"cpv: {req.artifact} {version} from {name}",
             trailers={
                 "Cpv-Job": req.job_id,
                 "Cpv-Action": "version",
-                "Cpv-Version": version_tag(req.artifact, str(version)),
-                "Cpv-Current": version_tag(req.artifact, str(version)),
+                "Cpv-Version": tag,
+                "Cpv-Current": tag,
             },
         )
-        self._current.pop(req.artifact, None)
-        return commit
+        self._current[req.artifact] = str(version)
+        self._pointers[req.artifact] = _pointer(content)
+        return commit, tag
 
-    def _tag_version(self, req: VersionRequest, content: ContentHash, commit: str) -> VersionInfo:
-        existing = self.index().find_job(req.job_id)
-        if existing is not None and existing.commit == commit:
-            return existing
-        trailers = self.registry.trailers(commit)
-        tag = trailers.get("Cpv-Version", [""])[0]
+    def _tag_version(
+        self,
+        req: VersionRequest,
+        content: ContentHash,
+        commit: str,
+        made: tuple[str, str | None] | None = None,
+    ) -> VersionInfo:
+        """Tag ``commit``. ``made`` = (tag, parent version) when this process just committed
+        it; otherwise (a resumed job) both are read back from git and the tag is checked."""
+        if made is not None:
+            # a clash with an existing tag still fails: ``git tag`` refuses to overwrite
+            tag, parent = made
+            target = None
+        else:
+            existing = self.index().find_job(req.job_id)
+            if existing is not None and existing.commit == commit:
+                return existing
+            trailers = self.registry.trailers(commit)
+            tag = trailers.get("Cpv-Version", [""])[0]
+            target = self.registry.tag_target(tag) if tag else None
+            if not tag or (target is not None and target != commit):
+                raise GitError(
+                    f"version tag {tag!r} for job {req.job_id} is taken by another commit"
+                )
+            parent_commit = self.registry.git("rev-parse", f"{commit}^").strip()
+            parent = self._version_at(req.artifact, parent_commit)
         _, _, version = tag.rpartition("@")
-        target = self.registry.tag_target(tag) if tag else None
-        if not tag or (target is not None and target != commit):
-            raise GitError(f"version tag {tag!r} for job {req.job_id} is taken by another commit")
-        parent_commit = self.registry.git("rev-parse", f"{commit}^").strip()
-        parent = self._version_at(req.artifact, parent_commit)
         lineage = {d: v for d in req.data if (v := self.current_version(d)) is not None}
         info = VersionInfo(
             artifact=req.artifact,
@@ -287,8 +325,12 @@ class Engine:
         )
         if target is None:
             self.registry.create_tag(tag, commit, info.message())
-        self.invalidate()
         info.commit = commit
+        if self._index is not None and tag not in self._index.tags:
+            self._index.add_version(dataclasses.replace(info, stages=[]))
+        else:
+            self._index = None  # resumed with the tag already there: read it back
+        self.generation += 1
         return info
 
     def _version_at(self, artifact: str, commit: str) -> str | None:
@@ -324,9 +366,9 @@ class Engine:
                 report.renumbered += self._replay()
                 time.sleep(random.uniform(0.0, 0.2))
                 continue
-            reg.fetch()
+            if reg.fetch():  # other machines' tags came along: re-read them
+                self.invalidate()
             report.pushed += pending
-            self.invalidate()
             return report
         raise GitError(f"push to {reg.cfg.remote} still rejected after {MAX_PUSH_ROUNDS} rounds")
 
@@ -394,9 +436,7 @@ class Engine:
             entries=(),
             manifest=None,
         )
-        commit = self._commit_version(req, content)
-        trailers2 = self.registry.trailers(commit)
-        tag = trailers2["Cpv-Version"][0]
+        commit, tag = self._commit_version(req, content)
         new = VersionInfo(
             **{
                 **info.__dict__,
@@ -587,6 +627,8 @@ class Engine:
         )
         for info in targets:
             self._current.pop(info.artifact, None)
+            self._pointers.pop(info.artifact, None)
+        self.generation += 1
 
     # -- pull -----------------------------------------------------------------------------
     def manifest(self, artifact: str, version: str | None = None) -> Manifest:

@@ -26,10 +26,13 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import stat
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cpvd.errors import InputError, IntegrityError
 
@@ -231,3 +234,96 @@ def hash_checkpoint(path: Path, progress: Progress | None = None) -> ContentHash
         entries=entries,
         manifest=manifest,
     )
+
+
+class StreamHasher:
+    """Hashes a checkpoint from the bytes a snapshot copy streams past it.
+
+    Why: hashing the snapshot after copying it read every byte twice; fed by
+    ``SnapshotStore.take(on_chunk=..., on_restart=...)`` the md5s are done when the copy is,
+    and a hashing thread lets md5 run beside the copy's reads and writes (two cores: the copy
+    then costs about what md5 alone costs). ``result`` checks what it saw against the
+    snapshot's file list and sizes and returns None on any doubt, so a caller falls back to
+    :func:`hash_checkpoint`; when it returns a value it equals ``hash_checkpoint(snapshot)``.
+    Memory: at most ``QUEUE_CHUNKS`` chunks wait for the hashing thread.
+    """
+
+    QUEUE_CHUNKS = 4
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(self.QUEUE_CHUNKS)
+        self._files: dict[str, tuple[Any, int]] = {}  # relpath -> (md5 object, bytes)
+        self._order: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="cpv-hash", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def on_chunk(self, rel: str, data: bytes) -> None:
+        self._queue.put((rel, data))
+
+    def on_restart(self) -> None:
+        self._queue.put(("", b""))  # marker: forget everything seen so far
+        self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                rel, data = item
+                if not rel:
+                    self._files.clear()
+                    self._order.clear()
+                    continue
+                entry = self._files.get(rel)
+                if entry is None:
+                    self._order.append(rel)
+                    entry = (hashlib.md5(), 0)
+                entry[0].update(data)
+                self._files[rel] = (entry[0], entry[1] + len(data))
+            finally:
+                self._queue.task_done()
+
+    def close(self) -> None:
+        """Stop the hashing thread (idempotent); ``result`` calls it."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join()
+
+    def result(self, snapshot: Path) -> ContentHash | None:
+        """The content hash of ``snapshot`` from the streamed bytes, or None when in doubt."""
+        self.close()
+        seen = {rel: (h.hexdigest(), size) for rel, (h, size) in self._files.items()}
+        if self._order != sorted(self._order):
+            return None
+        try:
+            is_file = snapshot.is_file()
+            listing = [(snapshot.name, snapshot)] if is_file else list_files(snapshot)
+            entries = []
+            for rel, full in listing:
+                size = os.stat(full).st_size
+                md5, got = seen.pop(rel, (_EMPTY_MD5, 0))  # an empty file streams no chunk
+                if got != size:
+                    return None
+                entries.append(FileEntry(rel, md5, size))
+        except (OSError, InputError):
+            return None
+        if seen:  # bytes for a file the snapshot does not hold
+            return None
+        if snapshot.is_file():
+            e = entries[0]
+            return ContentHash(e.md5, e.size, 1, False, (e,), None)
+        dir_md5, manifest = dir_manifest(entries)
+        return ContentHash(
+            md5=dir_md5,
+            size=sum(e.size for e in entries),
+            nfiles=len(entries),
+            is_dir=True,
+            entries=tuple(entries),
+            manifest=manifest,
+        )
+
+
+_EMPTY_MD5 = hashlib.md5(b"").hexdigest()

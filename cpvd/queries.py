@@ -52,6 +52,21 @@ class RegistryIndex:
     def next_stage_counter(self, artifact: str) -> int:
         return 1 + max((s.counter for s in self.stage_tags if s.artifact == artifact), default=0)
 
+    def add_version(self, info: VersionInfo) -> None:
+        """Record a version tag this process just made, as ``read_index`` would have read it.
+
+        Why: re-reading every tag after each new version made versioning O(number of tags);
+        the engine adds its own tags here and re-reads only after others may have changed them.
+        """
+        assert info.commit is not None
+        self.tags[info.tag] = info.commit
+        vs = self.versions.setdefault(info.artifact, [])
+        key = _semver(info.version)
+        i = 0
+        while i < len(vs) and _semver(vs[i].version) > key:  # newest first; new ones go in front
+            i += 1
+        vs.insert(i, info)
+
     def find_job(self, job_id: str) -> VersionInfo | None:
         for vs in self.versions.values():
             for v in vs:

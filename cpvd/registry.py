@@ -170,6 +170,11 @@ Read it without CPV:
 """
 
 
+#: ``git commit``'s summary line: ``[main 0123…] message`` or ``[main (root-commit) 0123…] …``
+_COMMIT_SUMMARY = re.compile(rb"^\[[^\n\]]*?\b([0-9a-f]{40})\] ")
+_UNKNOWN_PATH = b"did not match any file(s) known to git"
+
+
 class Registry:
     """A local clone of the registry. Not thread-safe: the daemon gives it one worker."""
 
@@ -291,14 +296,21 @@ class Registry:
             for v in [value] if isinstance(value, str) else value:
                 lines.append(f"{key}: {v}")
         paths = list(paths)
-        if paths:
+        body = "\n".join(lines).encode()
+        # One process in the common case: ``git commit -- PATHS`` stages and commits tracked
+        # paths itself, and with a 40-hex abbrev its summary line names the new commit (no
+        # ``rev-parse HEAD`` afterwards). A path git does not know yet (an artifact's first
+        # pointer) needs ``git add`` first.
+        argv = ["-c", "core.abbrev=40", "commit", "--no-verify", "--allow-empty", "-F", "-"]
+        proc = run_git([*argv, "--", *paths] if paths else argv, self.path, check=False, input=body)
+        if proc.returncode != 0 and paths and _UNKNOWN_PATH in proc.stderr:
             run_git(["add", "-A", "--", *paths], self.path)
-        run_git(
-            ["commit", "-q", "--no-verify", "--allow-empty", "-F", "-"],
-            self.path,
-            input="\n".join(lines).encode(),
-        )
-        head = self.head()
+            proc = run_git(argv, self.path, check=False, input=body)
+        if proc.returncode != 0:
+            err = (proc.stdout + proc.stderr).decode(errors="replace").strip()
+            raise GitError(f"`git commit` failed (exit {proc.returncode}): {err}")
+        m = _COMMIT_SUMMARY.match(proc.stdout)
+        head = m.group(1).decode() if m else self.head()
         assert head
         return head
 
@@ -372,14 +384,19 @@ class Registry:
             raise GitError(f"{self.cfg.remote} refused the push: {_remote_says(text)}")
         raise GitError(f"cannot push to {self.cfg.remote}: {text.strip()}")
 
-    def fetch(self) -> None:
-        """Fetch the remote branch and every remote tag that does not clash with a local one."""
-        run_git(
-            ["fetch", "-q", REMOTE, f"+refs/heads/{BRANCH}:refs/remotes/{REMOTE}/{BRANCH}"],
+    def fetch(self) -> bool:
+        """Fetch the remote branch and every remote tag that does not clash with a local one.
+
+        Returns whether any tag arrived or moved (git's auto-following brings tags other
+        machines made on commits we have), so a caller can keep its tag index otherwise.
+        """
+        proc = run_git(
+            ["fetch", REMOTE, f"+refs/heads/{BRANCH}:refs/remotes/{REMOTE}/{BRANCH}"],
             self.path,
             env=self._env,
             timeout=600,
         )
+        return _fetched_tags(proc.stderr.decode(errors="replace"))
 
     def remote_tags(self) -> dict[str, str]:
         """Tag name -> peeled commit, as the remote has them (one ``ls-remote``)."""
@@ -436,6 +453,14 @@ def _remote_says(text: str) -> str:
     said = [ln.removeprefix("remote:").strip() for ln in text.splitlines()]
     said = [s for s, ln in zip(said, text.splitlines(), strict=True) if ln.startswith("remote:")]
     return "; ".join(reasons + [s for s in said if s])
+
+
+def _fetched_tags(output: str) -> bool:
+    """Whether ``git fetch`` (run with ``LC_ALL=C``) reported a new or updated tag."""
+    return any(
+        "[new tag]" in line or "[tag update]" in line or "refs/tags/" in line
+        for line in output.splitlines()
+    )
 
 
 class PushRejected(GitError):

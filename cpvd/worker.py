@@ -19,11 +19,15 @@ from cpvd.engine import VersionRequest
 from cpvd.errors import CpvError, StorageError
 from cpvd.hashing import ContentHash, hash_checkpoint
 from cpvd.jobqueue import Job
+from cpvd.uploadahead import UploadAhead
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 0.25  # seconds between progress events of one job
 PUSH_BATCH_DELAY = 0.05  # let versions finishing together share one push
+#: while the queue still holds jobs, wait up to this long so a burst shares few pushes (a
+#: push costs ~50-100 ms of the registry thread; one per version capped a burst at ~6/s)
+PUSH_MAX_WAIT = 1.0
 
 
 class Worker:
@@ -31,6 +35,7 @@ class Worker:
         self.ctl = ctl
         self.stopping = False
         self.running: Job | None = None
+        self.ahead = UploadAhead(ctl)
 
     async def run(self) -> None:
         """Claim and process jobs until stopped; outlives any one failure.
@@ -39,6 +44,12 @@ class Worker:
         full) would otherwise end this task silently and no job would ever run again. It is
         logged and published, and after a backoff the job it left ``running`` is re-queued.
         """
+        try:
+            await self._run()
+        finally:
+            await self.ahead.close()
+
+    async def _run(self) -> None:
         delay = 1.0
         requeue = False
         while not self.stopping:
@@ -76,6 +87,7 @@ class Worker:
     async def process(self, job: Job) -> None:
         ctl = self.ctl
         started = time.monotonic()
+        early = self.ahead.pop(job.id)  # bytes being stored while the previous job committed
         snap = Path(job.snapshot) if job.snapshot else None
         if snap is None or not snap.exists():
             ctl.queue.finish(job.id, "skipped", {"reason": "snapshot missing"})
@@ -88,7 +100,9 @@ class Worker:
             )
             return
         try:
-            content = await ctl.on_io(hash_checkpoint, snap, self._progress(job, "hashing"))
+            content = ctl.hashes.pop(job.id, None)  # hashed while snapshotted
+            if content is None:
+                content = await ctl.on_io(hash_checkpoint, snap, self._progress(job, "hashing"))
             ctl.queue.record_step(
                 job.id, "hashed", md5=content.md5, size=content.size, nfiles=content.nfiles
             )
@@ -97,7 +111,8 @@ class Worker:
             ):
                 self._finish(job, "skipped", {"reason": "already handled"}, content)
                 return
-            await ctl.on_io(ctl.engine.upload, snap, content, self._progress(job, "uploading"))
+            if early is None or not await early:
+                await ctl.on_io(ctl.engine.upload, snap, content, self._progress(job, "uploading"))
             ctl.health.storage_ok, ctl.health.storage_error = True, None
             ctl.queue.record_step(job.id, "uploaded")
             req = VersionRequest(
@@ -111,12 +126,15 @@ class Worker:
                 name=Path(job.source).name,
                 data=self._lineage_of(job.artifact),
             )
+            self.ahead.start_next(job.id)  # the next job's upload overlaps this commit
             result = await ctl.on_registry(
                 ctl.engine.version,
                 req,
                 push=False,
                 content=content,
-                resume=job.attempts > 0 or job.step is not None,
+                # only a job that got past "uploaded" before (a crash, a retry) may have a
+                # commit already; searching history for it is O(history) per version
+                resume=job.attempts > 0 or job.step not in (None, "snapshotted", "hashed"),
                 uploaded=True,
             )
         except CpvError as exc:
@@ -261,6 +279,10 @@ class Pusher:
             await ctl.push_wanted.wait()
             ctl.push_wanted.clear()
             await asyncio.sleep(PUSH_BATCH_DELAY)
+            waited = PUSH_BATCH_DELAY
+            while waited < PUSH_MAX_WAIT and not self.stopping and ctl.queue.depth() > 0:
+                await asyncio.sleep(PUSH_BATCH_DELAY)
+                waited += PUSH_BATCH_DELAY
             try:
                 report = await ctl.on_registry(ctl.engine.push)
             except CpvError as exc:

@@ -243,15 +243,20 @@ class S3Storage:
     # -- writes -----------------------------------------------------------------------
 
     def put_file(self, md5: str, src: Path, size: int, progress: Progress | None = None) -> None:
-        """Multipart upload with the configured parts/threads; skipped when present."""
+        """Store ``src``, skipped when an object of that size is present.
+
+        Below the part size: one PUT with Content-MD5, so the store itself checks the bytes
+        against the md5 that names them. Above: a multipart upload with the configured parts
+        and threads. No HEAD afterwards: S3 makes an object visible only once the PUT or the
+        multipart completion succeeded, and the size is checked on our side before and after.
+        """
         if self.size_of(md5) == size:
             return
-        try:
-            actual = Path(src).stat().st_size
-        except FileNotFoundError:
-            raise IntegrityError(f"{src}: vanished before upload") from None
-        if actual != size:
-            raise IntegrityError(f"{src}: size is {actual}, not {size}; changed since hashed")
+        check_md5(md5)
+        if size < self._transfer_config.multipart_threshold:
+            self._put_small(md5, src, size, progress)
+            return
+        _check_size(src, size)
         callback = _locked(progress) if progress is not None else None
         try:
             self._client.upload_file(
@@ -267,9 +272,30 @@ class S3Storage:
             botocore.exceptions.ClientError,
         ) as exc:
             raise self._error(exc, "upload") from None
-        stored = self.size_of(md5)
-        if stored != size:
-            raise IntegrityError(f"upload of {md5} left {stored} bytes, expected {size}")
+        _check_size(src, size)
+
+    def _put_small(self, md5: str, src: Path, size: int, progress: Progress | None) -> None:
+        try:
+            with open(src, "rb") as f:
+                data = f.read(size + 1)
+        except FileNotFoundError:
+            raise IntegrityError(f"{src}: vanished before upload") from None
+        if len(data) != size:
+            raise IntegrityError(f"{src}: size is {len(data)}, not {size}; changed since hashed")
+        digest = hashlib.md5(data).digest()
+        if digest.hex() != md5:
+            raise IntegrityError(f"{src}: content no longer hashes to {md5}; changed since hashed")
+        try:
+            self._client.put_object(
+                Bucket=self.bucket,
+                Key=self.key_of(md5),
+                Body=data,
+                ContentMD5=base64.b64encode(digest).decode("ascii"),
+            )
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._error(exc, "upload") from None
+        if progress is not None:
+            progress(size)
 
     def put_bytes(self, md5: str, data: bytes) -> None:
         """One PUT with Content-MD5, so the store itself rejects damaged bytes."""
@@ -381,6 +407,15 @@ def _find_botocore_error(exc: BaseException) -> botocore.exceptions.BotoCoreErro
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _check_size(src: Path, size: int) -> None:
+    try:
+        actual = Path(src).stat().st_size
+    except FileNotFoundError:
+        raise IntegrityError(f"{src}: vanished before upload") from None
+    if actual != size:
+        raise IntegrityError(f"{src}: size is {actual}, not {size}; changed since hashed")
 
 
 def _locked(progress: Progress) -> Any:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cpvd.errors import InputError, IntegrityError, NotFound
+from cpvd.hashing import StreamHasher, hash_checkpoint
 from cpvd.snapshot import SnapshotSpaceTimeout, SnapshotStore
 
 
@@ -95,8 +96,7 @@ def test_source_changing_during_copy_is_retried_then_refused(
             fh.write(b"more")
 
     with pytest.raises(IntegrityError):
-        store.take(src, "k", on_chunk=writer_in_the_middle,
-                   on_restart=lambda: restarts.append(1))
+        store.take(src, "k", on_chunk=writer_in_the_middle, on_restart=lambda: restarts.append(1))
     assert len(restarts) >= 2
     assert store.path("k") is None
     assert store.used_bytes() == 0
@@ -196,3 +196,89 @@ def test_symlink_inside_dir_is_dereferenced(tmp_path: Path, store: SnapshotStore
     snap = store.take(src, "k")
     assert not (snap / "last.ckpt").is_symlink()
     assert tree(snap) == {"epoch=3.ckpt": b"weights", "last.ckpt": b"weights"}
+
+
+# -- hashing while copying (StreamHasher) --------------------------------------------------
+
+
+def _take_hashed(store: SnapshotStore, src: Path, key: str) -> tuple[Path, object]:
+    hasher = StreamHasher()
+    try:
+        snap = store.take(src, key, on_chunk=hasher.on_chunk, on_restart=hasher.on_restart)
+    finally:
+        hasher.close()
+    return snap, hasher.result(snap)
+
+
+@pytest.mark.parametrize("size", [0, 1, 8 * 1024 * 1024 + 5])
+def test_hash_while_copying_a_file_equals_hashing_the_snapshot(
+    tmp_path: Path, store: SnapshotStore, size: int
+) -> None:
+    src = tmp_path / "epoch-1.pt"
+    src.write_bytes(os.urandom(size))
+    snap, content = _take_hashed(store, src, "k")
+    assert content == hash_checkpoint(snap)
+    assert content is not None and content.md5 == hashlib.md5(src.read_bytes()).hexdigest()
+
+
+def test_hash_while_copying_a_directory_equals_hashing_the_snapshot(
+    tmp_path: Path, store: SnapshotStore
+) -> None:
+    src = tmp_path / "checkpoint-500"
+    (src / "sub" / "deep").mkdir(parents=True)
+    (src / "model.safetensors").write_bytes(os.urandom(9 * 1024 * 1024))
+    (src / "empty").write_bytes(b"")
+    (src / "sub" / "empty2").write_bytes(b"")
+    (src / ".metadata").write_bytes(b"dcp")
+    (src / "sub" / "deep" / "same.bin").write_bytes(b"dup")
+    (src / "sub" / "a.bin").write_bytes(b"dup")
+    (src / "link.bin").symlink_to(src / "model.safetensors")
+    (src / ".git").write_text("gitdir: elsewhere")  # DVC ignores it; so do both hashes
+    snap, content = _take_hashed(store, src, "k")
+    expected = hash_checkpoint(snap)
+    assert content == expected
+    assert expected.nfiles == 7
+
+
+def test_hash_while_copying_forgets_an_attempt_the_source_changed_under(
+    tmp_path: Path, store: SnapshotStore
+) -> None:
+    src = tmp_path / "flaky.bin"
+    src.write_bytes(b"first" * 100_000)
+    hasher = StreamHasher()
+    calls = 0
+
+    def change_once(rel: str, chunk: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            src.write_bytes(b"second, longer" * 100_000)
+        hasher.on_chunk(rel, chunk)
+
+    try:
+        snap = store.take(src, "k", on_chunk=change_once, on_restart=hasher.on_restart)
+    finally:
+        hasher.close()
+    content = hasher.result(snap)
+    assert calls >= 2
+    assert content == hash_checkpoint(snap)
+    assert content is not None
+    assert content.md5 == hashlib.md5(b"second, longer" * 100_000).hexdigest()
+
+
+def test_stream_hasher_says_none_when_what_it_saw_is_not_the_snapshot(tmp_path: Path) -> None:
+    d = tmp_path / "ck"
+    d.mkdir()
+    (d / "a").write_bytes(b"abc")
+    (d / "b").write_bytes(b"xyz")
+    short = StreamHasher()
+    short.on_chunk("a", b"abc")
+    short.on_chunk("b", b"xy")  # fewer bytes than the file holds
+    assert short.result(d) is None
+    extra = StreamHasher()
+    for rel, data in (("a", b"abc"), ("b", b"xyz"), ("c", b"!")):
+        extra.on_chunk(rel, data)
+    assert extra.result(d) is None
+    missing = StreamHasher()
+    missing.on_chunk("a", b"abc")  # b is not empty, yet no bytes of it were seen
+    assert missing.result(d) is None

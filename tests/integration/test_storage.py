@@ -343,3 +343,26 @@ def test_dvc_pull_gets_back_our_uploads(storage: Storage, short_tmp: Path) -> No
         [DVC, "status", "--json"], cwd=repo, capture_output=True, text=True, check=True
     )
     assert status.stdout.strip() in ("{}", "")
+
+
+def test_s3_small_put_refuses_bytes_that_no_longer_match_their_md5(
+    moto_server: str, s3_bucket: str, short_tmp: Path
+) -> None:
+    """A file below the part size goes up as one PUT whose md5 is checked first (and sent
+    as Content-MD5): same size, other bytes -> refused, nothing stored under that md5."""
+    st = S3Storage(_s3_cfg(s3_bucket, moto_server))
+    try:
+        src = short_tmp / "small.pt"
+        src.write_bytes(b"A" * 1000)
+        md5 = _md5(b"B" * 1000)  # what was hashed before the file changed
+        with pytest.raises(IntegrityError):
+            st.put_file(md5, src, 1000)
+        assert not st.has(md5)
+        src.write_bytes(b"B" * 1000)
+        seen: list[int] = []
+        st.put_file(md5, src, 1000, seen.append)
+        assert seen == [1000]
+        with st.open_object(md5) as f:
+            assert f.read() == b"B" * 1000
+    finally:
+        st.close()
