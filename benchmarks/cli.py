@@ -14,6 +14,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -198,7 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for name in chosen:
             log(f"== {name}")
-            groups[name]()
+            try:
+                groups[name]()
+            except Exception as exc:  # one broken group must not lose the others' figures
+                log(traceback.format_exc())
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                results.notes.append(f"group {name} FAILED: {type(exc).__name__}: {first}")
     except KeyboardInterrupt:
         log("interrupted: stopping everything")
         return 130

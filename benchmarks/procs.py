@@ -327,6 +327,8 @@ def remote_tags(remote: Path, prefix: str = "") -> set[str]:
     for dirpath, _dirs, files in os.walk(root):
         rel = os.path.relpath(dirpath, root)
         for f in files:
+            if f.endswith(".lock"):  # a push in progress: git renames it into place when done
+                continue
             name = f if rel == "." else f"{rel}/{f}"
             if name.startswith(prefix):
                 found.add(name)

@@ -74,6 +74,8 @@ def test_remote_tags_reads_loose_and_packed_refs(short_tmp: Path) -> None:
     git(work, "push", "-q", "origin", "team/a@v1.1.0", "other@v1.0.0")
     assert push_count(remote) == 2
     assert remote_tags(remote, "team/a@") == {"team/a@v1.0.0", "team/a@v1.1.0"}
+    (remote / "refs" / "tags" / "team" / "a@v1.2.0.lock").write_text("")  # a push under way
+    assert remote_tags(remote, "team/a@") == {"team/a@v1.0.0", "team/a@v1.1.0"}
     assert len(remote_tags(remote)) == 3
 
 
