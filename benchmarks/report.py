@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import platform
 import re
 import statistics
 import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,3 +252,36 @@ def load_average() -> str:
     except OSError:
         return "?"
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+class LoadSampler:
+    """The 1-minute load average every ``interval`` seconds while the harness runs."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="load-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            with contextlib.suppress(OSError):
+                self.samples.append(os.getloadavg()[0])
+            if self._stop.wait(self.interval):
+                return
+
+    def start(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def summary(self) -> str:
+        if not self.samples:
+            return "?"
+        return (
+            f"median {statistics.median(self.samples):.1f}, max {max(self.samples):.1f} "
+            f"({len(self.samples)} samples)"
+        )
