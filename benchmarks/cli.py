@@ -153,7 +153,8 @@ def add_targets(results: Results, plan: Plan) -> None:
             ratio(gto, versions),
             "x",
             ">= 20x",
-            "median gto show / median cpvctl versions",
+            "median gto show / median cpvctl versions"
+            + ("; gto timed out, so a lower bound" if gto and "lower bound" in gto.note else ""),
         )
     if version_flag is not None:
         r.target(
