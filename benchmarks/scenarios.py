@@ -1,0 +1,745 @@
+"""The measurements of issue 5, one function per group, sharing one ``Bench`` context.
+
+Each group starts what it needs (a moto server in a child process, a bare Git remote, the
+real daemon) and stops it before the next group, so moto's memory (it holds objects in RAM)
+never piles up across groups; objects are also deleted after every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.procs import (
+    MIB,
+    Daemon,
+    MotoServer,
+    RssSampler,
+    Watch,
+    cpu_seconds,
+    empty_bucket,
+    ls_remote_tags,
+    make_bare_remote,
+    push_count,
+    remote_tags,
+    rss_bytes,
+    run,
+    status_kib,
+    tree_pss_bytes,
+)
+from benchmarks.querybuild import build_query_registry
+from benchmarks.report import Figure, Results
+
+CHUNK = 8 * MIB
+
+
+@dataclass(frozen=True)
+class Case:
+    """One end-to-end checkpoint shape."""
+
+    name: str
+    size: int  # total bytes
+    shards: int = 0  # 0: a single file; N: a directory of N equal files
+
+    @property
+    def label(self) -> str:
+        gib = 1024 * MIB
+        size = f"{self.size // MIB} MiB" if self.size < gib else f"{self.size // gib} GiB"
+        return f"{size} directory of {self.shards} shards" if self.shards else f"{size} file"
+
+
+@dataclass
+class Plan:
+    runs: int
+    quick: bool
+    cases: list[Case]
+    burst_n: int
+    manual_burst_n: int
+    idle_seconds: float
+    idle_watches: int
+    query_versions: int
+    query_reps: int
+    version_reps: int
+    settle: float = 0.2
+    gto_repeat_below: float = 60.0  # repeat `gto show` only when one run is quicker than this
+    gto_timeout: float = 300.0  # at 10,000 versions gto show runs for many minutes
+    #: (label, part size MiB, threads); None = boto3's default TransferConfig
+    transfer_configs: list[tuple[str, int | None, int | None]] = field(
+        default_factory=lambda: [
+            ("default TransferConfig (8 MiB parts, 10 threads)", None, None),
+            ("16 MiB parts, 8 threads", 16, 8),
+            ("32 MiB parts, 4 threads", 32, 4),
+            ("64 MiB parts, 8 threads", 64, 8),
+        ]
+    )
+
+    @classmethod
+    def full(cls, runs: int) -> Plan:
+        return cls(
+            runs=runs,
+            quick=False,
+            cases=[
+                Case("f256m", 256 * MIB),
+                Case("f1g", 1024 * MIB),
+                Case("d1g", 1024 * MIB, shards=8),
+            ],
+            burst_n=200,
+            manual_burst_n=20,
+            idle_seconds=60.0,
+            idle_watches=5,
+            query_versions=10_000,
+            query_reps=5,
+            version_reps=10,
+        )
+
+    @classmethod
+    def smoke(cls, runs: int = 1) -> Plan:
+        return cls(
+            runs=runs,
+            quick=True,
+            cases=[Case("f256m", 8 * MIB), Case("f1g", 32 * MIB), Case("d1g", 32 * MIB, shards=8)],
+            burst_n=20,
+            manual_burst_n=3,
+            idle_seconds=20.0,
+            idle_watches=5,
+            query_versions=500,
+            query_reps=2,
+            version_reps=3,
+            transfer_configs=[
+                ("default TransferConfig (8 MiB parts, 10 threads)", None, None),
+                ("16 MiB parts, 8 threads", 16, 8),
+            ],
+        )
+
+
+def tool(name: str) -> list[str]:
+    """The console script next to this interpreter (the venv's), else ``python -m``."""
+    exe = Path(sys.executable).parent / name
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", name]
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def wait_until(
+    pred: Callable[[], bool], timeout: float, what: str, interval: float = 0.005
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def tags_reach(remote: Path, prefix: str, want: int) -> Callable[[], bool]:
+    """A predicate: the remote holds at least ``want`` tags starting with ``prefix``."""
+    return lambda: len(remote_tags(remote, prefix)) >= want
+
+
+def write_random(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(CHUNK, left)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def md5_of(paths: Sequence[Path]) -> str:
+    h = hashlib.md5()
+    for p in paths:
+        with open(p, "rb") as f:
+            while block := f.read(CHUNK):
+                h.update(block)
+    return h.hexdigest()
+
+
+class Source:
+    """A checkpoint parked in a staging directory on the watch root's filesystem.
+
+    Made once; before each run its first bytes are rewritten so its content (and md5) is
+    new, then it is renamed into place and renamed back afterwards. The bytes are in the
+    page cache, as a checkpoint a trainer has just written is.
+    """
+
+    def __init__(self, staging: Path, case: Case) -> None:
+        self.case = case
+        staging.mkdir(parents=True, exist_ok=True)
+        self.home = staging / ("ckpt" if case.shards else "ckpt.bin")
+
+    def create(self) -> None:
+        if self.case.shards:
+            self.home.mkdir()
+            per = self.case.size // self.case.shards
+            for i in range(self.case.shards):
+                write_random(self.home / f"shard-{i:02d}.bin", per)
+        else:
+            write_random(self.home, self.case.size)
+
+    def files(self, root: Path | None = None) -> list[Path]:
+        base = root or self.home
+        return sorted(base.iterdir()) if self.case.shards else [base]
+
+    def mutate(self) -> None:
+        with open(self.files()[0], "r+b") as f:
+            f.write(uuid.uuid4().bytes)
+
+    def place(self, dest: Path) -> Path:
+        os.rename(self.home, dest)
+        return dest
+
+    def take_back(self, dest: Path) -> None:
+        os.rename(dest, self.home)
+
+
+@dataclass
+class Bench:
+    plan: Plan
+    root: Path
+    results: Results
+    log: Callable[[str], None]
+
+    def dir(self, name: str) -> Path:
+        d = self.root / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+
+# --- 1, 2 and 6: end to end, baselines, memory -----------------------------------------------
+
+
+def e2e_group(b: Bench, case: Case) -> None:
+    """The daemon, the raw boto3 upload and the manual DVC route on the same bytes and server."""
+    gdir = b.dir(case.name)
+    src = Source(gdir / "staging", case)
+    b.log(f"[{case.label}] writing the checkpoint")
+    src.create()
+    with MotoServer() as moto:
+        s3 = moto.client()
+        bucket = moto.new_bucket()
+        peak_moto = 0
+        peak_moto = max(peak_moto, _daemon_e2e(b, case, gdir, src, moto, s3, bucket))
+        peak_moto = max(peak_moto, _raw_upload(b, case, src, moto, s3, bucket))
+        peak_moto = max(peak_moto, _manual_route(b, case, gdir, src, moto, s3, bucket))
+        b.results.notes.append(
+            f"{case.label}: moto server RSS peaked at {peak_moto / MIB:.0f} MiB (sampled after "
+            "each run; objects deleted after every run, server restarted per group)."
+        )
+    shutil.rmtree(gdir, ignore_errors=True)
+
+
+def _daemon_e2e(
+    b: Bench, case: Case, gdir: Path, src: Source, moto: MotoServer, s3: Any, bucket: str
+) -> int:
+    plan = b.plan
+    section = f"1. End to end: {case.label}"
+    e2e = b.results.figure(
+        section,
+        "daemon: rename-in → tag on the remote",
+        "s",
+        note=f"includes the quiet period ({plan.settle} s)",
+    )
+    net = b.results.figure(section, "daemon: same, minus the quiet period", "s")
+    growth = b.results.figure(
+        "6. Memory",
+        f"daemon RSS growth while versioning the {case.label}",
+        "MiB",
+        note="peak VmRSS of the daemon (sampled every 50 ms) minus its VmRSS just before the "
+        "rename",
+    )
+    hwm = b.results.figure(
+        "6. Memory",
+        f"daemon VmHWM growth, {case.label}",
+        "MiB",
+        note="the kernel's exact high-water mark, after minus before (0 when the run stayed "
+        "under an earlier peak)",
+    )
+    tree = b.results.figure(
+        "6. Memory",
+        f"daemon process-tree PSS growth, {case.label}",
+        "MiB",
+        note="daemon + children (git), proportional set size, peak minus before",
+    )
+    artifact = f"bench/{case.name}"
+    watch = gdir / "watch"
+    remote = make_bare_remote(gdir / "remote.git")
+    daemon = Daemon(
+        root=gdir / "d",
+        watches=[Watch(watch, artifact, plan.settle)],
+        storage_url=f"s3://{bucket}/cpv",
+        endpoint_url=moto.endpoint,
+        remote=remote,
+    )
+    peak_moto = 0
+    prefix = artifact + "@"
+    with daemon:
+        # warm-up: the artifact's first version also commits its dvc.yaml entry
+        warm = gdir / "staging" / "warmup.bin"
+        write_random(warm, 4096)
+        os.rename(warm, watch / "warmup.bin")
+        wait_until(lambda: len(remote_tags(remote, prefix)) >= 1, 120, "the warm-up version")
+        b.log(f"[{case.label}] daemon ready, warm-up versioned")
+        for i in range(plan.runs):
+            src.mutate()
+            before = remote_tags(remote, prefix)
+            base_main = rss_bytes(daemon.pid)
+            base_tree = tree_pss_bytes(daemon.pid)
+            base_hwm = status_kib(daemon.pid, "VmHWM") * 1024
+            dest = watch / (f"{case.name}-r{i}" + ("" if case.shards else ".bin"))
+            with RssSampler(daemon.pid) as sampler:
+                t0 = time.perf_counter()
+                src.place(dest)
+                wait_until(
+                    tags_reach(remote, prefix, len(before) + 1),
+                    900,
+                    f"the tag of {dest.name} on the remote",
+                )
+                elapsed = time.perf_counter() - t0
+            new = remote_tags(remote, prefix) - before
+            if not new <= ls_remote_tags(remote):
+                raise RuntimeError(f"git ls-remote does not list {new}")
+            e2e.samples.append(elapsed)
+            net.samples.append(elapsed - plan.settle)
+            growth.samples.append((sampler.peak_main - base_main) / MIB)
+            tree.samples.append((sampler.peak_tree - base_tree) / MIB)
+            hwm.samples.append((status_kib(daemon.pid, "VmHWM") * 1024 - base_hwm) / MIB)
+            b.log(
+                f"[{case.label}] daemon run {i + 1}: {elapsed:.2f} s, {sorted(new)}, "
+                f"RSS +{(sampler.peak_main - base_main) / MIB:.0f} MiB "
+                f"({sampler.samples} samples)"
+            )
+            wait_until(
+                lambda: daemon.client().status()["queue"]["depth"] == 0,
+                120,
+                "an empty queue",
+                interval=0.1,
+            )
+            src.take_back(dest)
+            peak_moto = max(peak_moto, moto.rss())
+            empty_bucket(s3, bucket)
+            time.sleep(1.0)
+    return peak_moto
+
+
+def _raw_upload(b: Bench, case: Case, src: Source, moto: MotoServer, s3: Any, bucket: str) -> int:
+    from boto3.s3.transfer import TransferConfig
+
+    section = f"2. Baselines: {case.label}"
+    md5 = b.results.figure(section, "md5 (hashlib, page cache warm)", "s")
+    uploads: list[tuple[Figure, Any]] = []
+    for label, part, threads in b.plan.transfer_configs:
+        cfg = (
+            TransferConfig()
+            if part is None
+            else TransferConfig(
+                multipart_chunksize=part * MIB,
+                multipart_threshold=8 * MIB,
+                max_concurrency=threads or 10,
+            )
+        )
+        uploads.append((b.results.figure(section, f"raw boto3 upload_file, {label}", "s"), cfg))
+    md5_samples: list[float] = []
+    peak_moto = 0
+    # warm-up (not timed): the client's lazy set-up and its connection pool
+    warm = src.files()[0]
+    s3.upload_file(str(warm), bucket, "raw/warm-up", Config=uploads[0][1])
+    empty_bucket(s3, bucket)
+    for i in range(b.plan.runs):
+        src.mutate()
+        t_md5 = timed(lambda: md5_of(src.files()))
+        md5.samples.append(t_md5)
+        md5_samples.append(t_md5)
+        for fig, cfg in uploads:
+            prefix = f"raw/{uuid.uuid4().hex}"
+
+            def upload(prefix: str = prefix, cfg: Any = cfg) -> None:
+                for f in src.files():
+                    s3.upload_file(str(f), bucket, f"{prefix}/{f.name}", Config=cfg)
+
+            fig.samples.append(timed(upload))
+            peak_moto = max(peak_moto, moto.rss())
+            empty_bucket(s3, bucket)
+        b.log(
+            f"[{case.label}] raw run {i + 1}: md5 {t_md5:.2f} s, uploads "
+            + ", ".join(f"{f.samples[-1]:.2f}" for f, _ in uploads)
+        )
+    best_fig = min((f for f, _ in uploads), key=lambda f: f.median)
+    best_fig.note = "best TransferConfig"
+    both = b.results.figure(section, "md5 + raw upload (best config), one after the other", "s")
+    both.samples = [m + u for m, u in zip(md5_samples, best_fig.samples, strict=True)]
+    b.results.figure(
+        section,
+        "raw upload, best config",
+        "s",
+        note=best_fig.label.removeprefix("raw boto3 upload_file, "),
+    ).samples = list(best_fig.samples)
+    return peak_moto
+
+
+# --- the manual route ------------------------------------------------------------------------
+
+
+def manual_repo(path: Path, remote: Path, storage_url: str, endpoint: str) -> Path:
+    """A Git + DVC repository whose DVC remote is the bucket, cloned from ``remote``."""
+    run(["git", "clone", "-q", remote, path])
+    run(["git", "symbolic-ref", "HEAD", "refs/heads/main"], cwd=path)
+    dvc = tool("dvc")
+    run([*dvc, "init", "-q"], cwd=path)
+    run([*dvc, "config", "core.analytics", "false"], cwd=path)
+    run([*dvc, "config", "core.check_update", "false"], cwd=path)
+    run([*dvc, "remote", "add", "-d", "storage", storage_url], cwd=path)
+    run([*dvc, "remote", "modify", "storage", "endpointurl", endpoint], cwd=path)
+    run([*dvc, "remote", "modify", "storage", "region", "us-east-1"], cwd=path)
+    run(["git", "add", "-A"], cwd=path)
+    run(["git", "commit", "-q", "-m", "init"], cwd=path)
+    run(["git", "push", "-q", "origin", "main"], cwd=path)
+    return path
+
+
+def manual_version(repo: Path, name: str, tag: str, steps: dict[str, float]) -> None:
+    """What a careful user types for one version: add, push, commit, tag, push."""
+    dvc = tool("dvc")
+    message = json.dumps({"source": name, "by": "hand"})
+    t = time.perf_counter()
+    run([*dvc, "add", "-q", name], cwd=repo)
+    t1 = time.perf_counter()
+    run([*dvc, "push", "-q"], cwd=repo)
+    t2 = time.perf_counter()
+    run(["git", "add", f"{name}.dvc", ".gitignore"], cwd=repo)
+    run(["git", "commit", "-q", "-m", f"{tag}"], cwd=repo)
+    run(["git", "tag", "-a", tag, "-m", message], cwd=repo)
+    run(["git", "push", "-q", "--atomic", "origin", "main", tag], cwd=repo)
+    t3 = time.perf_counter()
+    for key, value in (("dvc add", t1 - t), ("dvc push", t2 - t1), ("git", t3 - t2)):
+        steps[key] = steps.get(key, 0.0) + value
+
+
+def _manual_route(
+    b: Bench, case: Case, gdir: Path, src: Source, moto: MotoServer, s3: Any, bucket: str
+) -> int:
+    section = f"2. Baselines: {case.label}"
+    total = b.results.figure(
+        section,
+        "manual route: dvc add, dvc push, git commit, git tag, git push",
+        "s",
+        note="dvc push with DVC's default jobs (4 x cores)",
+    )
+    parts = {
+        k: b.results.figure(section, f"manual route, {k} alone", "s")
+        for k in ("dvc add", "dvc push", "git")
+    }
+    repo = manual_repo(
+        gdir / "manual",
+        make_bare_remote(gdir / "manual.git"),
+        f"s3://{bucket}/manual",
+        moto.endpoint,
+    )
+    name = "model" if case.shards else "model.bin"
+    peak_moto = 0
+    for i in range(b.plan.runs):
+        src.mutate()
+        dest = src.place(repo / name)
+        steps: dict[str, float] = {}
+        try:
+            tag = f"bench/{case.name}@v1.{i}.0"
+            total.samples.append(timed(lambda: manual_version(repo, name, tag, steps)))  # noqa: B023
+        finally:
+            src.take_back(dest)
+        for k, fig in parts.items():
+            fig.samples.append(steps[k])
+        b.log(f"[{case.label}] manual run {i + 1}: {total.samples[-1]:.2f} s ({steps})")
+        shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)
+        peak_moto = max(peak_moto, moto.rss())
+        empty_bucket(s3, bucket)
+    return peak_moto
+
+
+# --- 3. burst ----------------------------------------------------------------------------------
+
+
+def burst_group(b: Bench) -> None:
+    plan = b.plan
+    gdir = b.dir("burst")
+    section = "3. Burst"
+    n, m = plan.burst_n, plan.manual_burst_n
+    rate = b.results.figure(
+        section,
+        f"daemon: {n} x 1 MiB dropped at once, versions/s",
+        "versions/s",
+        note="until the last tag is on the remote",
+    )
+    wall = b.results.figure(section, f"daemon: time until the {n}th tag is on the remote", "s")
+    pushes = b.results.figure(
+        section,
+        f"daemon: git pushes for {n} versions",
+        "pushes",
+        note="counted by the remote's post-receive hook",
+    )
+    manual_rate = b.results.figure(
+        section,
+        f"manual route: {m} x 1 MiB one after another, versions/s",
+        "versions/s",
+        note=f"{m} versions timed, the rate extrapolated to {n}",
+    )
+    with MotoServer() as moto:
+        s3 = moto.client()
+        bucket = moto.new_bucket()
+        artifact = "bench/burst"
+        prefix = artifact + "@"
+        watch = gdir / "watch"
+        remote = make_bare_remote(gdir / "remote.git")
+        daemon = Daemon(
+            root=gdir / "d",
+            watches=[Watch(watch, artifact, plan.settle)],
+            storage_url=f"s3://{bucket}/cpv",
+            endpoint_url=moto.endpoint,
+            remote=remote,
+        )
+        with daemon:
+            staging = gdir / "staging"
+            staging.mkdir()
+            write_random(staging / "warmup.bin", 4096)
+            os.rename(staging / "warmup.bin", watch / "warmup.bin")
+            wait_until(lambda: len(remote_tags(remote, prefix)) >= 1, 120, "warm-up version")
+            for r in range(plan.runs):
+                batch = staging / f"r{r}"
+                batch.mkdir()
+                names = [f"ck-r{r}-{j:03d}.bin" for j in range(n)]
+                for nm in names:
+                    write_random(batch / nm, MIB)
+                before = len(remote_tags(remote, prefix))
+                commits_before = int(run(["git", "rev-list", "--count", "main"], cwd=remote).stdout)
+                pushes_before = push_count(remote)
+                t0 = time.perf_counter()
+                for nm in names:
+                    os.rename(batch / nm, watch / nm)
+                wait_until(
+                    tags_reach(remote, prefix, before + n),
+                    900,
+                    f"{n} tags on the remote",
+                    interval=0.02,
+                )
+                elapsed = time.perf_counter() - t0
+                wall.samples.append(elapsed)
+                rate.samples.append(n / elapsed)
+                pushes.samples.append(push_count(remote) - pushes_before)
+                commits = int(run(["git", "rev-list", "--count", "main"], cwd=remote).stdout)
+                b.log(
+                    f"[burst] daemon run {r + 1}: {elapsed:.2f} s, {n / elapsed:.1f}/s, "
+                    f"{commits - commits_before} commits, {pushes.samples[-1]:.0f} pushes"
+                )
+                if commits - commits_before != n:
+                    b.results.notes.append(
+                        f"burst run {r + 1}: {commits - commits_before} commits for {n} tags "
+                        "(expected one commit per version)"
+                    )
+                wait_until(
+                    lambda: daemon.client().status()["queue"]["depth"] == 0,
+                    300,
+                    "an empty queue",
+                    interval=0.1,
+                )
+                empty_bucket(s3, bucket)
+        b.results.notes.append(
+            f"burst: each of the {n} versions per run was checked to be its own commit on the "
+            "remote (rev-list count before/after)."
+        )
+        # the manual route, on a sample of the burst
+        repo = manual_repo(
+            gdir / "manual",
+            make_bare_remote(gdir / "manual.git"),
+            f"s3://{bucket}/manual",
+            moto.endpoint,
+        )
+        k = 0
+        for r in range(plan.runs):
+            batch = gdir / "staging" / f"m{r}"
+            batch.mkdir()
+            for j in range(m):
+                write_random(batch / f"{j}.bin", MIB)
+            steps: dict[str, float] = {}
+
+            def route(batch: Path = batch, steps: dict[str, float] = steps) -> None:
+                nonlocal k
+                for j in range(m):
+                    os.replace(batch / f"{j}.bin", repo / "model.bin")
+                    manual_version(repo, "model.bin", f"bench/burst@v1.{k}.0", steps)
+                    k += 1
+
+            elapsed = timed(route)
+            manual_rate.samples.append(m / elapsed)
+            b.log(f"[burst] manual run {r + 1}: {m} versions in {elapsed:.2f} s")
+            empty_bucket(s3, bucket)
+    shutil.rmtree(gdir, ignore_errors=True)
+
+
+# --- 4. idle --------------------------------------------------------------------------------------
+
+
+def idle_group(b: Bench) -> None:
+    plan = b.plan
+    gdir = b.dir("idle")
+    section = "4. Idle cost"
+    cpu = b.results.figure(
+        section,
+        f"daemon CPU, {plan.idle_watches} watches, {plan.idle_seconds:.0f} s windows",
+        "% of one core",
+        note="utime+stime of the process tree (incl. reaped children)",
+    )
+    rss = b.results.figure(section, "daemon RSS (VmRSS of the daemon process)", "MiB")
+    pss = b.results.figure(section, "daemon process-tree PSS", "MiB")
+    with MotoServer() as moto:
+        bucket = moto.new_bucket()
+        remote = make_bare_remote(gdir / "remote.git")
+        watches = []
+        for i in range(plan.idle_watches):
+            path = gdir / f"watch{i}"
+            path.mkdir()
+            for j in range(2):  # a little history: each watch already has two checkpoints
+                write_random(path / f"epoch-{j}.bin", 64 * 1024)
+            watches.append(Watch(path, f"bench/idle{i}", settle_seconds=2.0))
+        daemon = Daemon(
+            root=gdir / "d",
+            watches=watches,
+            storage_url=f"s3://{bucket}/cpv",
+            endpoint_url=moto.endpoint,
+            remote=remote,
+        )
+        with daemon:
+            want = 2 * plan.idle_watches
+            wait_until(
+                lambda: len(remote_tags(remote)) >= want, 300, "the initial versions", interval=0.1
+            )
+            time.sleep(5.0)
+            for r in range(plan.runs):
+                c0, t0 = cpu_seconds(daemon.pid), time.monotonic()
+                time.sleep(plan.idle_seconds)
+                c1, t1 = cpu_seconds(daemon.pid), time.monotonic()
+                cpu.samples.append(100.0 * (c1 - c0) / (t1 - t0))
+                rss.samples.append(rss_bytes(daemon.pid) / MIB)
+                pss.samples.append(tree_pss_bytes(daemon.pid) / MIB)
+                b.log(
+                    f"[idle] window {r + 1}: {cpu.samples[-1]:.2f}% CPU, {rss.samples[-1]:.0f} MiB"
+                )
+    shutil.rmtree(gdir, ignore_errors=True)
+
+
+# --- 5. queries ---------------------------------------------------------------------------------
+
+
+def cmd_time(argv: Sequence[str], cwd: Path | None = None, timeout: float = 600.0) -> float:
+    return timed(lambda: run(argv, cwd=cwd, timeout=timeout))
+
+
+def query_group(b: Bench) -> None:
+    plan = b.plan
+    n = plan.query_versions
+    gdir = b.dir("queries")
+    section = f"5. Queries ({n:,} versions of one artifact)"
+    artifact = "bench/big"
+    build = b.results.figure(
+        section, "building the registry with git fast-import", "s", note="setup, not a target"
+    )
+    registry = gdir / "registry"
+    storage = gdir / "storage"
+    storage.mkdir()
+    build.samples.append(build_query_registry(registry, artifact, n, str(storage)))
+    daemon = Daemon(
+        root=gdir / "d",
+        watches=[Watch(gdir / "watch", artifact, 2.0)],
+        storage_url=str(storage),
+        registry_path=registry,
+    )
+    cpvctl = tool("cpvctl")
+    sock = ["--socket", str(daemon.socket)]
+    figs = {
+        "versions": b.results.figure(
+            section, f"cpvctl versions {artifact}", "s", note="a real cpvctl process, table output"
+        ),
+        "versions --json": b.results.figure(section, f"cpvctl versions {artifact} --json", "s"),
+        "status": b.results.figure(section, "cpvctl status", "s"),
+    }
+    cold = b.results.figure(
+        section,
+        "cpvctl versions, first call after the daemon starts",
+        "s",
+        note="the daemon reads the tags once, then caches",
+    )
+    start = b.results.figure(
+        section, "cpvctl --version", "s", note=f"median of {plan.version_reps} per run"
+    )
+    python = b.results.figure(section, "python -c pass (interpreter start-up, for scale)", "s")
+    gto = b.results.figure(section, f"gto show {artifact}", "s", note="run in the registry")
+    argv = {
+        "versions": [*cpvctl, *sock, "versions", artifact],
+        "versions --json": [*cpvctl, *sock, "versions", artifact, "--json"],
+        "status": [*cpvctl, *sock, "status"],
+    }
+    with daemon:
+        cold.samples.append(cmd_time(argv["versions"]))
+        listed = json.loads(run(argv["versions --json"]).stdout)
+        if len(listed) != n:
+            raise RuntimeError(f"cpvctl versions --json listed {len(listed)}, expected {n}")
+        for _ in range(plan.runs):
+            for key, fig in figs.items():
+                reps = [cmd_time(argv[key]) for _ in range(plan.query_reps)]
+                fig.samples.append(sorted(reps)[len(reps) // 2])
+            reps = [cmd_time([*cpvctl, "--version"]) for _ in range(plan.version_reps)]
+            start.samples.append(sorted(reps)[len(reps) // 2])
+            reps = [cmd_time([sys.executable, "-c", "pass"]) for _ in range(plan.version_reps)]
+            python.samples.append(sorted(reps)[len(reps) // 2])
+        b.log(
+            f"[queries] versions {figs['versions'].median:.3f} s, status "
+            f"{figs['status'].median:.3f} s, --version {start.median:.3f} s"
+        )
+    gto_times(b, gto, registry, artifact)
+    # for scale: gto on a registry a tenth the size
+    small_n = max(n // 10, 10)
+    small = gdir / "registry-small"
+    build_query_registry(small, artifact, small_n, str(storage))
+    gto_small = b.results.figure(
+        section, f"gto show {artifact} at {small_n:,} versions", "s", note="for scale"
+    )
+    gto_times(b, gto_small, small, artifact)
+    shutil.rmtree(gdir, ignore_errors=True)
+
+
+def gto_times(b: Bench, fig: Figure, registry: Path, artifact: str) -> None:
+    """``gto show`` runs; one only when it is slow, a lower bound when it times out."""
+    plan = b.plan
+    for r in range(plan.runs):
+        try:
+            t = cmd_time([*tool("gto"), "show", artifact], cwd=registry, timeout=plan.gto_timeout)
+        except subprocess.TimeoutExpired:
+            fig.samples.append(plan.gto_timeout)
+            fig.note += f"; timed out after {plan.gto_timeout:.0f} s: a lower bound"
+            b.log(f"[queries] gto show timed out after {plan.gto_timeout:.0f} s")
+            return
+        fig.samples.append(t)
+        b.log(f"[queries] {fig.label} run {r + 1}: {t:.1f} s")
+        if t > plan.gto_repeat_below:
+            fig.note += f"; one run only (over {plan.gto_repeat_below:.0f} s each)"
+            return
+
+
+def all_groups(b: Bench) -> dict[str, Callable[[], None]]:
+    groups: dict[str, Callable[[], None]] = {}
+    for case in b.plan.cases:
+        groups[f"e2e-{case.name}"] = lambda case=case: e2e_group(b, case)  # type: ignore[misc]
+    groups["burst"] = lambda: burst_group(b)
+    groups["idle"] = lambda: idle_group(b)
+    groups["queries"] = lambda: query_group(b)
+    return groups
