@@ -22,12 +22,17 @@ def test_drop_files_get_versions_and_revert_and_pull(
         (ck / "epoch-1.bin").write_bytes(b"one" * 1000)
         wait_for(lambda: current_versions(d, "vision/resnet50") == ["v1.0.0"], what="v1.0.0")
         (ck / "epoch-2.bin").write_bytes(b"two" * 1000)
-        wait_for(lambda: current_versions(d, "vision/resnet50") == ["v1.1.0", "v1.0.0"], what="v1.1.0")
+        wait_for(
+            lambda: current_versions(d, "vision/resnet50") == ["v1.1.0", "v1.0.0"], what="v1.1.0"
+        )
         # the same bytes again under another name: no new version
         (ck / "copy.bin").write_bytes(b"two" * 1000)
-        wait_for(lambda: d.client().status()["queue"]["depth"] == 0 and
-                 d.client().status()["queue"].get("unchanged", 0) + d.client().status()["queue"].get("skipped", 0) >= 1,
-                 what="unchanged job")
+
+        def settled_unchanged() -> bool:
+            q = d.client().status()["queue"]
+            return bool(q["depth"] == 0 and q.get("unchanged", 0) + q.get("skipped", 0) >= 1)
+
+        wait_for(settled_unchanged, what="unchanged job")
         assert current_versions(d, "vision/resnet50") == ["v1.1.0", "v1.0.0"]
         # pushed to the remote promptly
         wait_for(lambda: len(tags(bare_remote)) == 2, what="tags on the remote")
