@@ -19,6 +19,7 @@ route ``dvc add``/``dvc push``/``git commit``/``git tag``/``git push``.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import shutil
@@ -323,7 +324,8 @@ def cmd_e2e(args: argparse.Namespace) -> None:
                 with pyspy(d.proc.pid, out):
                     t0 = time.perf_counter()
                     os.rename(src, ck / src.name)
-                    wait(lambda tag=tag: tag_on_remote(Path(str(d.remote)), tag), 600)
+                    remote = Path(str(d.remote))
+                    wait(functools.partial(tag_on_remote, remote, tag), 600)
                     e2e.append(time.perf_counter() - t0)
                 stop.set()
                 sampler.join()
