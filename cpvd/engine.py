@@ -148,17 +148,9 @@ class Engine:
         return self._pointers[artifact]
 
     def _read_current(self, artifact: str) -> str | None:
-        reg = self.registry
-        if reg.head() is None:
+        if self.registry.head() is None:
             return None
-        out = reg.git("log", "-n", "1", "--format=%H", "HEAD", "--", pointer_file(artifact)).strip()
-        if not out:
-            return None
-        for value in reg.trailers(out).get("Cpv-Current", []):
-            name, _, version = value.rpartition("@")
-            if name == artifact:
-                return version
-        return None
+        return self._version_at(artifact, "HEAD")
 
     def versions(self, artifact: str) -> list[VersionInfo]:
         validate_name(artifact)
