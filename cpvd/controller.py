@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from cpvctl.protocol import API_VERSION, CPV_VERSION, Version, validate_name
 from cpvd.completeness import signature_of, walk
 from cpvd.config import Config, WatchConfig
+from cpvd.earlyupload import EarlyUploads, UploadBatch
 from cpvd.engine import Engine
 from cpvd.errors import CpvError, InputError, NoSpace, NotFound, StateError
 from cpvd.events import EventBus
@@ -60,9 +61,13 @@ class Executors:
     snapshot: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="cpv-snapshot")
     )
+    #: stores files hashed while their snapshot is still being taken (cpvd.earlyupload)
+    early: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="cpv-early")
+    )
 
     def shutdown(self) -> None:
-        for ex in (self.snapshot, self.io, self.registry):
+        for ex in (self.snapshot, self.early, self.io, self.registry):
             ex.shutdown(wait=True, cancel_futures=True)
 
 
@@ -99,6 +104,9 @@ class Controller:
         #: job id -> content hash computed while its snapshot was copied (the worker's hash
         #: step uses it instead of reading the snapshot again; absent after a restart)
         self.hashes: dict[str, ContentHash] = {}
+        self.early = EarlyUploads(lambda: self.engine.storage, snapshots.root, executors.early)
+        #: job id -> the uploads started while its snapshot was taken (the worker waits)
+        self.batches: dict[str, UploadBatch] = {}
         self._versions_cache: dict[str, tuple[tuple[str, int], bytes]] = {}
         self._intake: set[asyncio.Task[Job | None]] = set()
         m = metrics
@@ -223,9 +231,14 @@ class Controller:
     ) -> Job | None:
         key = uuid.uuid4().hex
         loop = asyncio.get_running_loop()
+        batch = self.early.batch()
+        # no bytes leave early for a paused artifact or while the storage is failing
+        batch.enabled = not (
+            self.paused_all or artifact in self.paused or self.health.storage_ok is False
+        )
         try:
             snap, content = await loop.run_in_executor(
-                self.ex.snapshot, self._snapshot_and_hash, path, key
+                self.ex.snapshot, self._snapshot_and_hash, path, key, batch
             )
         except NotFound:
             log.warning("%s vanished before it could be snapshotted; skipped", path)
@@ -254,6 +267,8 @@ class Controller:
             self.signatures[job.id] = signature
         if content is not None:
             self.hashes[job.id] = content
+            if batch.futures():
+                self.batches[job.id] = batch
         self.bus.publish("queued", job_id=job.id, artifact=artifact, path=str(path))
         self.wake.set()
         return job
@@ -268,12 +283,23 @@ class Controller:
             )
         return StateError(f"cannot snapshot {path} into {where}: {exc.strerror or exc}")
 
-    def _snapshot_and_hash(self, path: Path, key: str) -> tuple[Path, ContentHash | None]:
-        """Snapshot ``path`` and hash the bytes as they are copied (one read, not two)."""
-        hasher = StreamHasher()
+    def _snapshot_and_hash(
+        self, path: Path, key: str, batch: UploadBatch | None = None
+    ) -> tuple[Path, ContentHash | None]:
+        """Snapshot ``path`` and hash the bytes as they are copied (one read, not two);
+        each file starts uploading (``batch``) as soon as its md5 is final."""
+        hasher = StreamHasher(on_hashed=batch.on_hashed if batch is not None else None)
         try:
             snap = self.snapshots.take(
-                path, key, on_chunk=hasher.on_chunk, on_restart=hasher.on_restart
+                path,
+                key,
+                on_chunk=hasher.on_chunk,
+                on_restart=hasher.on_restart,
+                on_file=(
+                    (lambda rel, p: hasher.on_file(rel, batch.on_file(rel, p)))
+                    if batch is not None
+                    else None
+                ),
             )
         finally:
             hasher.close()

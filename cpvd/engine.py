@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -231,9 +231,16 @@ class Engine:
             info = self.index().find_job(req.job_id) or info
         return VersionResult("versioned", info, content)
 
-    def upload(self, path: Path, content: ContentHash, progress: Progress | None = None) -> None:
-        """Put every object of a checkpoint into the remote, skipping those already there."""
-        put_checkpoint(self.storage, path, content, progress)
+    def upload(
+        self,
+        path: Path,
+        content: ContentHash,
+        progress: Progress | None = None,
+        skip: Collection[str] = (),
+    ) -> None:
+        """Put every object of a checkpoint into the remote, skipping those already there
+        (and the file objects in ``skip``, known to be stored)."""
+        put_checkpoint(self.storage, path, content, progress, skip)
 
     def _next_version(self, artifact: str, bump: str) -> Version:
         taken = {Version.parse(v.version) for v in self.index().artifact_versions(artifact)}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import queue
 import stat
@@ -35,6 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from cpvd.errors import InputError, IntegrityError
+
+log = logging.getLogger(__name__)
+
+#: ``(relpath, md5, size, path of the copy)``: one file of a snapshot is hashed
+OnHashed = Callable[[str, str, int, Path], None]
 
 #: read size: large enough that md5 runs at memory speed, small enough to never matter in RAM
 CHUNK_SIZE = 8 * 1024 * 1024
@@ -246,12 +252,19 @@ class StreamHasher:
     snapshot's file list and sizes and returns None on any doubt, so a caller falls back to
     :func:`hash_checkpoint`; when it returns a value it equals ``hash_checkpoint(snapshot)``.
     Memory: at most ``QUEUE_CHUNKS`` chunks wait for the hashing thread.
+
+    ``on_hashed(relpath, md5, size, path)``, when given, is called on the hashing thread as
+    soon as a file's md5 is final (``on_file`` was called for it): the caller can start
+    storing that file while later files are still being copied.
     """
 
     QUEUE_CHUNKS = 4
 
-    def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(self.QUEUE_CHUNKS)
+    def __init__(self, on_hashed: OnHashed | None = None) -> None:
+        self._on_hashed = on_hashed
+        self._queue: queue.Queue[tuple[str, bytes | Path] | None] = queue.Queue(
+            self.QUEUE_CHUNKS
+        )
         self._files: dict[str, tuple[Any, int]] = {}  # relpath -> (md5 object, bytes)
         self._order: list[str] = []
         self._thread = threading.Thread(target=self._run, name="cpv-hash", daemon=True)
@@ -265,6 +278,22 @@ class StreamHasher:
         self._queue.put(("", b""))  # marker: forget everything seen so far
         self._queue.join()
 
+    def on_file(self, rel: str, path: Path | None) -> None:
+        """``rel`` is copied whole to ``path`` (``SnapshotStore.take(on_file=...)``); its
+        md5 goes to ``on_hashed`` with ``path`` once the hashing thread has seen every chunk.
+        ``path`` must outlive the snapshot's staging area (a link); None skips the file."""
+        if self._on_hashed is not None and path is not None:
+            self._queue.put((rel, path))
+
+    def _hashed(self, rel: str, path: Path) -> None:
+        entry = self._files.get(rel)
+        md5, size = (entry[0].hexdigest(), entry[1]) if entry else (_EMPTY_MD5, 0)
+        assert self._on_hashed is not None
+        try:
+            self._on_hashed(rel, md5, size, path)
+        except Exception:  # a failed early start must never break the hash
+            log.exception("on_hashed failed for %s", rel)
+
     def _run(self) -> None:
         while True:
             item = self._queue.get()
@@ -275,6 +304,9 @@ class StreamHasher:
                 if not rel:
                     self._files.clear()
                     self._order.clear()
+                    continue
+                if isinstance(data, Path):
+                    self._hashed(rel, data)
                     continue
                 entry = self._files.get(rel)
                 if entry is None:

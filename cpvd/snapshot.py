@@ -46,6 +46,8 @@ STAGING_PREFIX = ".staging-"
 OnChunk = Callable[[str, bytes], None]
 #: "forget every chunk seen so far": the source changed and the copy starts over
 OnRestart = Callable[[], None]
+#: ``(relpath, path of its copy in the staging area)``: that file is copied whole
+OnFile = Callable[[str, Path], None]
 
 
 class SnapshotSpaceTimeout(CpvError):
@@ -82,6 +84,7 @@ class SnapshotStore:
         timeout: float | None = None,
         on_chunk: OnChunk | None = None,
         on_restart: OnRestart | None = None,
+        on_file: OnFile | None = None,
     ) -> Path:
         """Copy checkpoint ``src`` to ``root/key/<src.name>`` and return that path.
 
@@ -92,6 +95,8 @@ class SnapshotStore:
 
         ``on_chunk`` sees every byte of the snapshot, file by file in relpath order, so the
         caller can hash while copying; ``on_restart`` is called before a retry starts over.
+        ``on_file`` is called after each file's last chunk, with the path of its copy in the
+        staging area (valid only until ``take`` returns: link it to keep it).
         """
         _check_key(key)
         src = Path(src)
@@ -113,7 +118,7 @@ class SnapshotStore:
             staging = self.root / f"{STAGING_PREFIX}{key}-{uuid.uuid4().hex[:8]}"
             try:
                 staging.mkdir(mode=0o700)
-                self._copy(src, staging / src.name, layout, on_chunk)
+                self._copy(src, staging / src.name, layout, on_chunk, on_file)
                 after = self._layout(src)
                 if after == layout:
                     return self._commit(key, staging, need)
@@ -227,15 +232,26 @@ class SnapshotStore:
             raise
         return out
 
-    def _copy(self, src: Path, dst: Path, layout: _Layout, on_chunk: OnChunk | None) -> None:
+    def _copy(
+        self,
+        src: Path,
+        dst: Path,
+        layout: _Layout,
+        on_chunk: OnChunk | None,
+        on_file: OnFile | None,
+    ) -> None:
         if len(layout) == 1 and src.is_file():
             self._copy_file(src, dst, layout[0], on_chunk)
+            if on_file is not None:
+                on_file(layout[0][0], dst)
             return
         dst.mkdir(mode=0o700)
         for item in layout:
             target = dst.joinpath(*item[0].split("/"))
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._copy_file(src.joinpath(*item[0].split("/")), target, item, on_chunk)
+            if on_file is not None:
+                on_file(item[0], target)
 
     def _copy_file(
         self,

@@ -43,6 +43,9 @@ class UploadAhead:
             content = ctl.hashes.get(job.id)
             if job.id == current or content is None or not job.snapshot:
                 continue
+            batch = ctl.batches.get(job.id)
+            if batch is not None and batch.pending:
+                continue  # its files are being stored already (cpvd.earlyupload)
             snap = Path(job.snapshot)
             task = asyncio.create_task(self._upload(snap, content), name=f"upload-ahead-{job.id}")
             self._tasks[job.id] = task

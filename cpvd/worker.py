@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 
 from cpvd.controller import Controller
+from cpvd.earlyupload import Stored, UploadBatch
 from cpvd.engine import VersionRequest
 from cpvd.errors import CpvError, StorageError
 from cpvd.hashing import ContentHash, hash_checkpoint
 from cpvd.jobqueue import Job
+from cpvd.storage.base import Progress
 from cpvd.uploadahead import UploadAhead
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class Worker:
         ctl = self.ctl
         started = time.monotonic()
         early = self.ahead.pop(job.id)  # bytes being stored while the previous job committed
+        batch = ctl.batches.pop(job.id, None)  # files stored while the snapshot was taken
         snap = Path(job.snapshot) if job.snapshot else None
         if snap is None or not snap.exists():
             ctl.queue.finish(job.id, "skipped", {"reason": "snapshot missing"})
@@ -112,7 +115,9 @@ class Worker:
                 self._finish(job, "skipped", {"reason": "already handled"}, content)
                 return
             if early is None or not await early:
-                await ctl.on_io(ctl.engine.upload, snap, content, self._progress(job, "uploading"))
+                progress = self._progress(job, "uploading")
+                stored = await _stored_early(batch, progress)
+                await ctl.on_io(ctl.engine.upload, snap, content, progress, stored)
             ctl.health.storage_ok, ctl.health.storage_error = True, None
             ctl.queue.record_step(job.id, "uploaded")
             req = VersionRequest(
@@ -254,6 +259,17 @@ class Worker:
                 )
 
         return report
+
+
+async def _stored_early(batch: UploadBatch | None, progress: Progress) -> Stored:
+    """Wait for the uploads a job's snapshot started; the objects they stored."""
+    if batch is None:
+        return set()
+    batch.listen(progress)
+    futures = batch.futures()
+    if futures:
+        await asyncio.wait([asyncio.wrap_future(f) for f in futures])
+    return batch.stored(timeout=0)
 
 
 def _key(job: Job) -> str:

@@ -6,6 +6,7 @@ anything else -> LocalStorage (an absolute directory).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from cpvd.config import StorageConfig
@@ -38,19 +39,27 @@ def open_storage(cfg: StorageConfig, journal_dir: Path | None = None) -> Storage
 
 
 def put_checkpoint(
-    storage: Storage, path: Path, content: ContentHash, progress: Progress | None = None
+    storage: Storage,
+    path: Path,
+    content: ContentHash,
+    progress: Progress | None = None,
+    skip: Collection[str] = (),
 ) -> None:
     """Upload a hashed checkpoint: each distinct file object, then the ``.dir`` manifest.
 
     The manifest goes last so its presence in the remote means every file it lists is there
     too (the order ``dvc push`` uses). ``path`` is the checkpoint file or directory that
-    ``content`` was computed from; identical files inside a directory upload once.
+    ``content`` was computed from; identical files inside a directory upload once. File
+    objects in ``skip`` are known to be stored already (uploaded early) and are not checked.
     """
     if not content.is_dir:
-        storage.put_file(content.md5, path, content.size, progress)
+        if content.md5 not in skip:
+            storage.put_file(content.md5, path, content.size, progress)
         return
     done: set[str] = set()
     for entry in content.entries:
+        if entry.md5 in skip:
+            continue
         if entry.md5 in done:
             if progress is not None:
                 progress(entry.size)

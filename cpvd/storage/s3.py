@@ -72,7 +72,8 @@ class S3Storage:
             raise ConfigError(
                 f"[storage] profile: AWS profile {cfg.profile!r} not found in ~/.aws"
             ) from None
-        pool = max(10, cfg.concurrency + 4)
+        # a job's upload and an early one (cpvd.earlyupload) at once
+        pool = max(10, 2 * cfg.concurrency + 4)
         connect_timeout = cfg.connect_timeout if connect_timeout is None else connect_timeout
         read_timeout = cfg.read_timeout if read_timeout is None else read_timeout
         max_attempts = cfg.max_attempts if max_attempts is None else max_attempts
@@ -84,6 +85,7 @@ class S3Storage:
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
                 max_pool_connections=pool,
+                s3={"payload_signing_enabled": cfg.sign_payload},
             ),
         )
         self._check_client = session.client(
