@@ -29,7 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from cpvd.errors import CpvError
+from cpvd.errors import CpvError, StorageError
 from cpvd.snapshot import STAGING_PREFIX
 from cpvd.storage import Storage
 from cpvd.storage.base import Progress
@@ -77,6 +77,8 @@ class EarlyUploads:
             self._storage().put_file(md5, link, size, batch.report)
         except (CpvError, OSError) as exc:
             log.debug("early upload of %s failed (the job will store it): %s", md5, exc)
+            if isinstance(exc, StorageError) and exc.outage:
+                batch.outage = batch.outage or exc
             return None
         finally:
             link.unlink(missing_ok=True)
@@ -94,6 +96,9 @@ class UploadBatch:
         self._progress: Progress | None = None
         #: set when this batch's objects must not be uploaded early (artifact paused, ...)
         self.enabled = True
+        #: the storage was unreachable during an early upload: the job's attempt fails with
+        #: it (and backs off) instead of starting the same upload again at once
+        self.outage: StorageError | None = None
 
     def on_file(self, rel: str, path: Path) -> Path | None:
         """Called on the snapshot thread when ``path`` (a staging copy) is whole: link it

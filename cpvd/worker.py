@@ -262,13 +262,16 @@ class Worker:
 
 
 async def _stored_early(batch: UploadBatch | None, progress: Progress) -> Stored:
-    """Wait for the uploads a job's snapshot started; the objects they stored."""
+    """Wait for the uploads a job's snapshot started; the objects they stored. Raises the
+    StorageError of an outage they met: it is this attempt's failure (status, backoff)."""
     if batch is None:
         return set()
     batch.listen(progress)
     futures = batch.futures()
     if futures:
         await asyncio.wait([asyncio.wrap_future(f) for f in futures])
+    if batch.outage is not None:
+        raise batch.outage
     return batch.stored(timeout=0)
 
 

@@ -52,12 +52,13 @@ class Recording:
     def __init__(self, inner: LocalStorage, fail_md5: str | None = None) -> None:
         self.inner = inner
         self.fail_md5 = fail_md5
+        self.outage = True
         self.puts: list[str] = []
         self.lock = threading.Lock()
 
     def put_file(self, md5: str, src: Path, size: int, progress: Progress | None = None) -> None:
         if md5 == self.fail_md5:
-            raise StorageError("injected outage", outage=True)
+            raise StorageError("injected outage", outage=self.outage)
         with self.lock:
             self.puts.append(md5)
         self.inner.put_file(md5, src, size, progress)
@@ -139,6 +140,8 @@ def test_a_failed_early_upload_is_left_to_the_job(tmp_path: Path, pool: ThreadPo
     stored = batch.stored(timeout=60)
     assert stored == {want.entries[1].md5}
     assert not storage.inner.has(bad)
+    # an unreachable store is this attempt's failure: the worker raises it and backs off
+    assert batch.outage is not None and "injected outage" in batch.outage.message
     storage.fail_md5 = None  # the outage is over by the time the job runs
     storage.puts.clear()
     put_checkpoint(storage, snap, content, skip=stored)  # type: ignore[arg-type]
@@ -223,3 +226,16 @@ def test_early_upload_to_s3_survives_the_staging_rename(
     _snap, content, batch = snapshot_with_batch(store, src, "k", early)
     assert batch.stored(timeout=120) == {content.md5}
     assert s3_storage.verify(content.md5)
+
+
+def test_a_refusal_is_not_an_outage(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    """Access denied and the like: the job's own upload meets it and reports it."""
+    store = SnapshotStore(tmp_path / "snaps")
+    src = tmp_path / "epoch-4.pt"
+    src.write_bytes(os.urandom(1 << 20))
+    storage = Recording(LocalStorage(tmp_path / "remote"), fail_md5=hash_checkpoint(src).md5)
+    storage.outage = False
+    early = EarlyUploads(lambda: storage, store.root, pool)
+    _snap, _content, batch = snapshot_with_batch(store, src, "k", early)
+    assert batch.stored(timeout=60) == set()
+    assert batch.outage is None
