@@ -28,7 +28,7 @@ from benchmarks.report import (
     ratio,
     render,
 )
-from benchmarks.scenarios import Bench, Plan, all_groups
+from benchmarks.scenarios import UNSIGNED_LABEL, Bench, Plan, all_groups
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -90,6 +90,15 @@ def add_targets(results: Results, plan: Plan) -> None:
             "x",
             goal,
             "median e2e minus the quiet period / median best raw upload" + extra,
+        )
+        unsigned = r.find(f"2. Baselines: {label}", UNSIGNED_LABEL)
+        r.target(
+            f"{label}: end to end / raw upload with cpvd's client settings",
+            ratio(e2e, unsigned),
+            "x",
+            "",
+            "same as above, against the unsigned-payload raw upload (info: the issue's "
+            "baseline is the best TransferConfig)",
         )
         r.target(
             f"{label}: manual DVC route / end to end (speed-up)",

@@ -243,15 +243,17 @@ class MotoServer:
     def rss(self) -> int:
         return rss_bytes(self.pid) if self.proc is not None else 0
 
-    def client(self) -> Any:
+    def client(self, sign_payload: bool | None = None) -> Any:
+        """A boto3 client; ``sign_payload`` False is cpvd's setting on http endpoints."""
         import boto3
         import botocore.config
 
+        s3 = None if sign_payload is None else {"payload_signing_enabled": sign_payload}
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
             region_name="us-east-1",
-            config=botocore.config.Config(max_pool_connections=32),
+            config=botocore.config.Config(max_pool_connections=32, s3=s3),
         )
 
     def new_bucket(self) -> str:
