@@ -282,3 +282,48 @@ def test_stream_hasher_says_none_when_what_it_saw_is_not_the_snapshot(tmp_path: 
     missing = StreamHasher()
     missing.on_chunk("a", b"abc")  # b is not empty, yet no bytes of it were seen
     assert missing.result(d) is None
+
+
+@pytest.mark.parametrize("hashed", [True, False])
+def test_copy_falls_back_to_read_write_where_the_kernel_cannot_copy(
+    tmp_path: Path, store: SnapshotStore, monkeypatch: pytest.MonkeyPatch, hashed: bool
+) -> None:
+    """copy_file_range refused (another filesystem type, an old kernel): the read/write
+    loop makes the same snapshot and the same hash."""
+    import errno
+
+    def refuse(*_: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    src = tmp_path / "epoch-9.pt"
+    src.write_bytes(os.urandom(9 * 1024 * 1024 + 5))
+    if hashed:
+        snap, content = _take_hashed(store, src, "k")
+        assert content == hash_checkpoint(snap)
+    else:
+        snap = store.take(src, "k")
+    assert snap.read_bytes() == src.read_bytes()
+
+
+def test_copy_failing_midway_is_an_error_not_a_short_snapshot(
+    tmp_path: Path, store: SnapshotStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    real = os.copy_file_range
+    calls = []
+
+    def full_disk_after_one_chunk(src: int, dst: int, count: int, *a: object) -> int:
+        calls.append(count)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst, count)
+
+    monkeypatch.setattr(os, "copy_file_range", full_disk_after_one_chunk)
+    src = tmp_path / "epoch-10.pt"
+    src.write_bytes(os.urandom(20 * 1024 * 1024))
+    with pytest.raises(OSError) as err:
+        _take_hashed(store, src, "k")
+    assert err.value.errno == errno.ENOSPC
+    assert store.keys() == []  # nothing half-copied is left under the key
