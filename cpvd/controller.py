@@ -100,7 +100,6 @@ class Controller:
         self.defer: Callable[[WatchConfig, Path, str], None] = lambda w, p, r: None
         self.wake = asyncio.Event()  # the worker sleeps on it
         self.push_wanted = asyncio.Event()  # the pusher sleeps on it
-        self.signatures: dict[str, tuple[int, int]] = {}  # job id -> (size, mtime_ns)
         #: job id -> content hash computed while its snapshot was copied (the worker's hash
         #: step uses it instead of reading the snapshot again; absent after a restart)
         self.hashes: dict[str, ContentHash] = {}
@@ -177,6 +176,10 @@ class Controller:
         source = str(path)
         if self.ledger.seen_stat(watch.artifact, source, size, mtime_ns) is not None:
             log.debug("already handled: %s", source)
+            return None
+        queued = self.queue.active_with_signature(watch.artifact, source, size, mtime_ns)
+        if queued is not None:  # offered again by the start-up rescan: on its way already
+            log.debug("already queued as job %s: %s", queued.id, source)
             return None
         self.bus.publish("detected", artifact=watch.artifact, path=source)
         try:
@@ -259,12 +262,11 @@ class Controller:
                 metrics=merged or None,
                 bump=bump,
                 origin=origin,
+                signature=signature,
             )
         except CpvError:
             self.snapshots.release(key)  # no job owns it: do not keep a full disk full
             raise
-        if signature is not None:
-            self.signatures[job.id] = signature
         if content is not None:
             self.hashes[job.id] = content
             if batch.futures():

@@ -257,3 +257,6 @@ class Daemon:
         for t in [*pending, *tasks[2:]]:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if worker is not None:  # jobs still queued upload everything themselves next start
+            for batch in worker.ctl.batches.values():
+                batch.cancel()

@@ -74,6 +74,8 @@ class EarlyUploads:
 
     def _put(self, batch: UploadBatch, md5: str, link: Path, size: int) -> str | None:
         try:
+            if batch.cancelled.is_set():
+                return None
             self._storage().put_file(md5, link, size, batch.report)
         except (CpvError, OSError) as exc:
             log.debug("early upload of %s failed (the job will store it): %s", md5, exc)
@@ -83,6 +85,10 @@ class EarlyUploads:
         finally:
             link.unlink(missing_ok=True)
         return md5
+
+
+class UploadCancelled(CpvError):
+    """Raised inside an early upload's progress report to stop it (:meth:`UploadBatch.cancel`)."""
 
 
 class UploadBatch:
@@ -99,6 +105,8 @@ class UploadBatch:
         #: the storage was unreachable during an early upload: the job's attempt fails with
         #: it (and backs off) instead of starting the same upload again at once
         self.outage: StorageError | None = None
+        #: nobody needs these uploads any more (the job was skipped, the daemon stops)
+        self.cancelled = threading.Event()
 
     def on_file(self, rel: str, path: Path) -> Path | None:
         """Called on the snapshot thread when ``path`` (a staging copy) is whole: link it
@@ -115,7 +123,12 @@ class UploadBatch:
             self._futures.append(fut)
 
     def report(self, n: int) -> None:
-        """Byte progress from the upload threads, forwarded once a job listens."""
+        """Byte progress from the upload threads, forwarded once a job listens. Raises
+        :class:`UploadCancelled` once the batch is cancelled: the storage's upload stops
+        there and cleans up after itself (a multipart upload is aborted, a temp file
+        removed)."""
+        if self.cancelled.is_set():
+            raise UploadCancelled("early upload cancelled: nobody needs it any more")
         with self._lock:
             self._bytes += n
             progress = self._progress
@@ -129,6 +142,15 @@ class UploadBatch:
             done = self._bytes
         if done:
             progress(done)
+
+    def cancel(self) -> list[Future[str | None]]:
+        """Stop the uploads nobody will wait for: those not started never start, those
+        running stop at their next progress report. Returns the futures to wait for."""
+        self.cancelled.set()
+        with self._lock:
+            for f in self._futures:
+                f.cancel()
+            return [f for f in self._futures if not f.done()]
 
     def futures(self) -> list[Future[str | None]]:
         with self._lock:

@@ -90,6 +90,11 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs(state, seq);
 CREATE INDEX IF NOT EXISTS jobs_artifact_state ON jobs(artifact, state, seq);
+CREATE TABLE IF NOT EXISTS job_signatures (
+    job_id TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL
+);
 """
 JOBS_SCHEMA_VERSION = 1
 
@@ -384,8 +389,13 @@ class JobQueue:
         metrics: dict[str, Any] | None = None,
         bump: str = "minor",
         origin: str = "watch",
+        signature: tuple[int, int] | None = None,
     ) -> Job:
-        """Queue a checkpoint; it is durable once this returns."""
+        """Queue a checkpoint; it is durable once this returns.
+
+        ``signature`` is the source's (size, mtime_ns) when it was snapshotted: kept with the
+        job so that a restart does not queue the same unchanged checkpoint a second time
+        (:meth:`active_with_signature`) and the ledger learns it when the job ends."""
         if kind is not None:
             _check(kind, KINDS, "kind")
         _check(bump, BUMPS, "bump")
@@ -403,6 +413,11 @@ class JobQueue:
                     None if metrics is None else json.dumps(metrics), origin,
                 ),
             )  # fmt: skip
+            if signature is not None:
+                conn.execute(
+                    "INSERT INTO job_signatures (job_id, size, mtime_ns) VALUES (?, ?, ?)",
+                    (job_id, int(signature[0]), int(signature[1])),
+                )
             return self._get(conn, job_id)
 
     def claim_next(self, now: float | None = None, paused: Collection[str] = ()) -> Job | None:
@@ -548,6 +563,9 @@ class JobQueue:
                 f"DELETE FROM jobs WHERE state IN ({marks}) AND updated_at < ?",
                 (*sorted(TERMINAL_STATES), before),
             )
+            conn.execute(
+                "DELETE FROM job_signatures WHERE job_id NOT IN (SELECT id FROM jobs)"
+            )
             return int(cur.rowcount)
 
     # -- reads ------------------------------------------------------------------------------
@@ -555,6 +573,29 @@ class JobQueue:
     def get(self, id: str) -> Job | None:
         with self.db.read() as conn:
             row = conn.execute(f"{_SELECT} WHERE id = ?", (id,)).fetchone()
+        return None if row is None else Job._from_row(row)
+
+    def signature(self, id: str) -> tuple[int, int] | None:
+        """The (size, mtime_ns) the job's source had when it was queued, if it was given."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT size, mtime_ns FROM job_signatures WHERE job_id = ?", (id,)
+            ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def active_with_signature(
+        self, artifact: str, source: str, size: int, mtime_ns: int
+    ) -> Job | None:
+        """A queued or running job of ``artifact`` for ``source`` as it is now (same size and
+        mtime): the checkpoint is on its way already, queueing it again would only upload
+        the same bytes twice (the watcher offers every checkpoint again after a restart)."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                f"{_SELECT} WHERE state IN ('queued', 'running') AND artifact = ? AND source = ?"
+                " AND id IN (SELECT job_id FROM job_signatures WHERE size = ? AND mtime_ns = ?)"
+                " ORDER BY seq DESC LIMIT 1",
+                (artifact, str(source), int(size), int(mtime_ns)),
+            ).fetchone()
         return None if row is None else Job._from_row(row)
 
     def list(

@@ -87,10 +87,17 @@ class Worker:
             self.running = None
 
     async def process(self, job: Job) -> None:
+        batch = self.ctl.batches.pop(job.id, None)  # files stored while the snapshot was taken
+        try:
+            await self._process(job, batch)
+        finally:
+            if batch is not None:  # a job that ends without waiting for them (skipped, failed)
+                await _cancel_early(batch)
+
+    async def _process(self, job: Job, batch: UploadBatch | None) -> None:
         ctl = self.ctl
         started = time.monotonic()
         early = self.ahead.pop(job.id)  # bytes being stored while the previous job committed
-        batch = ctl.batches.pop(job.id, None)  # files stored while the snapshot was taken
         snap = Path(job.snapshot) if job.snapshot else None
         if snap is None or not snap.exists():
             ctl.queue.finish(job.id, "skipped", {"reason": "snapshot missing"})
@@ -186,7 +193,7 @@ class Worker:
         if version is not None:
             ctl.queue.record_step(job.id, "tagged", version=version)
         ctl.queue.finish(job.id, state, result)
-        sig = ctl.signatures.pop(job.id, None)
+        sig = ctl.queue.signature(job.id)
         if sig is not None:
             reason = (
                 "pushed"
@@ -273,6 +280,14 @@ async def _stored_early(batch: UploadBatch | None, progress: Progress) -> Stored
     if batch.outage is not None:
         raise batch.outage
     return batch.stored(timeout=0)
+
+
+async def _cancel_early(batch: UploadBatch) -> None:
+    """Stop a batch's uploads and wait until they have stopped (and cleaned up), so that no
+    upload outlives the job it was made for."""
+    running = batch.cancel()
+    if running:
+        await asyncio.wait([asyncio.wrap_future(f) for f in running])
 
 
 def _key(job: Job) -> str:

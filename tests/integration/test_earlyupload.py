@@ -239,3 +239,48 @@ def test_a_refusal_is_not_an_outage(tmp_path: Path, pool: ThreadPoolExecutor) ->
     _snap, _content, batch = snapshot_with_batch(store, src, "k", early)
     assert batch.stored(timeout=60) == set()
     assert batch.outage is None
+
+
+def test_cancel_stops_a_running_s3_upload_and_aborts_it(
+    tmp_path: Path, pool: ThreadPoolExecutor, s3_storage: Storage, moto_server: str, s3_bucket: str
+) -> None:
+    """A job skipped while its early upload runs (the same content handled meanwhile):
+    the upload stops and leaves no multipart upload, no object and no link behind."""
+    import boto3
+
+    store = SnapshotStore(tmp_path / "snaps")
+    early = EarlyUploads(lambda: s3_storage, store.root, pool)
+    src = tmp_path / "epoch-5.pt"
+    src.write_bytes(os.urandom(64 << 20))  # 13 parts of 5 MiB, 4 at a time
+    _snap, content, batch = snapshot_with_batch(store, src, "k", early)
+    moving = threading.Event()
+    batch.listen(lambda n: moving.set())
+    assert moving.wait(60), "the early upload never started"
+    running = batch.cancel()
+    for f in running:
+        f.result(timeout=120)  # ends (with None: nothing stored), never hangs
+    assert batch.stored(timeout=0) == set()
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    try:
+        assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    finally:
+        client.close()
+    assert s3_storage.size_of(content.md5) is None
+    assert [p.name for p in store.root.iterdir()] == ["k"]
+
+
+def test_a_cancelled_batch_starts_nothing(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    store = SnapshotStore(tmp_path / "snaps")
+    storage = Recording(LocalStorage(tmp_path / "remote"))
+    early = EarlyUploads(lambda: storage, store.root, pool)
+    src = make_dir(tmp_path / "checkpoint-7", [1 << 20, 2 << 20])
+    batch = early.batch()
+    batch.cancel()
+    hasher = StreamHasher(on_hashed=batch.on_hashed)
+    snap = store.take(src, "k", on_chunk=hasher.on_chunk, on_restart=hasher.on_restart,
+                      on_file=pinned(hasher, batch))  # fmt: skip
+    hasher.result(snap)
+    pool.submit(lambda: None).result(timeout=60)  # every queued upload has had its turn
+    assert batch.stored(timeout=60) == set()
+    assert storage.puts == []
+    assert [p.name for p in store.root.iterdir()] == ["k"]

@@ -222,6 +222,36 @@ def test_list_counts_depth_prune(queue: JobQueue) -> None:
     assert queue.get(claimed.id) is None and queue.depth() == 4
 
 
+def test_signature_is_kept_and_finds_the_job_on_its_way(db_path: Path) -> None:
+    """The source's (size, mtime_ns) outlives the process: after a restart the watcher's
+    rescan must recognise a checkpoint whose job is still queued, and the ledger must learn
+    the signature when that job ends."""
+    q = JobQueue(db_path)
+    job = q.add("a", "/w/epoch-1.pt", signature=(1024, 111))
+    other = q.add("a", "/w/epoch-2.pt")
+    q.close()
+
+    q = JobQueue(db_path)  # a restart
+    try:
+        assert q.signature(job.id) == (1024, 111)
+        assert q.signature(other.id) is None
+        found = q.active_with_signature("a", "/w/epoch-1.pt", 1024, 111)
+        assert found is not None and found.id == job.id
+        assert q.active_with_signature("a", "/w/epoch-1.pt", 1024, 112) is None  # touched
+        assert q.active_with_signature("a", "/w/epoch-1.pt", 1025, 111) is None  # grown
+        assert q.active_with_signature("b", "/w/epoch-1.pt", 1024, 111) is None
+        claimed = q.claim_next()
+        assert claimed is not None and claimed.id == job.id
+        assert q.active_with_signature("a", "/w/epoch-1.pt", 1024, 111) is not None  # running
+        q.finish(job.id, "done")
+        assert q.active_with_signature("a", "/w/epoch-1.pt", 1024, 111) is None  # ended
+        assert q.signature(job.id) == (1024, 111)  # still there for the ledger
+        assert q.prune(before=time.time() + 1) == 1
+        assert q.signature(job.id) is None
+    finally:
+        q.close()
+
+
 def test_recover_after_kill_9(db_path: Path) -> None:
     """A separate process claims a job, records a step and dies by SIGKILL mid-job."""
     script = textwrap.dedent(

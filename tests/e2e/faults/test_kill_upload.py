@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cpvd.jobqueue import JobQueue
 from tests.e2e.faults.checks import assert_registry_sound
 from tests.e2e.faults.conftest import S3Target, s3_daemon_kw, settled
 from tests.e2e.harness import DaemonProcess, Watch, wait_for
@@ -84,6 +85,10 @@ def kill_mid_upload(
     assert "aborted 1 incomplete uploads" in d.log_path.read_text()
     assert d.stop() == 0
     assert not list((d.state_dir / "uploads").glob("*.json"))
+    # the start-up rescan offers model.bin again while its job resumes: not queued twice
+    # (a second job's snapshot would have uploaded the same 256 MiB a second time)
+    with JobQueue(d.state_dir / "queue.db") as q:
+        assert [j.state for j in q.list(source=str(ck / "model.bin"))] == ["done"]
     assert_registry_sound(bare_remote, expected, local_clones=(d.registry,))
 
 
