@@ -27,6 +27,8 @@ ZIP_EXTS = frozenset({".pt", ".pth", ".ckpt", ".keras", ".zip"})
 TORCH_EXTS = frozenset({".pt", ".pth", ".ckpt", ".bin"})
 SAFETENSORS_EXTS = frozenset({".safetensors"})
 HDF5_EXTS = frozenset({".h5", ".hdf5"})
+#: formats whose files are never empty when whole
+KNOWN_EXTS = ZIP_EXTS | TORCH_EXTS | SAFETENSORS_EXTS | HDF5_EXTS
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: safetensors refuses headers above 100 MB; so do we (and never read a bigger one)
@@ -50,14 +52,19 @@ def validate(path: Path) -> str | None:
     return "not a regular file or directory"
 
 
-def validate_file(path: Path, size: int | None = None) -> str | None:
-    """Validate one file by its extension (and magic bytes for ambiguous ``.bin``/``.pt``)."""
+def validate_file(path: Path, size: int | None = None, *, in_dir: bool = False) -> str | None:
+    """Validate one file by its extension (and magic bytes for ambiguous ``.bin``/``.pt``).
+
+    An empty file is a writer that has only just created it, except inside a directory
+    checkpoint where an empty file of no known format is content like any other (an empty
+    ``.gitkeep``, marker or log file): rejecting it would leave the checkpoint waiting
+    forever."""
     try:
         if size is None:
             size = os.stat(path).st_size
-        if size == 0:
-            return "empty file"
         ext = path.suffix.lower()
+        if size == 0:
+            return "empty file" if ext in KNOWN_EXTS or not in_dir else None
         if ext in ZIP_EXTS or ext == ".bin":
             return _validate_zipish(path, ext)
         if ext in SAFETENSORS_EXTS:
@@ -100,7 +107,7 @@ def validate_dir(path: Path) -> str | None:
     for f in files:
         if f.is_symlink() and not f.exists():
             continue
-        reason = validate_file(f)
+        reason = validate_file(f, in_dir=True)
         if reason:
             return f"{_rel(path, f)}: {reason}"
     return None

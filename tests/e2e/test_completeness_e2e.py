@@ -26,6 +26,7 @@ from tests.e2e.harness import (
     versions_of,
     wait_for,
 )
+from tests.integration.engine_helpers import dvc, run, tree_bytes
 
 
 def md5(data: bytes) -> str:
@@ -241,3 +242,29 @@ def test_invalid_checkpoint_waits_with_a_reason_then_versions_once_valid(
         wait_for(lambda: versions_of(d, "w/torn") == ["v1.0.0"], timeout=20, what="v1.0.0")
         assert d.client().show("w/torn", "v1.0.0")["md5"] == md5(whole)
         assert waiting() == []
+
+
+def test_directory_with_empty_files_is_versioned_and_pulls_back(
+    short_tmp: Path, bare_remote: Path, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
+    """Empty files of no known format inside a directory checkpoint (markers, empty logs)
+    are content like any other: the checkpoint must not wait for them forever, and
+    ``dvc pull`` in a fresh clone gives them back (empty, with the same names)."""
+    ck = short_tmp / "ck"
+    ck.mkdir()
+    d = daemon_factory(watches=[Watch(ck, "hf/empty")], remote=bare_remote)
+    tmp = short_tmp / "checkpoint-3"
+    (tmp / "logs").mkdir(parents=True)
+    (tmp / "model.safetensors").write_bytes(safetensors_bytes(4096))
+    (tmp / "added_tokens.txt").write_bytes(b"")
+    (tmp / "logs" / "events.log").write_bytes(b"")
+    (tmp / "trainer_state.json").write_text(json.dumps({"global_step": 3}))
+    original = tree_bytes(tmp)
+    with d:
+        os.rename(tmp, ck / "checkpoint-3")
+        wait_for(lambda: versions_of(d, "hf/empty") == ["v1.0.0"], timeout=30, what="v1.0.0")
+        wait_for(lambda: d.client().status()["registry"]["unpushed"] == 0, what="pushed")
+    clone = short_tmp / "clone"
+    run(["git", "clone", "-q", str(bare_remote), str(clone)])
+    dvc("pull", "-q", cwd=clone)
+    assert tree_bytes(clone / "artifacts" / "hf" / "empty" / "checkpoint") == original

@@ -89,6 +89,31 @@ def test_empty_file_is_invalid(tmp_path: Path) -> None:
     assert validate(tmp_path / "x.pt") == "empty file"
 
 
+@pytest.mark.parametrize("name", ["marker.txt", "events.log", ".gitkeep", "README"])
+def test_empty_file_of_no_known_format_is_valid_inside_a_directory(
+    tmp_path: Path, name: str
+) -> None:
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "weights.npy").write_bytes(b"anything")
+    (d / name).write_bytes(b"")
+    assert validate(d) is None
+    assert validate(d / name) == "empty file"  # alone it is a writer that just created it
+
+
+@pytest.mark.parametrize(
+    "name", ["model.pt", "pytorch_model.bin", "model.safetensors", "model.h5", "a.ckpt"]
+)
+def test_empty_file_of_a_known_format_is_invalid_inside_a_directory(
+    tmp_path: Path, name: str
+) -> None:
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "weights.npy").write_bytes(b"anything")
+    (d / name).write_bytes(b"")
+    assert validate(d) == f"run/{name}: empty file"
+
+
 def test_unknown_format_is_valid(tmp_path: Path) -> None:
     (tmp_path / "weights.npy").write_bytes(b"anything")
     assert validate(tmp_path / "weights.npy") is None
