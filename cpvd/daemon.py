@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from cpvd.api import ApiServer
@@ -184,14 +185,32 @@ class Daemon:
         engine.registry.reset_worktree()
 
     def _release_finished_snapshots(self, queue: JobQueue, snapshots: SnapshotStore) -> None:
+        """Delete the snapshots no queued job owns (their jobs ended). After a rebuilt queue
+        nothing owns any of them, yet some were checkpoints still waiting to be versioned,
+        possibly rotated away by their trainer since: those are moved aside, not deleted."""
         live = {
             Path(j.snapshot).parent.name
             for j in queue.list(states=("queued", "running"), limit=1_000_000)
             if j.snapshot
         }
+        orphans = snapshots.root.parent / "orphans" / time.strftime("%Y%m%dT%H%M%S")
+        kept: list[str] = []
         for key in snapshots.keys():  # noqa: SIM118 -- a method returning a list, not a dict
-            if key not in live:
+            if key in live:
+                continue
+            if self.rebuild_queue:
+                kept.append(str(snapshots.set_aside(key, orphans)))
+            else:
                 snapshots.release(key)
+        if kept:
+            log.warning(
+                "the rebuilt queue owns none of the %d snapshots taken before; moved to %s, "
+                "not deleted: copy any checkpoint there whose original is gone (and which "
+                "has no version yet) back into its watched directory to version it, then "
+                "delete the folder",
+                len(kept),
+                orphans,
+            )
 
     def _make_watcher(self, ctl: Controller, loop: asyncio.AbstractEventLoop) -> Watcher:
         def on_ready(watch: WatchConfig, path: Path, sig: Signature) -> None:

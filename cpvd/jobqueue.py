@@ -110,8 +110,9 @@ def corrupt_message(path: Path, detail: str) -> str:
     return (
         f"the state database {path} is corrupt ({detail}). Start the daemon once with "
         "`cpvd run --rebuild-queue` to move it aside and start with an empty queue: versions "
-        "already in the registry are kept, and the start-up rescan queues the checkpoints "
-        "still on disk again"
+        "already in the registry are kept, the start-up rescan queues the checkpoints "
+        "still on disk again, and snapshots of checkpoints still waiting are moved to "
+        f"{path.parent / 'orphans'}, not deleted"
     )
 
 

@@ -149,6 +149,19 @@ class SnapshotStore:
             self._sizes.pop(key, None)
             self._cond.notify_all()
 
+    def set_aside(self, key: str, folder: Path) -> Path:
+        """Move a snapshot out of the store into ``folder`` (same filesystem) and return its
+        new path: for snapshots no job owns any more but which may be the only copy of a
+        checkpoint (the queue database was rebuilt; the trainer may have rotated the file)."""
+        _check_key(key)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        dest = folder / key
+        os.rename(self.root / key, dest)
+        with self._cond:
+            self._sizes.pop(key, None)
+            self._cond.notify_all()
+        return dest
+
     def path(self, key: str) -> Path | None:
         """The snapshot taken under ``key`` (``root/key/<name>``), or None."""
         _check_key(key)

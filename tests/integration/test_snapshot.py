@@ -146,6 +146,19 @@ def test_release_and_recovery(tmp_path: Path) -> None:
     s2.release("drop")  # idempotent
 
 
+def test_set_aside_moves_a_snapshot_out_of_the_store_intact(tmp_path: Path) -> None:
+    (tmp_path / "epoch-9.bin").write_bytes(b"only copy")
+    store = SnapshotStore(tmp_path / "state" / "snapshots")
+    store.take(tmp_path / "epoch-9.bin", "k1")
+    moved = store.set_aside("k1", tmp_path / "state" / "orphans" / "t")
+    assert moved == tmp_path / "state" / "orphans" / "t" / "k1"
+    assert (moved / "epoch-9.bin").read_bytes() == b"only copy"
+    assert store.keys() == [] and store.used_bytes() == 0 and store.path("k1") is None
+    assert SnapshotStore(tmp_path / "state" / "snapshots").keys() == []  # not found again
+    with pytest.raises(InputError):
+        store.set_aside("../x", tmp_path)
+
+
 def test_take_replaces_existing_key(tmp_path: Path, store: SnapshotStore) -> None:
     (tmp_path / "f").write_bytes(b"one")
     store.take(tmp_path / "f", "k")

@@ -45,6 +45,13 @@ def test_corrupt_queue_db_refused_then_rebuilt_without_losing_versions(
             wait_for(lambda i=i: len(versions(d)) == i, what=f"version {i}")
         wait_for(lambda: idle(d), what="idle")
         wait_for(lambda: d.client().status()["registry"]["unpushed"] == 0, what="pushed")
+        # a checkpoint snapshotted and queued but not versioned yet (its artifact paused),
+        # whose original the trainer then rotated away: the snapshot is the only copy
+        d.client().pause(ARTIFACT)
+        pending = os.urandom(20_000)
+        (ck / "epoch-9.bin").write_bytes(pending)
+        wait_for(lambda: d.client().status()["queue"]["queued"] == 1, what="epoch-9 queued")
+        (ck / "epoch-9.bin").unlink()
     before_tags = version_tags(d.registry, ARTIFACT)
     before_head = git(d.registry, "rev-parse", "HEAD").strip()
     assert len(before_tags) == 3
@@ -66,6 +73,11 @@ def test_corrupt_queue_db_refused_then_rebuilt_without_losing_versions(
         moved = sorted(d.state_dir.glob("queue.db.corrupt-*"))
         assert [p.read_bytes() for p in moved if not p.name.endswith(("-wal", "-shm"))] == [garbage]
         assert "moved the old queue database aside" in d.log()
+        # the rebuilt queue owns no snapshot; the one still waiting is moved aside, intact
+        kept = list((d.state_dir / "orphans").glob("*/*/epoch-9.bin"))
+        assert [p.read_bytes() for p in kept] == [pending], d.log()
+        assert "moved to" in d.log() and "not deleted" in d.log()
+        assert not list((d.state_dir / "snapshots").glob("*/epoch-9.bin"))
         # the start-up rescan re-queues every checkpoint on disk: none may become a version
         # again (their content and path are versions in the registry already)
         time.sleep(2.5)  # > settle + one rescan period
