@@ -468,8 +468,7 @@ def main(argv: Sequence[str] | None = None, *, client_factory: ClientFactory | N
         client = factory(args.socket, args.timeout)
         return HANDLERS[args.verb](args, client)
     except CpvctlError as e:
-        print(f"cpvctl: {e.message}", file=sys.stderr)
-        return e.exit_code
+        return _report(args, e)
     except KeyboardInterrupt:
         print("cpvctl: interrupted", file=sys.stderr)
         return 130
@@ -479,8 +478,17 @@ def main(argv: Sequence[str] | None = None, *, client_factory: ClientFactory | N
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except OSError as e:
-        print(
-            f"cpvctl: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""),
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
+        message = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        return _report(args, CpvctlError(message, code="io"))
+
+
+def _report(args: argparse.Namespace, error: CpvctlError) -> int:
+    """Print ``error`` on stderr (as one JSON object when ``--json`` was given, so a script
+    parses failures like answers) and return its exit code."""
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps(error.to_json()), file=sys.stderr)
+    else:
+        print(f"cpvctl: {error.message}", file=sys.stderr)
+    return error.exit_code

@@ -19,18 +19,26 @@ class CpvctlError(Exception):
     """Any failure cpvctl reports; ``code`` is the daemon's error code when it sent one."""
 
     exit_code = EXIT_FAILED
+    #: the code when none is given (``--json`` prints it in the error object)
+    default_code = "error"
 
-    def __init__(self, message: str, code: str = "error", status: int | None = None) -> None:
+    def __init__(self, message: str, code: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.code = code
+        self.code = code or self.default_code
         self.status = status
+
+    def to_json(self) -> dict[str, object]:
+        """The error as ``cpvctl --json`` prints it (stderr): the daemon's error shape plus
+        the exit code, so a script can tell a usage error from an unreachable daemon."""
+        return {"error": {"code": self.code, "message": self.message, "exit_code": self.exit_code}}
 
 
 class UsageError(CpvctlError):
     """Bad arguments detected locally (invalid name, version, missing file): nothing was sent."""
 
     exit_code = EXIT_USAGE
+    default_code = "usage_error"
 
 
 class BadRequest(CpvctlError):

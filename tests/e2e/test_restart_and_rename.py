@@ -101,6 +101,12 @@ def test_rename_in_offline_drops_restart_revert_pull_and_fresh_clone(
     assert res.returncode == 0, res.stderr
     assert [p.name for p in (out / "dir").iterdir()] == ["checkpoint-7"]
     assert tree_bytes(out / "dir" / "checkpoint-7") == originals["v1.1.0"]
+    # a script asking for JSON gets its failures as JSON too (the daemon's error code)
+    res = cpvctl(d.socket, "--json", "show", f"{A}@v9.9.9")
+    assert res.returncode == 1 and res.stdout == "", res
+    err = json.loads(res.stderr)["error"]
+    assert err["exit_code"] == 1 and "v9.9.9" in err["message"], err
+    assert err["code"] not in ("error", "usage_error"), err
     got = d.client().pull(A, "v1.0.0", out / "file")
     assert got == out / "file" / "epoch-1.bin"
     assert tree_bytes(got) == originals["v1.0.0"]

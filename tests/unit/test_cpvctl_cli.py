@@ -41,7 +41,7 @@ class FakeClient:
         self.socket_path = socket_path
         self.timeout = timeout
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-        self.fail: CpvctlError | None = None
+        self.fail: Exception | None = None
         self.final_state = "done"
         self.verify_answer: dict[str, Any] = {"checked": 3, "missing": [], "corrupt": []}
 
@@ -362,6 +362,28 @@ def test_errors_map_to_exit_codes(fake: FakeClient, capsys: pytest.CaptureFixtur
     fake.fail = exc
     assert run(fake, "versions", "a/b") == code
     assert capsys.readouterr().err == f"cpvctl: {exc.message}\n"
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "exit_code"),
+    [
+        (NotFound("unknown artifact a/b", code="unknown_artifact"), "unknown_artifact", 1),
+        (DaemonUnreachable("cpvd is not running", code="socket_missing"), "socket_missing", 3),
+        (errors.UsageError("expected NAME@VERSION"), "usage_error", 2),
+        (OSError(13, "Permission denied", "/out/x"), "io", 1),
+    ],
+)
+def test_json_errors_are_one_json_object_on_stderr(
+    fake: FakeClient, capsys: pytest.CaptureFixture[str], exc: Exception, code: str,
+    exit_code: int,
+) -> None:
+    fake.fail = exc
+    assert run(fake, "--json", "versions", "a/b") == exit_code
+    captured = capsys.readouterr()
+    assert captured.out == ""  # stdout holds answers only
+    err = json.loads(captured.err)
+    assert err["error"]["code"] == code and err["error"]["exit_code"] == exit_code
+    assert err["error"]["message"]
 
 
 def test_verify_problems_exit_1(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
