@@ -449,7 +449,8 @@ class Controller:
             validate_name(artifact)
         if sample is not None and (not isinstance(sample, int) or sample < 1):
             raise InputError("sample must be a positive integer")
-        return await self.on_io(self.engine.verify, sample, artifact)
+        infos = await self.on_registry(self.engine.verify_targets, sample, artifact)
+        return await self.on_io(self.engine.verify_objects, infos)  # the long part: reads
 
     async def manifest(self, artifact: str, version: str | None) -> dict[str, Any]:
         validate_name(artifact)

@@ -724,11 +724,23 @@ class Engine:
     # -- verify ---------------------------------------------------------------------------
     def verify(self, sample: int | None = None, artifact: str | None = None) -> dict[str, Any]:
         """Re-hash the stored objects that version tags reference (like ``git annex fsck``)."""
+        return self.verify_objects(self.verify_targets(sample, artifact))
+
+    def verify_targets(
+        self, sample: int | None = None, artifact: str | None = None
+    ) -> list[VersionInfo]:
+        """The versions :meth:`verify_objects` checks. Reads (and may cache) the registry
+        index, so the daemon calls it on the registry thread: read elsewhere, an index read
+        just before a new tag could be cached just after it invalidated the cache."""
         infos = [
             v for name, vs in self.index().versions.items() if artifact in (None, name) for v in vs
         ]
         if sample is not None and sample < len(infos):
             infos = random.sample(infos, sample)
+        return infos
+
+    def verify_objects(self, infos: list[VersionInfo]) -> dict[str, Any]:
+        """Re-hash the stored objects of ``infos`` (storage reads only: any thread)."""
         missing: list[dict[str, str]] = []
         corrupt: list[dict[str, str]] = []
         checked = 0
