@@ -41,7 +41,15 @@ from cpvd.events import format_sse
 log = logging.getLogger(__name__)
 
 CTL: web.AppKey[Controller] = web.AppKey("controller", Controller)
-ALLOWED: web.AppKey[frozenset[int]] = web.AppKey("allowed_uids", frozenset)
+class Peers:
+    """The uids the API answers: computed at start and again on every SIGHUP (a changed
+    ``allow_uids``, ``allow_group``, or a user added to that group), never per request."""
+
+    def __init__(self, allow_uids: tuple[int, ...], allow_group: str | None) -> None:
+        self.uids = allowed_uids(allow_uids, allow_group)
+
+
+ALLOWED: web.AppKey[Peers] = web.AppKey("allowed_peers", Peers)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SSE_KEEPALIVE = 15.0
 
@@ -82,7 +90,7 @@ def allowed_uids(allow_uids: tuple[int, ...], allow_group: str | None) -> frozen
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     uid = peer_uid(request)
-    if uid is None or uid not in request.app[ALLOWED]:
+    if uid is None or uid not in request.app[ALLOWED].uids:
         log.warning("refused API request from uid %s", uid)
         return error_response(
             "forbidden", f"uid {uid} may not use this daemon (see allow_uids / allow_group)"
@@ -314,7 +322,7 @@ def build_app(controller: Controller) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
     app[CTL] = controller
     d = controller.config.daemon
-    app[ALLOWED] = allowed_uids(d.allow_uids, d.allow_group)
+    app[ALLOWED] = Peers(d.allow_uids, d.allow_group)
     p = API_PREFIX
     app.router.add_get(f"{p}/version", version)
     app.router.add_get(f"{p}/status", status)
@@ -342,13 +350,7 @@ def bind_socket(path: Path, group: str | None = None) -> socket.socket:
     Mode 0600; with ``allow_group`` 0660 and owned by that group, because connecting to a
     Unix socket needs write permission on it (the peer uid is still checked per request).
     """
-    gid = None
-    if group:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            log.warning("allow_group %r does not exist; the socket stays 0600", group)
-    mode = 0o660 if gid is not None else 0o600
+    mode, gid = _socket_access(group)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o777 & ~mode)
     try:
@@ -366,6 +368,16 @@ def bind_socket(path: Path, group: str | None = None) -> socket.socket:
     return sock
 
 
+def _socket_access(group: str | None) -> tuple[int, int | None]:
+    """The socket's mode and group: 0600, or 0660 owned by ``allow_group`` when it exists."""
+    if group:
+        try:
+            return 0o660, grp.getgrnam(group).gr_gid
+        except KeyError:
+            log.warning("allow_group %r does not exist; the socket stays 0600", group)
+    return 0o600, None
+
+
 class ApiServer:
     def __init__(self, controller: Controller, socket_path: Path) -> None:
         self.app = build_app(controller)
@@ -379,6 +391,18 @@ class ApiServer:
         sock = bind_socket(self.path, self.app[CTL].config.daemon.allow_group)
         site = web.SockSite(self.runner, sock)
         await site.start()
+
+    def reconfigure(self, allow_uids: tuple[int, ...], allow_group: str | None) -> None:
+        """SIGHUP: answer the uids the reloaded config allows, and give the socket the
+        matching group and mode (tightened first when access is taken away)."""
+        self.app[ALLOWED].uids = allowed_uids(allow_uids, allow_group)
+        mode, gid = _socket_access(allow_group)
+        try:
+            os.chmod(self.path, 0o600)
+            os.chown(self.path, -1, os.getgid() if gid is None else gid)
+            os.chmod(self.path, mode)
+        except OSError as exc:
+            log.error("SIGHUP: cannot set the socket's group and mode: %s", exc)
 
     async def stop(self) -> None:
         self.app[CTL].bus.close()

@@ -82,6 +82,7 @@ class Daemon:
         self.stop = asyncio.Event()
         self.reload = asyncio.Event()
         self.notifier = Notifier(unset_environment=True)
+        self.api: ApiServer | None = None
 
     async def serve(self) -> int:
         cfg = self.cfg
@@ -152,7 +153,7 @@ class Daemon:
             ctl.waiting = watcher.waiting
             ctl.defer = watcher.defer
             watcher.start()
-            api = ApiServer(ctl, d.socket)
+            api = self.api = ApiServer(ctl, d.socket)
             await api.start()
             log.info(
                 "cpvd ready: %d watches, socket %s, registry %s, storage %s",
@@ -249,6 +250,8 @@ class Daemon:
         self.cfg = new
         ctl.config = new
         watcher.update_watches(new.watches)
+        if self.api is not None:
+            self.api.reconfigure(new.daemon.allow_uids, new.daemon.allow_group)
         log.info("SIGHUP: reloaded %s (%d watches)", source, len(new.watches))
 
     async def _heartbeat(self, ctl: Controller) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -92,6 +93,17 @@ def test_socket_permissions_other_uid_second_daemon_and_stale_socket(
             assert got["euid"] == NOBODY and got["status"] == 403, got
             assert json.loads(got["body"])["error"]["code"] == "forbidden"
             assert "65534" in d.log()
+            # allow_uids changed and SIGHUP sent (systemctl reload): let in, then out again
+            for allow, status in (([NOBODY], 200), ([], 403)):
+                d.extra_daemon["allow_uids"] = allow
+                d.write_config()
+                reloads = d.log().count("SIGHUP: reloaded")
+                assert d.proc is not None
+                d.proc.send_signal(signal.SIGHUP)
+                wait_for(lambda n=reloads: d.log().count("SIGHUP: reloaded") > n, what="reload")
+                got = as_other_uid(d.socket, "peercred")
+                assert got["status"] == status, (allow, got)
+            assert stat.S_IMODE(os.lstat(d.socket).st_mode) == 0o600
 
         # a second cpvd on the same state dir: exits non-zero at once, naming the holder
         assert d.proc is not None
