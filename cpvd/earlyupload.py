@@ -73,11 +73,21 @@ class EarlyUploads:
         batch.add(fut)
 
     def _put(self, batch: UploadBatch, md5: str, link: Path, size: int) -> str | None:
+        sent = 0
+
+        def report(n: int) -> None:
+            nonlocal sent
+            batch.report(n)
+            sent += n
+
         try:
             if batch.cancelled.is_set():
                 return None
-            self._storage().put_file(md5, link, size, batch.report)
+            self._storage().put_file(md5, link, size, report)
         except (CpvError, OSError) as exc:
+            # the job stores this file again from byte 0: take back what was counted, so the
+            # job's progress never runs past its total
+            batch.take_back(sent)
             log.debug("early upload of %s failed (the job will store it): %s", md5, exc)
             if isinstance(exc, StorageError) and exc.outage:
                 batch.outage = batch.outage or exc
@@ -134,6 +144,16 @@ class UploadBatch:
             progress = self._progress
         if progress is not None:
             progress(n)
+
+    def take_back(self, n: int) -> None:
+        """Uncount ``n`` bytes of an upload that failed (even once cancelled)."""
+        if not n:
+            return
+        with self._lock:
+            self._bytes -= n
+            progress = self._progress
+        if progress is not None:
+            progress(-n)
 
     def listen(self, progress: Progress) -> None:
         """Send byte progress to ``progress`` from now on, starting with what is done."""

@@ -284,3 +284,43 @@ def test_a_cancelled_batch_starts_nothing(tmp_path: Path, pool: ThreadPoolExecut
     assert batch.stored(timeout=60) == set()
     assert storage.puts == []
     assert [p.name for p in store.root.iterdir()] == ["k"]
+
+
+def test_bytes_of_a_failed_early_upload_are_taken_back(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    """The job stores a failed file again from byte 0; the bytes the failed attempt reported
+    are taken back, so the job's progress ends at its total instead of past it."""
+
+    class HalfThenFail(Recording):
+        def put_file(
+            self, md5: str, src: Path, size: int, progress: Progress | None = None
+        ) -> None:
+            if md5 == self.fail_md5:
+                assert progress is not None
+                progress(size // 2)
+                raise StorageError("connection reset mid-upload", outage=False)
+            self.inner.put_file(md5, src, size, progress)
+
+    store = SnapshotStore(tmp_path / "snaps")
+    src = make_dir(tmp_path / "ws" / "ck", [2 << 20, 3 << 20])
+    want = hash_checkpoint(src)
+    storage = HalfThenFail(LocalStorage(tmp_path / "remote"), fail_md5=want.entries[0].md5)
+    early = EarlyUploads(lambda: storage, store.root, pool)
+    seen: list[int] = []
+    _snap, _content, batch = snapshot_with_batch(store, src, "k", early)
+    stored = batch.stored(timeout=60)
+    batch.listen(seen.append)  # the job starts listening after the uploads ended
+    assert stored == {want.entries[1].md5}
+    assert sum(seen) == 3 << 20  # the successful file only
+
+    seen2: list[int] = []
+    batch2 = early.batch()
+    batch2.listen(seen2.append)  # listening while the failure happens: + then -
+    hasher = StreamHasher(on_hashed=batch2.on_hashed)
+    snap2 = store.take(src, "k2", on_chunk=hasher.on_chunk, on_restart=hasher.on_restart,
+                       on_file=pinned(hasher, batch2))  # fmt: skip
+    hasher.result(snap2)
+    batch2.stored(timeout=60)
+    # (the other file is stored already: no bytes for it) the failed half, then taken back
+    assert seen2 == [1 << 20, -(1 << 20)]
