@@ -41,11 +41,16 @@ from cpvd.events import format_sse
 log = logging.getLogger(__name__)
 
 CTL: web.AppKey[Controller] = web.AppKey("controller", Controller)
+
+
 class Peers:
     """The uids the API answers: computed at start and again on every SIGHUP (a changed
     ``allow_uids``, ``allow_group``, or a user added to that group), never per request."""
 
     def __init__(self, allow_uids: tuple[int, ...], allow_group: str | None) -> None:
+        self.set(allow_uids, allow_group)
+
+    def set(self, allow_uids: tuple[int, ...], allow_group: str | None) -> None:
         self.uids = allowed_uids(allow_uids, allow_group)
 
 
@@ -395,7 +400,7 @@ class ApiServer:
     def reconfigure(self, allow_uids: tuple[int, ...], allow_group: str | None) -> None:
         """SIGHUP: answer the uids the reloaded config allows, and give the socket the
         matching group and mode (tightened first when access is taken away)."""
-        self.app[ALLOWED].uids = allowed_uids(allow_uids, allow_group)
+        self.app[ALLOWED].set(allow_uids, allow_group)
         mode, gid = _socket_access(allow_group)
         try:
             os.chmod(self.path, 0o600)

@@ -139,21 +139,19 @@ class UploadBatch:
         removed)."""
         if self.cancelled.is_set():
             raise UploadCancelled("early upload cancelled: nobody needs it any more")
+        self._count(n)
+
+    def take_back(self, n: int) -> None:
+        """Uncount ``n`` bytes of an upload that failed (even once cancelled)."""
+        if n:
+            self._count(-n)
+
+    def _count(self, n: int) -> None:
         with self._lock:
             self._bytes += n
             progress = self._progress
         if progress is not None:
             progress(n)
-
-    def take_back(self, n: int) -> None:
-        """Uncount ``n`` bytes of an upload that failed (even once cancelled)."""
-        if not n:
-            return
-        with self._lock:
-            self._bytes -= n
-            progress = self._progress
-        if progress is not None:
-            progress(-n)
 
     def listen(self, progress: Progress) -> None:
         """Send byte progress to ``progress`` from now on, starting with what is done."""

@@ -564,9 +564,7 @@ class JobQueue:
                 f"DELETE FROM jobs WHERE state IN ({marks}) AND updated_at < ?",
                 (*sorted(TERMINAL_STATES), before),
             )
-            conn.execute(
-                "DELETE FROM job_signatures WHERE job_id NOT IN (SELECT id FROM jobs)"
-            )
+            conn.execute("DELETE FROM job_signatures WHERE job_id NOT IN (SELECT id FROM jobs)")
             return int(cur.rowcount)
 
     # -- reads ------------------------------------------------------------------------------
@@ -593,7 +591,8 @@ class JobQueue:
         with self.db.read() as conn:
             row = conn.execute(
                 f"{_SELECT} WHERE state IN ('queued', 'running') AND artifact = ? AND source = ?"
-                " AND id IN (SELECT job_id FROM job_signatures WHERE size = ? AND mtime_ns = ?)"
+                " AND EXISTS (SELECT 1 FROM job_signatures s WHERE s.job_id = jobs.id"
+                " AND s.size = ? AND s.mtime_ns = ?)"
                 " ORDER BY seq DESC LIMIT 1",
                 (artifact, str(source), int(size), int(mtime_ns)),
             ).fetchone()

@@ -145,9 +145,7 @@ class SnapshotStore:
             trash = self.root / f"{STAGING_PREFIX}rm-{key}-{uuid.uuid4().hex[:8]}"
             os.rename(path, trash)
             shutil.rmtree(trash, ignore_errors=True)
-        with self._cond:
-            self._sizes.pop(key, None)
-            self._cond.notify_all()
+        self._forget(key)
 
     def set_aside(self, key: str, folder: Path) -> Path:
         """Move a snapshot out of the store into ``folder`` (same filesystem) and return its
@@ -157,10 +155,14 @@ class SnapshotStore:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         dest = folder / key
         os.rename(self.root / key, dest)
+        self._forget(key)
+        return dest
+
+    def _forget(self, key: str) -> None:
+        """``key`` no longer holds a snapshot here: its bytes stop counting against the limit."""
         with self._cond:
             self._sizes.pop(key, None)
             self._cond.notify_all()
-        return dest
 
     def path(self, key: str) -> Path | None:
         """The snapshot taken under ``key`` (``root/key/<name>``), or None."""
