@@ -253,7 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warm-up version is made first so the artifact's one-time registration is not timed.",
         "moto runs as ThreadedMotoServer in a child process (not in the harness), so the raw "
         "boto3 baseline does not share a GIL with the server; moto keeps objects in memory "
-        "and is restarted for every group.",
+        "and is restarted for every group. A full-size upload (not timed) warms each new "
+        "server: its first uploads can be its slowest.",
+        "Within a group the daemon, the raw uploads and the manual route take turns (run i "
+        "measures each once, back to back, starting with a different route each run), so "
+        "moto's drift over its life and the machine's load fall on all routes alike.",
         "The manual route runs the real CLIs (dvc add; dvc push with DVC's default jobs; git "
         "add/commit; git tag -a; git push --atomic) in a repo whose DVC remote is the same "
         "bucket; DVC's cache is emptied between runs (not timed).",

@@ -110,25 +110,37 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
+def files_of(path: Path) -> list[Path]:
+    return sorted(path.iterdir()) if path.is_dir() else [path]
+
+
 def raw_upload(endpoint: str, bucket: str, path: Path) -> float:
+    """One file, or each file of a directory in turn, as ``dvc push`` of a directory would."""
     from boto3.s3.transfer import TransferConfig
 
     client = s3(endpoint)
     cfg = TransferConfig(
         multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB, max_concurrency=10
     )
-    key = f"raw/{uuid.uuid4().hex}"
-    t = timed(lambda: client.upload_file(str(path), bucket, key, Config=cfg))
-    client.delete_object(Bucket=bucket, Key=key)
+    prefix = f"raw/{uuid.uuid4().hex}"
+
+    def run() -> None:
+        for f in files_of(path):
+            client.upload_file(str(f), bucket, f"{prefix}/{f.name}", Config=cfg)
+
+    t = timed(run)
+    for f in files_of(path):
+        client.delete_object(Bucket=bucket, Key=f"{prefix}/{f.name}")
     return t
 
 
 def md5_time(path: Path) -> float:
     def run() -> None:
         h = hashlib.md5()
-        with open(path, "rb") as f:
-            while chunk := f.read(8 * MIB):
-                h.update(chunk)
+        for f in files_of(path):
+            with open(f, "rb") as fh:
+                while chunk := fh.read(8 * MIB):
+                    h.update(chunk)
 
     return timed(run)
 
@@ -296,8 +308,14 @@ def cmd_e2e(args: argparse.Namespace) -> None:
         with d:
             assert d.proc is not None
             for i in range(args.runs):
-                src = staging / f"epoch-{i}.bin"
-                make_file(src, size)
+                if args.shards:
+                    src = staging / f"shards-{i}"
+                    src.mkdir()
+                    for k in range(args.shards):
+                        make_file(src / f"shard-{k:02d}.bin", size // args.shards)
+                else:
+                    src = staging / f"epoch-{i}.bin"
+                    make_file(src, size)
                 md5s.append(md5_time(src))
                 raw.append(raw_upload(endpoint, bucket, src))
                 if args.manual:
@@ -333,7 +351,10 @@ def cmd_e2e(args: argparse.Namespace) -> None:
                 t_start = t0
                 print("   ", ", ".join(f"{what} +{t - t_start:.2f}" for t, what in timeline))
                 growth.append((peak[0] - base) // 1024)
-                (ck / src.name).unlink()
+                if args.shards:
+                    shutil.rmtree(ck / src.name)
+                else:
+                    (ck / src.name).unlink()
                 print(
                     f"run {i}: e2e {e2e[-1]:.2f} s (minus settle {e2e[-1] - args.settle:.2f}), "
                     f"raw boto3 {raw[-1]:.2f} s, md5 {md5s[-1]:.2f} s"
@@ -481,6 +502,7 @@ def main() -> None:
     e = sub.add_parser("e2e")
     e.add_argument("--size-mib", type=int, default=256)
     e.add_argument("--runs", type=int, default=3)
+    e.add_argument("--shards", type=int, default=0, help="a directory of N files instead")
     e.add_argument("--settle", type=float, default=0.2)
     e.add_argument("--manual", action="store_true")
     e.add_argument("--pyspy", metavar="DIR")

@@ -223,7 +223,14 @@ class Bench:
 
 
 def e2e_group(b: Bench, case: Case) -> None:
-    """The daemon, the raw boto3 upload and the manual DVC route on the same bytes and server."""
+    """The daemon, the raw boto3 upload and the manual DVC route on the same bytes and server.
+
+    The three routes take turns: run ``i`` measures each of them once, back to back, starting
+    with a different route each run. moto's speed can drift within one server's life (its
+    first uploads were slower in one test) and the shared machine's load drifts too, so
+    measuring one route's runs all before the other's put the drift into the ratios; taking
+    turns spreads it over all routes alike. A full-size upload (not timed) warms moto first.
+    """
     gdir = b.dir(case.name)
     src = Source(gdir / "staging", case)
     b.log(f"[{case.label}] writing the checkpoint")
@@ -231,108 +238,161 @@ def e2e_group(b: Bench, case: Case) -> None:
     with MotoServer() as moto:
         s3 = moto.client()
         bucket = moto.new_bucket()
-        peak_moto = 0
-        peak_moto = max(peak_moto, _daemon_e2e(b, case, gdir, src, moto, s3, bucket))
-        peak_moto = max(peak_moto, _raw_upload(b, case, src, moto, s3, bucket))
-        peak_moto = max(peak_moto, _manual_route(b, case, gdir, src, moto, s3, bucket))
+        ctx = RouteContext(b, case, gdir, src, moto, s3, bucket)
+        ctx.warm_up()
+        raw = RawRoute(ctx)
+        manual = ManualRoute(ctx)
+        with DaemonRoute(ctx) as daemon:
+            routes: list[Route] = [daemon, raw, manual]
+            for i in range(b.plan.runs):
+                turn = routes[i % len(routes) :] + routes[: i % len(routes)]
+                for route in turn:
+                    src.mutate()
+                    route.run(i)
+                    ctx.after_run()
+        raw.finish()
         b.results.notes.append(
-            f"{case.label}: moto server RSS peaked at {peak_moto / MIB:.0f} MiB (sampled after "
-            "each run; objects deleted after every run, server restarted per group)."
+            f"{case.label}: moto server RSS peaked at {ctx.peak_moto / MIB:.0f} MiB (sampled "
+            "after each run; objects deleted after every run, server restarted per group)."
         )
     shutil.rmtree(gdir, ignore_errors=True)
 
 
-def _daemon_e2e(
-    b: Bench, case: Case, gdir: Path, src: Source, moto: MotoServer, s3: Any, bucket: str
-) -> int:
-    plan = b.plan
-    section = f"1. End to end: {case.label}"
-    e2e = b.results.figure(
-        section,
-        "daemon: rename-in → tag on the remote",
-        "s",
-        note=f"includes the quiet period ({plan.settle} s)",
-    )
-    net = b.results.figure(section, "daemon: same, minus the quiet period", "s")
-    growth = b.results.figure(
-        "6. Memory",
-        f"daemon RSS growth while versioning the {case.label}",
-        "MiB",
-        note="peak VmRSS of the daemon (sampled every 50 ms) minus its VmRSS just before the "
-        "rename",
-    )
-    hwm = b.results.figure(
-        "6. Memory",
-        f"daemon VmHWM growth, {case.label}",
-        "MiB",
-        note="the kernel's exact high-water mark, after minus before (0 when the run stayed "
-        "under an earlier peak)",
-    )
-    tree = b.results.figure(
-        "6. Memory",
-        f"daemon process-tree PSS growth, {case.label}",
-        "MiB",
-        note="daemon + children (git), proportional set size, peak minus before",
-    )
-    artifact = f"bench/{case.name}"
-    watch = gdir / "watch"
-    remote = make_bare_remote(gdir / "remote.git")
-    daemon = Daemon(
-        root=gdir / "d",
-        watches=[Watch(watch, artifact, plan.settle)],
-        storage_url=f"s3://{bucket}/cpv",
-        endpoint_url=moto.endpoint,
-        remote=remote,
-    )
-    peak_moto = 0
-    prefix = artifact + "@"
-    with daemon:
+@dataclass
+class RouteContext:
+    """What the routes of one end-to-end group share: the bytes, the server, the bucket."""
+
+    b: Bench
+    case: Case
+    gdir: Path
+    src: Source
+    moto: MotoServer
+    s3: Any
+    bucket: str
+    peak_moto: int = 0
+
+    @property
+    def section(self) -> str:
+        return f"2. Baselines: {self.case.label}"
+
+    def warm_up(self) -> None:
+        """One full-size upload, not timed: a new moto server's first uploads can be slower."""
+        for f in self.src.files():
+            self.s3.upload_file(str(f), self.bucket, f"warm-up/{f.name}")
+        empty_bucket(self.s3, self.bucket)
+
+    def after_run(self) -> None:
+        self.peak_moto = max(self.peak_moto, self.moto.rss())
+        empty_bucket(self.s3, self.bucket)
+
+
+class Route:
+    """One way of getting the checkpoint stored; ``run(i)`` measures it once."""
+
+    def run(self, i: int) -> None:
+        raise NotImplementedError
+
+
+class DaemonRoute(Route):
+    """The real daemon: rename the checkpoint in, wait for its tag on the remote."""
+
+    def __init__(self, ctx: RouteContext) -> None:
+        self.ctx = ctx
+        b, case = ctx.b, ctx.case
+        plan = b.plan
+        section = f"1. End to end: {case.label}"
+        self.e2e = b.results.figure(
+            section,
+            "daemon: rename-in → tag on the remote",
+            "s",
+            note=f"includes the quiet period ({plan.settle} s)",
+        )
+        self.net = b.results.figure(section, "daemon: same, minus the quiet period", "s")
+        self.growth = b.results.figure(
+            "6. Memory",
+            f"daemon RSS growth while versioning the {case.label}",
+            "MiB",
+            note="peak VmRSS of the daemon (sampled every 50 ms) minus its VmRSS just before "
+            "the rename",
+        )
+        self.hwm = b.results.figure(
+            "6. Memory",
+            f"daemon VmHWM growth, {case.label}",
+            "MiB",
+            note="the kernel's exact high-water mark, after minus before (0 when the run "
+            "stayed under an earlier peak)",
+        )
+        self.tree = b.results.figure(
+            "6. Memory",
+            f"daemon process-tree PSS growth, {case.label}",
+            "MiB",
+            note="daemon + children (git), proportional set size, peak minus before",
+        )
+        self.artifact = f"bench/{case.name}"
+        self.watch = ctx.gdir / "watch"
+        self.remote = make_bare_remote(ctx.gdir / "remote.git")
+        self.daemon = Daemon(
+            root=ctx.gdir / "d",
+            watches=[Watch(self.watch, self.artifact, plan.settle)],
+            storage_url=f"s3://{ctx.bucket}/cpv",
+            endpoint_url=ctx.moto.endpoint,
+            remote=self.remote,
+        )
+
+    def __enter__(self) -> DaemonRoute:
+        self.daemon.__enter__()
         # warm-up: the artifact's first version also commits its dvc.yaml entry
-        warm = gdir / "staging" / "warmup.bin"
+        warm = self.ctx.gdir / "staging" / "warmup.bin"
         write_random(warm, 4096)
-        os.rename(warm, watch / "warmup.bin")
-        wait_until(lambda: len(remote_tags(remote, prefix)) >= 1, 120, "the warm-up version")
-        b.log(f"[{case.label}] daemon ready, warm-up versioned")
-        for i in range(plan.runs):
-            src.mutate()
-            before = remote_tags(remote, prefix)
-            base_main = rss_bytes(daemon.pid)
-            base_tree = tree_pss_bytes(daemon.pid)
-            base_hwm = status_kib(daemon.pid, "VmHWM") * 1024
-            dest = watch / (f"{case.name}-r{i}" + ("" if case.shards else ".bin"))
-            with RssSampler(daemon.pid) as sampler:
-                t0 = time.perf_counter()
-                src.place(dest)
-                wait_until(
-                    tags_reach(remote, prefix, len(before) + 1),
-                    900,
-                    f"the tag of {dest.name} on the remote",
-                )
-                elapsed = time.perf_counter() - t0
-            new = remote_tags(remote, prefix) - before
-            if not new <= ls_remote_tags(remote):
-                raise RuntimeError(f"git ls-remote does not list {new}")
-            e2e.samples.append(elapsed)
-            net.samples.append(elapsed - plan.settle)
-            growth.samples.append((sampler.peak_main - base_main) / MIB)
-            tree.samples.append((sampler.peak_tree - base_tree) / MIB)
-            hwm.samples.append((status_kib(daemon.pid, "VmHWM") * 1024 - base_hwm) / MIB)
-            b.log(
-                f"[{case.label}] daemon run {i + 1}: {elapsed:.2f} s, {sorted(new)}, "
-                f"RSS +{(sampler.peak_main - base_main) / MIB:.0f} MiB "
-                f"({sampler.samples} samples)"
-            )
+        os.rename(warm, self.watch / "warmup.bin")
+        wait_until(
+            lambda: len(remote_tags(self.remote, self.artifact + "@")) >= 1,
+            120,
+            "the warm-up version",
+        )
+        self.ctx.b.log(f"[{self.ctx.case.label}] daemon ready, warm-up versioned")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.daemon.__exit__(*exc)
+
+    def run(self, i: int) -> None:
+        ctx, daemon, remote = self.ctx, self.daemon, self.remote
+        prefix = self.artifact + "@"
+        before = remote_tags(remote, prefix)
+        base_main = rss_bytes(daemon.pid)
+        base_tree = tree_pss_bytes(daemon.pid)
+        base_hwm = status_kib(daemon.pid, "VmHWM") * 1024
+        dest = self.watch / (f"{ctx.case.name}-r{i}" + ("" if ctx.case.shards else ".bin"))
+        with RssSampler(daemon.pid) as sampler:
+            t0 = time.perf_counter()
+            ctx.src.place(dest)
             wait_until(
-                lambda: daemon.client().status()["queue"]["depth"] == 0,
-                120,
-                "an empty queue",
-                interval=0.1,
+                tags_reach(remote, prefix, len(before) + 1),
+                900,
+                f"the tag of {dest.name} on the remote",
             )
-            src.take_back(dest)
-            peak_moto = max(peak_moto, moto.rss())
-            empty_bucket(s3, bucket)
-            time.sleep(1.0)
-    return peak_moto
+            elapsed = time.perf_counter() - t0
+        new = remote_tags(remote, prefix) - before
+        if not new <= ls_remote_tags(remote):
+            raise RuntimeError(f"git ls-remote does not list {new}")
+        self.e2e.samples.append(elapsed)
+        self.net.samples.append(elapsed - ctx.b.plan.settle)
+        self.growth.samples.append((sampler.peak_main - base_main) / MIB)
+        self.tree.samples.append((sampler.peak_tree - base_tree) / MIB)
+        self.hwm.samples.append((status_kib(daemon.pid, "VmHWM") * 1024 - base_hwm) / MIB)
+        ctx.b.log(
+            f"[{ctx.case.label}] daemon run {i + 1}: {elapsed:.2f} s, {sorted(new)}, "
+            f"RSS +{(sampler.peak_main - base_main) / MIB:.0f} MiB ({sampler.samples} samples)"
+        )
+        wait_until(
+            lambda: daemon.client().status()["queue"]["depth"] == 0,
+            120,
+            "an empty queue",
+            interval=0.1,
+        )
+        ctx.src.take_back(dest)
+        time.sleep(1.0)
 
 
 def _copy_all(pairs: list[tuple[Path, Path]]) -> None:
@@ -343,81 +403,84 @@ def _copy_all(pairs: list[tuple[Path, Path]]) -> None:
 UNSIGNED_LABEL = "raw boto3 upload_file, 8 MiB parts, 10 threads, unsigned payload (cpvd's client)"
 
 
-def _raw_upload(b: Bench, case: Case, src: Source, moto: MotoServer, s3: Any, bucket: str) -> int:
-    from boto3.s3.transfer import TransferConfig
+class RawRoute(Route):
+    """md5 and a raw boto3 ``upload_file`` of the same bytes, in every TransferConfig."""
 
-    section = f"2. Baselines: {case.label}"
-    md5 = b.results.figure(section, "md5 (hashlib, page cache warm)", "s")
-    copy = b.results.figure(
-        section,
-        "copy to a new file (shutil.copyfile: what a snapshot costs without reflink)",
-        "s",
-        note="new page-cache pages; the daemon copies while it hashes",
-    )
-    uploads: list[tuple[Figure, Any]] = []
-    for label, part, threads in b.plan.transfer_configs:
-        cfg = (
-            TransferConfig()
-            if part is None
-            else TransferConfig(
-                multipart_chunksize=part * MIB,
-                multipart_threshold=8 * MIB,
-                max_concurrency=threads or 10,
-            )
+    def __init__(self, ctx: RouteContext) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        self.ctx = ctx
+        b, section = ctx.b, ctx.section
+        self.md5 = b.results.figure(section, "md5 (hashlib, page cache warm)", "s")
+        self.copy = b.results.figure(
+            section,
+            "copy to a new file (shutil.copyfile: what a snapshot costs without reflink)",
+            "s",
+            note="new page-cache pages; the daemon copies while it hashes",
         )
-        uploads.append((b.results.figure(section, f"raw boto3 upload_file, {label}", "s"), cfg))
-    # cpvd's client turns SigV4 payload signing off on plain-http endpoints (boto3 already
-    # does over https): the same upload with that client setting, reported beside the best
-    # TransferConfig rather than competing with it, so the ratios show both baselines
-    unsigned_fig = b.results.figure(section, UNSIGNED_LABEL, "s")
-    unsigned_s3 = moto.client(sign_payload=False)
-    unsigned_cfg = TransferConfig(
-        multipart_chunksize=8 * MIB, multipart_threshold=8 * MIB, max_concurrency=10
-    )
-    md5_samples: list[float] = []
-    peak_moto = 0
-    # warm-up (not timed): the client's lazy set-up and its connection pool
-    warm = src.files()[0]
-    s3.upload_file(str(warm), bucket, "raw/warm-up", Config=uploads[0][1])
-    empty_bucket(s3, bucket)
-    for i in range(b.plan.runs):
-        src.mutate()
-        t_md5 = timed(lambda: md5_of(src.files()))
-        md5.samples.append(t_md5)
+        self.uploads: list[tuple[Figure, Any]] = []
+        for label, part, threads in b.plan.transfer_configs:
+            cfg = (
+                TransferConfig()
+                if part is None
+                else TransferConfig(
+                    multipart_chunksize=part * MIB,
+                    multipart_threshold=8 * MIB,
+                    max_concurrency=threads or 10,
+                )
+            )
+            fig = b.results.figure(section, f"raw boto3 upload_file, {label}", "s")
+            self.uploads.append((fig, cfg))
+        # cpvd's client turns SigV4 payload signing off on plain-http endpoints (boto3
+        # already does over https): the same upload with that client setting, reported beside
+        # the best TransferConfig rather than competing with it, so the ratios show both
+        self.unsigned_fig = b.results.figure(section, UNSIGNED_LABEL, "s")
+        self.unsigned_s3 = ctx.moto.client(sign_payload=False)
+        self.unsigned_cfg = TransferConfig(
+            multipart_chunksize=8 * MIB, multipart_threshold=8 * MIB, max_concurrency=10
+        )
+
+    def run(self, i: int) -> None:
+        ctx = self.ctx
+        src = ctx.src
+        self.md5.samples.append(timed(lambda: md5_of(src.files())))
         pairs = [(f, src.home.parent / f"copy-{f.name}") for f in src.files()]
-        copy.samples.append(timed(functools.partial(_copy_all, pairs)))
+        self.copy.samples.append(timed(functools.partial(_copy_all, pairs)))
         for _, c in pairs:
             c.unlink()
-        md5_samples.append(t_md5)
         for fig, cfg, client in [
-            *((f, c, s3) for f, c in uploads),
-            (unsigned_fig, unsigned_cfg, unsigned_s3),
+            *((f, c, ctx.s3) for f, c in self.uploads),
+            (self.unsigned_fig, self.unsigned_cfg, self.unsigned_s3),
         ]:
             prefix = f"raw/{uuid.uuid4().hex}"
 
             def upload(prefix: str = prefix, cfg: Any = cfg, client: Any = client) -> None:
                 for f in src.files():
-                    client.upload_file(str(f), bucket, f"{prefix}/{f.name}", Config=cfg)
+                    client.upload_file(str(f), ctx.bucket, f"{prefix}/{f.name}", Config=cfg)
 
             fig.samples.append(timed(upload))
-            peak_moto = max(peak_moto, moto.rss())
-            empty_bucket(s3, bucket)
-        b.log(
-            f"[{case.label}] raw run {i + 1}: md5 {t_md5:.2f} s, uploads "
-            + ", ".join(f"{f.samples[-1]:.2f}" for f, _ in uploads)
-            + f", unsigned {unsigned_fig.samples[-1]:.2f}"
+            ctx.after_run()
+        ctx.b.log(
+            f"[{ctx.case.label}] raw run {i + 1}: md5 {self.md5.samples[-1]:.2f} s, uploads "
+            + ", ".join(f"{f.samples[-1]:.2f}" for f, _ in self.uploads)
+            + f", unsigned {self.unsigned_fig.samples[-1]:.2f}"
         )
-    best_fig = min((f for f, _ in uploads), key=lambda f: f.median)
-    best_fig.note = "best TransferConfig"
-    both = b.results.figure(section, "md5 + raw upload (best config), one after the other", "s")
-    both.samples = [m + u for m, u in zip(md5_samples, best_fig.samples, strict=True)]
-    b.results.figure(
-        section,
-        "raw upload, best config",
-        "s",
-        note=best_fig.label.removeprefix("raw boto3 upload_file, "),
-    ).samples = list(best_fig.samples)
-    return peak_moto
+
+    def finish(self) -> None:
+        """Name the best TransferConfig and add md5 + that upload, one after the other."""
+        b = self.ctx.b
+        best_fig = min((f for f, _ in self.uploads), key=lambda f: f.median)
+        best_fig.note = "best TransferConfig"
+        both = b.results.figure(
+            self.ctx.section, "md5 + raw upload (best config), one after the other", "s"
+        )
+        both.samples = [m + u for m, u in zip(self.md5.samples, best_fig.samples, strict=True)]
+        b.results.figure(
+            self.ctx.section,
+            "raw upload, best config",
+            "s",
+            note=best_fig.label.removeprefix("raw boto3 upload_file, "),
+        ).samples = list(best_fig.samples)
 
 
 # --- the manual route ------------------------------------------------------------------------
@@ -458,44 +521,45 @@ def manual_version(repo: Path, name: str, tag: str, steps: dict[str, float]) -> 
         steps[key] = steps.get(key, 0.0) + value
 
 
-def _manual_route(
-    b: Bench, case: Case, gdir: Path, src: Source, moto: MotoServer, s3: Any, bucket: str
-) -> int:
-    section = f"2. Baselines: {case.label}"
-    total = b.results.figure(
-        section,
-        "manual route: dvc add, dvc push, git commit, git tag, git push",
-        "s",
-        note="dvc push with DVC's default jobs (4 x cores)",
-    )
-    parts = {
-        k: b.results.figure(section, f"manual route, {k} alone", "s")
-        for k in ("dvc add", "dvc push", "git")
-    }
-    repo = manual_repo(
-        gdir / "manual",
-        make_bare_remote(gdir / "manual.git"),
-        f"s3://{bucket}/manual",
-        moto.endpoint,
-    )
-    name = "model" if case.shards else "model.bin"
-    peak_moto = 0
-    for i in range(b.plan.runs):
-        src.mutate()
-        dest = src.place(repo / name)
+class ManualRoute(Route):
+    """The real CLIs: dvc add, dvc push, git commit, git tag, git push."""
+
+    def __init__(self, ctx: RouteContext) -> None:
+        self.ctx = ctx
+        b, section = ctx.b, ctx.section
+        self.total = b.results.figure(
+            section,
+            "manual route: dvc add, dvc push, git commit, git tag, git push",
+            "s",
+            note="dvc push with DVC's default jobs (4 x cores)",
+        )
+        self.parts = {
+            k: b.results.figure(section, f"manual route, {k} alone", "s")
+            for k in ("dvc add", "dvc push", "git")
+        }
+        self.repo = manual_repo(
+            ctx.gdir / "manual",
+            make_bare_remote(ctx.gdir / "manual.git"),
+            f"s3://{ctx.bucket}/manual",
+            ctx.moto.endpoint,
+        )
+        self.name = "model" if ctx.case.shards else "model.bin"
+
+    def run(self, i: int) -> None:
+        ctx, repo = self.ctx, self.repo
+        dest = ctx.src.place(repo / self.name)
         steps: dict[str, float] = {}
         try:
-            tag = f"bench/{case.name}@v1.{i}.0"
-            total.samples.append(timed(lambda: manual_version(repo, name, tag, steps)))  # noqa: B023
+            tag = f"bench/{ctx.case.name}@v1.{i}.0"
+            self.total.samples.append(timed(lambda: manual_version(repo, self.name, tag, steps)))
         finally:
-            src.take_back(dest)
-        for k, fig in parts.items():
+            ctx.src.take_back(dest)
+        for k, fig in self.parts.items():
             fig.samples.append(steps[k])
-        b.log(f"[{case.label}] manual run {i + 1}: {total.samples[-1]:.2f} s ({steps})")
+        ctx.b.log(
+            f"[{ctx.case.label}] manual run {i + 1}: {self.total.samples[-1]:.2f} s ({steps})"
+        )
         shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)
-        peak_moto = max(peak_moto, moto.rss())
-        empty_bucket(s3, bucket)
-    return peak_moto
 
 
 # --- 3. burst ----------------------------------------------------------------------------------
