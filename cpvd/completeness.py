@@ -90,6 +90,14 @@ class Decision(NamedTuple):
     signature: Signature
 
 
+class Hint(NamedTuple):
+    """An early snapshot hint (:meth:`Tracker.hints`)."""
+
+    path: Path
+    what: Literal["offer", "drop"]
+    signature: Signature | None
+
+
 def is_ignored_name(name: str) -> bool:
     """True for a top-level name that can never be a checkpoint (temp, sidecar, marker)."""
     if not name or name.startswith(".") or name in MARKER_NAMES:
@@ -206,6 +214,8 @@ class _Entry:
     reported: tuple[Signature, str] | None = None
     recheck: float = 0.0
     emitted: Signature | None = None
+    #: offered for an early snapshot (see ``Tracker.hints``), not taken back since
+    early: bool = False
 
 
 class Tracker:
@@ -226,14 +236,21 @@ class Tracker:
         self._validate = validate
         self._entries: dict[Path, _Entry] = {}
         self._emitted: set[tuple[Path, Signature]] = set()
+        self._hints: list[Hint] = []
 
     # -- feeding ----------------------------------------------------------------------------
 
-    def observe(self, path: Path, now: float, closed: bool = False) -> Path | None:
+    def observe(
+        self, path: Path, now: float, closed: bool = False, modified: bool = True
+    ) -> Path | None:
         """Record filesystem activity at ``path``; returns the checkpoint it belongs to.
 
         Only the changed subtree is stat'ed (so writing N files into a directory costs O(N)
         stats, not O(N²)); the full walk happens once, when the quiet period ends.
+
+        ``closed``: a writer closed ``path``; ``modified``: bytes were written to it (False
+        only for events known not to write: a creation, a rename). Both decide the early
+        snapshot hints (:meth:`hints`).
         """
         top = _top_name(self.watch_root, path)
         if top is None:
@@ -243,25 +260,39 @@ class Tracker:
             return None
         cp = self.watch_root / top
         entry = self._entries.get(cp)
+        whole = closed and os.path.normpath(os.fspath(path)) == os.fspath(cp)
         if entry is None:
             files = walk(cp)
             if files is None:
                 return None
             entry = _Entry(files=files, last_change=now, next_check=now + self.settle_seconds)
             self._entries[cp] = entry
+            # it appeared (renamed in, or created) and nobody wrote to it yet, or its
+            # writer already closed it: it may be whole
+            whole = whole or not modified
         else:
+            before = dict(entry.files) if entry.early else None
             rel = os.path.relpath(os.path.normpath(os.fspath(path)), cp)
             self._update_subtree(cp, entry, "" if rel == "." else rel.replace(os.sep, "/"))
             self._touch(entry, now)
+            if entry.early and not whole and (modified or entry.files != before):
+                self._take_back(cp, entry)
         if closed:
             entry.closed_seen = True
+        if whole and entry.files and empty_reason(entry.files) is None:
+            entry.early = True
+            self._hints.append(Hint(cp, "offer", signature_of(entry.files)))
         return cp
 
-    def scan(self, now: float) -> None:
+    def scan(self, now: float, events_lost: bool = False) -> None:
         """Walk the whole root; new or changed checkpoints start their quiet period.
 
         Unchanged ones are left alone (a rescan is not activity), vanished ones are dropped.
+        ``events_lost`` (an overflow): no early snapshot can be trusted any more.
         """
+        if events_lost:
+            for path, old in self._entries.items():
+                self._take_back(path, old)
         try:
             names = os.listdir(self.watch_root)
         except OSError:
@@ -283,8 +314,9 @@ class Tracker:
             elif files != entry.files:
                 entry.files = files
                 self._touch(entry, now)
+                self._take_back(cp, entry)
         for cp in [p for p in self._entries if p not in present]:
-            del self._entries[cp]
+            self._take_back(cp, self._entries.pop(cp))
 
     def defer(self, path: Path, reason: str, now: float) -> bool:
         """A checkpoint emitted as ready could not be taken (no space, kept changing): list
@@ -306,7 +338,24 @@ class Tracker:
 
     def forget(self, path: Path) -> None:
         """Stop tracking a checkpoint (the watch was removed)."""
-        self._entries.pop(path, None)
+        gone = self._entries.pop(path, None)
+        if gone is not None:
+            self._take_back(path, gone)
+
+    def hints(self) -> list[Hint]:
+        """Early snapshot hints since the last call, oldest first, and forget them.
+
+        "offer": the checkpoint looks whole already (it appeared, or its writer closed
+        it), so it may be snapshotted during its quiet period; "drop": it changed since, or
+        went away, or settled as not valid: that snapshot is of no use.
+        """
+        out, self._hints = self._hints, []
+        return out
+
+    def _take_back(self, cp: Path, entry: _Entry) -> None:
+        if entry.early:
+            entry.early = False
+            self._hints.append(Hint(cp, "drop", None))
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -328,28 +377,32 @@ class Tracker:
                 continue
             fresh = walk(cp)
             if fresh is None:
-                del self._entries[cp]
+                self._take_back(cp, self._entries.pop(cp))
                 continue
             if fresh != entry.files:
                 # second look disagrees with the first: something changed without an event
                 entry.files = fresh
                 self._touch(entry, now)
+                self._take_back(cp, entry)
                 continue
             sig = signature_of(fresh)
             if (cp, sig) in self._emitted:
                 entry.next_check = None
                 entry.reason = None
+                self._take_back(cp, entry)
                 continue
             reason = empty_reason(fresh) or self._validate(cp)
             if reason is None:
                 self._emitted.add((cp, sig))
                 entry.emitted = sig
+                entry.early = False  # handed over: the daemon claims or drops it now
                 entry.reason = None
                 entry.reported = None
                 entry.next_check = None
                 out.append(Decision(cp, "ready", None, sig))
                 continue
             entry.reason = reason
+            self._take_back(cp, entry)
             entry.recheck = min(
                 MAX_RECHECK_SECONDS,
                 max(MIN_RECHECK_SECONDS, self.settle_seconds, entry.recheck * 2),

@@ -14,6 +14,7 @@ import errno
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 from cpvctl.protocol import API_VERSION, CPV_VERSION, Version, validate_name
 from cpvd.completeness import signature_of, walk
 from cpvd.config import Config, WatchConfig
+from cpvd.earlysnapshot import Abandoned, EarlySnapshots, Taken
 from cpvd.earlyupload import EarlyUploads, UploadBatch
 from cpvd.engine import Engine
 from cpvd.errors import CpvError, InputError, NoSpace, NotFound, StateError
@@ -33,7 +35,7 @@ from cpvd.hashing import ContentHash, StreamHasher
 from cpvd.jobqueue import Job, JobQueue
 from cpvd.ledger import Ledger
 from cpvd.prom import Registry as Metrics
-from cpvd.snapshot import SnapshotStore
+from cpvd.snapshot import Layout, SnapshotStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,6 +108,8 @@ class Controller:
         self.early = EarlyUploads(lambda: self.engine.storage, snapshots.root, executors.early)
         #: job id -> the uploads started while its snapshot was taken (the worker waits)
         self.batches: dict[str, UploadBatch] = {}
+        #: snapshots taken during a checkpoint's quiet period (cpvd.earlysnapshot)
+        self.early_snaps = EarlySnapshots(self)
         self._versions_cache: dict[str, tuple[tuple[str, int], bytes]] = {}
         self._intake: set[asyncio.Task[Job | None]] = set()
         m = metrics
@@ -176,15 +180,18 @@ class Controller:
         source = str(path)
         if self.ledger.seen_stat(watch.artifact, source, size, mtime_ns) is not None:
             log.debug("already handled: %s", source)
+            self.early_snaps.discard(watch.artifact, source)
             return None
         queued = self.queue.active_with_signature(watch.artifact, source, size, mtime_ns)
         if queued is not None:  # offered again by the start-up rescan: on its way already
             log.debug("already queued as job %s: %s", queued.id, source)
+            self.early_snaps.discard(watch.artifact, source)
             return None
         self.bus.publish("detected", artifact=watch.artifact, path=source)
         try:
+            taken = await self.early_snaps.claim(watch.artifact, path)
             return await self._enqueue(
-                watch.artifact, path, origin="watch", signature=(size, mtime_ns)
+                watch.artifact, path, origin="watch", signature=(size, mtime_ns), taken=taken
             )
         except CpvError as exc:
             # never queued: the watcher offers it again after a backoff (status: waiting)
@@ -231,24 +238,14 @@ class Controller:
         metrics: dict[str, Any] | None = None,
         bump: str = "minor",
         signature: tuple[int, int] | None = None,
+        taken: Taken | None = None,
     ) -> Job | None:
-        key = uuid.uuid4().hex
-        loop = asyncio.get_running_loop()
-        batch = self.early.batch()
-        # no bytes leave early for a paused artifact or while the storage is failing
-        batch.enabled = not (
-            self.paused_all or artifact in self.paused or self.health.storage_ok is False
-        )
-        try:
-            snap, content = await loop.run_in_executor(
-                self.ex.snapshot, self._snapshot_and_hash, path, key, batch
-            )
-        except NotFound:
-            log.warning("%s vanished before it could be snapshotted; skipped", path)
-            self.bus.publish("skipped", artifact=artifact, path=str(path), reason="vanished")
-            return None
-        except OSError as exc:
-            raise self._snapshot_error(path, exc) from exc
+        early = taken is not None  # snapshotted during the quiet period (cpvd.earlysnapshot)
+        if taken is None:
+            taken = await self._take(artifact, path)
+            if taken is None:
+                return None
+        key, snap, content, batch = taken.key, taken.snap, taken.content, taken.batch
         from cpvd.sidecar import read_metrics
 
         found = read_metrics(snap, path)
@@ -271,9 +268,36 @@ class Controller:
             self.hashes[job.id] = content
             if batch.futures():
                 self.batches[job.id] = batch
-        self.bus.publish("queued", job_id=job.id, artifact=artifact, path=str(path))
+        self.bus.publish(
+            "queued",
+            job_id=job.id,
+            artifact=artifact,
+            path=str(path),
+            early_snapshot=early,
+        )
         self.wake.set()
         return job
+
+    async def _take(self, artifact: str, path: Path) -> Taken | None:
+        """Snapshot ``path`` now (None: it vanished, and was skipped)."""
+        key = uuid.uuid4().hex
+        batch = self.early.batch()
+        batch.enabled = self.early_uploads_allowed(artifact)
+        try:
+            snap, content, _ = await asyncio.get_running_loop().run_in_executor(
+                self.ex.snapshot, self.snapshot_and_hash, path, key, batch
+            )
+        except NotFound:
+            log.warning("%s vanished before it could be snapshotted; skipped", path)
+            self.bus.publish("skipped", artifact=artifact, path=str(path), reason="vanished")
+            return None
+        except OSError as exc:
+            raise self._snapshot_error(path, exc) from exc
+        return Taken(key, snap, content, batch)
+
+    def early_uploads_allowed(self, artifact: str) -> bool:
+        """No bytes leave early for a paused artifact or while the storage is failing."""
+        return not (self.paused_all or artifact in self.paused or self.health.storage_ok is False)
 
     def _snapshot_error(self, path: Path, exc: OSError) -> CpvError:
         where = self.snapshots.root
@@ -285,17 +309,30 @@ class Controller:
             )
         return StateError(f"cannot snapshot {path} into {where}: {exc.strerror or exc}")
 
-    def _snapshot_and_hash(
-        self, path: Path, key: str, batch: UploadBatch | None = None
-    ) -> tuple[Path, ContentHash | None]:
+    def snapshot_and_hash(
+        self,
+        path: Path,
+        key: str,
+        batch: UploadBatch | None = None,
+        abandon: threading.Event | None = None,
+    ) -> tuple[Path, ContentHash | None, Layout]:
         """Snapshot ``path`` and hash the bytes as they are copied (one read, not two);
-        each file starts uploading (``batch``) as soon as its md5 is final."""
+        each file starts uploading (``batch``) as soon as its md5 is final. Setting
+        ``abandon`` stops the copy at its next chunk (:class:`Abandoned`)."""
         hasher = StreamHasher(on_hashed=batch.on_hashed if batch is not None else None)
+        layouts: list[Layout] = []
+
+        def on_chunk(rel: str, data: bytes) -> None:
+            if abandon is not None and abandon.is_set():
+                raise Abandoned(f"{path} changed while it was snapshotted early")
+            hasher.on_chunk(rel, data)
+
         try:
             snap = self.snapshots.take(
                 path,
                 key,
-                on_chunk=hasher.on_chunk,
+                on_chunk=on_chunk if abandon is not None else hasher.on_chunk,
+                on_layout=layouts.append,
                 on_restart=hasher.on_restart,
                 on_file=(
                     (lambda rel, p: hasher.on_file(rel, batch.on_file(rel, p)))
@@ -305,7 +342,7 @@ class Controller:
             )
         finally:
             hasher.close()
-        return snap, hasher.result(snap)
+        return snap, hasher.result(snap), layouts[-1]
 
     # -- queries --------------------------------------------------------------------------
     def kind_of(self, artifact: str) -> str:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from cpvd.api import ApiServer
-from cpvd.completeness import Signature
+from cpvd.completeness import Hint, Signature
 from cpvd.config import Config, WatchConfig
 from cpvd.controller import Controller, Executors
 from cpvd.engine import Engine
@@ -220,8 +220,21 @@ class Daemon:
         def on_waiting(watch: WatchConfig, path: Path, reason: str) -> None:
             ctl.bus.publish("waiting", artifact=watch.artifact, path=str(path), reason=reason)
 
+        def on_hint(watch: WatchConfig, hint: Hint) -> None:
+            if hint.what == "offer" and hint.signature is not None:
+                sig = hint.signature
+                loop.call_soon_threadsafe(
+                    ctl.early_snaps.offer, watch, hint.path, sig.size, sig.mtime_ns
+                )
+            else:
+                loop.call_soon_threadsafe(ctl.early_snaps.discard, watch.artifact, str(hint.path))
+
         return Watcher(
-            self.cfg.watches, on_ready, on_waiting, rescan_seconds=self.cfg.daemon.rescan_seconds
+            self.cfg.watches,
+            on_ready,
+            on_waiting,
+            rescan_seconds=self.cfg.daemon.rescan_seconds,
+            on_hint=on_hint,
         )
 
     async def _main_loop(self, ctl: Controller, watcher: Watcher) -> None:
@@ -273,6 +286,7 @@ class Daemon:
         if worker is not None:
             worker.ctl.wake.set()
             worker.ctl.push_wanted.set()
+            worker.ctl.early_snaps.close()  # the start-up clean-up deletes their snapshots
         if not tasks:
             return
         _done, pending = await asyncio.wait(tasks[:2], timeout=self.cfg.daemon.drain_timeout)

@@ -117,6 +117,8 @@ class UploadBatch:
         self.outage: StorageError | None = None
         #: nobody needs these uploads any more (the job was skipped, the daemon stops)
         self.cancelled = threading.Event()
+        #: hashed files waiting for :meth:`release` (None: uploads start once hashed)
+        self._held: list[tuple[str, Path, int]] | None = None
 
     def on_file(self, rel: str, path: Path) -> Path | None:
         """Called on the snapshot thread when ``path`` (a staging copy) is whole: link it
@@ -126,7 +128,28 @@ class UploadBatch:
 
     def on_hashed(self, rel: str, md5: str, size: int, link: Path) -> None:
         """StreamHasher callback: ``link`` (from :meth:`on_file`) hashes to ``md5``."""
+        with self._lock:
+            if self._held is not None:
+                self._held.append((md5, link, size))
+                return
         self._owner._submit(self, md5, link, size)
+
+    def hold(self) -> None:
+        """Keep hashed files back until :meth:`release` (a snapshot taken on speculation:
+        no byte leaves before the checkpoint is known to be complete)."""
+        with self._lock:
+            if self._held is None:
+                self._held = []
+
+    def release(self) -> None:
+        """Start the uploads held back, and any later ones as soon as they are hashed."""
+        with self._lock:
+            held, self._held = self._held or [], None
+        for md5, link, size in held:
+            if self.cancelled.is_set():
+                link.unlink(missing_ok=True)
+            else:
+                self._owner._submit(self, md5, link, size)
 
     def add(self, fut: Future[str | None]) -> None:
         with self._lock:
@@ -166,9 +189,13 @@ class UploadBatch:
         running stop at their next progress report. Returns the futures to wait for."""
         self.cancelled.set()
         with self._lock:
+            held, self._held = self._held or [], None
             for f in self._futures:
                 f.cancel()
-            return [f for f in self._futures if not f.done()]
+            running = [f for f in self._futures if not f.done()]
+        for _, link, _ in held:
+            link.unlink(missing_ok=True)
+        return running
 
     def futures(self) -> list[Future[str | None]]:
         with self._lock:

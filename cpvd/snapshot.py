@@ -58,7 +58,11 @@ class SnapshotSpaceTimeout(CpvError):
 
 
 #: (relpath, size, mtime_ns, ino) per file: what "the source did not change" compares
-_Layout = list[tuple[str, int, int, int]]
+#: free space an optional copy leaves on the store's filesystem, at least (has_room)
+ROOM_MARGIN = 64 * 1024 * 1024
+#: the source file by file, as copied: (relpath, size, mtime_ns, inode)
+Layout = list[tuple[str, int, int, int]]
+_Layout = Layout
 
 
 class SnapshotStore:
@@ -85,6 +89,7 @@ class SnapshotStore:
         on_chunk: OnChunk | None = None,
         on_restart: OnRestart | None = None,
         on_file: OnFile | None = None,
+        on_layout: Callable[[Layout], None] | None = None,
     ) -> Path:
         """Copy checkpoint ``src`` to ``root/key/<src.name>`` and return that path.
 
@@ -96,7 +101,8 @@ class SnapshotStore:
         ``on_chunk`` sees every byte of the snapshot, file by file in relpath order, so the
         caller can hash while copying; ``on_restart`` is called before a retry starts over.
         ``on_file`` is called after each file's last chunk, with the path of its copy in the
-        staging area (valid only until ``take`` returns: link it to keep it).
+        staging area (valid only until ``take`` returns: link it to keep it). ``on_layout``
+        gets what the source was, file by file, when the copy was made (see :meth:`unchanged`).
         """
         _check_key(key)
         src = Path(src)
@@ -121,6 +127,8 @@ class SnapshotStore:
                 self._copy(src, staging / src.name, layout, on_chunk, on_file)
                 after = self._layout(src)
                 if after == layout:
+                    if on_layout is not None:
+                        on_layout(layout)
                     return self._commit(key, staging, need)
                 last_change = _describe_change(layout, after)
             except _Changed as exc:
@@ -135,6 +143,13 @@ class SnapshotStore:
             f"{src} kept changing while it was copied ({COPY_ATTEMPTS} attempts; "
             f"last: {last_change})"
         )
+
+    def unchanged(self, src: Path, layout: Layout) -> bool:
+        """Is ``src`` still, file by file (path, size, mtime, inode), what ``layout`` says?"""
+        try:
+            return self._layout(Path(src)) == layout
+        except (CpvError, _Changed, OSError):
+            return False
 
     def release(self, key: str) -> None:
         """Delete a snapshot (its version is stored, or its job was dropped); frees space."""
@@ -177,6 +192,18 @@ class SnapshotStore:
         """Bytes held by snapshots plus bytes reserved by copies in progress."""
         with self._cond:
             return sum(self._sizes.values()) + sum(self._reserved.values())
+
+    def has_room(self, size: int) -> bool:
+        """Could ``size`` more bytes be copied now with plenty to spare: within the limit,
+        and leaving at least half the filesystem's free space (and 64 MiB) free? For copies
+        that are optional (cpvd.earlysnapshot): they must never fill the disk or wait."""
+        if self.limit_bytes and self.used_bytes() + size > self.limit_bytes:
+            return False
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize >= 2 * size + ROOM_MARGIN
 
     def keys(self) -> list[str]:
         """Keys of every whole snapshot in the store (for releasing finished jobs at start)."""

@@ -40,13 +40,14 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
-from cpvd.completeness import Decision, Signature, Tracker
+from cpvd.completeness import Decision, Hint, Signature, Tracker
 from cpvd.config import WatchConfig
 
 log = logging.getLogger(__name__)
 
 OnReady = Callable[[WatchConfig, Path, Signature], None]
 OnWaiting = Callable[[WatchConfig, Path, str], None]
+OnHint = Callable[[WatchConfig, Hint], None]
 
 #: only events that can change a checkpoint (no opened/closed_no_write/dir-modified: the
 #: daemon's own reads of a snapshot source must not look like activity)
@@ -89,11 +90,10 @@ class _Handler(FileSystemEventHandler):
         self._key = key
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        closed = event.event_type == "closed"
         paths = [event.src_path]
         if event.event_type == "moved" and event.dest_path:
             paths.append(event.dest_path)
-        self._watcher._enqueue(self._key, [os.fsdecode(p) for p in paths], closed)
+        self._watcher._enqueue(self._key, [os.fsdecode(p) for p in paths], event.event_type)
 
 
 class Watcher:
@@ -106,16 +106,19 @@ class Watcher:
         on_waiting: OnWaiting | None = None,
         rescan_seconds: float = 30.0,
         poll_interval: float = 1.0,
+        on_hint: OnHint | None = None,
     ) -> None:
         self._on_ready = on_ready
         self._on_waiting = on_waiting
+        #: early snapshot offers and drops (cpvd.earlysnapshot), before any decision
+        self._on_hint = on_hint
         self.rescan_seconds = max(0.1, float(rescan_seconds))
         self._poll_interval = poll_interval
         #: guards trackers and scheduling; taken before ``_cond`` when both are needed
         self._state = threading.RLock()
         #: guards the raw event queue and the timer's wake-up flags
         self._cond = threading.Condition(threading.Lock())
-        self._events: deque[tuple[Path, str, bool]] = deque()
+        self._events: deque[tuple[Path, str, str]] = deque()  # (root, path, event type)
         self._kick = False
         self._rescan_requested = False
         self._stopping = False
@@ -233,13 +236,13 @@ class Watcher:
         self._watches[key] = w
         return w
 
-    def _enqueue(self, key: Path, paths: list[str], closed: bool) -> None:
+    def _enqueue(self, key: Path, paths: list[str], kind: str) -> None:
         with self._cond:
             if len(self._events) >= MAX_PENDING_EVENTS:
                 self._rescan_requested = True  # like an inotify overflow: recover by walking
             else:
                 for p in paths:
-                    self._events.append((key, p, closed))
+                    self._events.append((key, p, kind))
             self._cond.notify_all()
 
     def _wake(self) -> None:
@@ -344,14 +347,15 @@ class Watcher:
             except Exception:  # the thread must survive any one bad tick
                 log.exception("watcher tick failed; continuing")
 
-    def _tick(self, batch: list[tuple[Path, str, bool]], forced_rescan: bool) -> None:
+    def _tick(self, batch: list[tuple[Path, str, str]], forced_rescan: bool) -> None:
         decisions: list[tuple[WatchConfig, Decision]] = []
+        hints: list[tuple[WatchConfig, Hint]] = []
         with self._state:
             now = time.monotonic()
-            merged: dict[tuple[Path, str], bool] = {}
-            for key, path, closed in batch:
-                merged[(key, path)] = merged.get((key, path), False) or closed
-            for (key, path), closed in merged.items():
+            merged: dict[tuple[Path, str], set[str]] = {}
+            for key, path, kind in batch:
+                merged.setdefault((key, path), set()).add(kind)
+            for (key, path), kinds in merged.items():
                 w = self._watches.get(key)
                 if w is None:
                     continue
@@ -359,16 +363,25 @@ class Watcher:
                     self._ensure_scheduled(w)  # the root itself went away (or came back)
                     w.tracker.scan(now)
                 else:
-                    w.tracker.observe(Path(path), now, closed)
+                    w.tracker.observe(
+                        Path(path), now, closed="closed" in kinds, modified="modified" in kinds
+                    )
             if forced_rescan or now >= self._next_rescan:
                 if forced_rescan:
                     log.warning("event queue overflowed; rescanning every watch root")
                 for w in self._watches.values():
                     self._ensure_scheduled(w)
-                    w.tracker.scan(now)
+                    w.tracker.scan(now, events_lost=forced_rescan)
                 self._next_rescan = now + self.rescan_seconds
             for w in self._watches.values():
                 decisions.extend((w.config, d) for d in w.tracker.due(now))
+                hints.extend((w.config, h) for h in w.tracker.hints())
+        if self._on_hint is not None:
+            for cfg, h in hints:
+                try:
+                    self._on_hint(cfg, h)
+                except Exception:
+                    log.exception("watcher hint callback failed for %s", h.path)
         for cfg, d in decisions:
             self._emit(cfg, d)
 

@@ -324,3 +324,33 @@ def test_bytes_of_a_failed_early_upload_are_taken_back(
     batch2.stored(timeout=60)
     # (the other file is stored already: no bytes for it) the failed half, then taken back
     assert seen2 == [1 << 20, -(1 << 20)]
+
+
+@pytest.mark.parametrize("then", ["release", "cancel"])
+def test_held_uploads_wait_for_release_and_cancel_removes_their_links(
+    tmp_path: Path, pool: ThreadPoolExecutor, then: str
+) -> None:
+    """A speculative snapshot (cpvd.earlysnapshot) hashes with its uploads held: nothing is
+    stored before the checkpoint is known complete, and a dropped one leaves no link."""
+    store = SnapshotStore(tmp_path / "snaps")
+    storage = Recording(LocalStorage(tmp_path / "remote"))
+    early = EarlyUploads(lambda: storage, store.root, pool)
+    src = make_dir(tmp_path / "ck", [3000, 5000])
+    batch = early.batch()
+    batch.hold()
+    hasher = StreamHasher(on_hashed=batch.on_hashed)
+    snap = store.take(src, "k", on_chunk=hasher.on_chunk, on_file=pinned(hasher, batch))
+    content = hasher.result(snap)
+    assert content is not None
+    links = [p for p in store.root.iterdir() if p.name.startswith(f"{STAGING_PREFIX}up-")]
+    assert len(links) == 2  # the copies are pinned, waiting
+    assert batch.futures() == [] and storage.puts == []
+    if then == "release":
+        batch.release()
+        assert batch.stored(timeout=30) == {e.md5 for e in content.entries}
+        assert sorted(storage.puts) == sorted(e.md5 for e in content.entries)
+    else:
+        batch.cancel()
+        batch.release()  # too late: nothing starts
+        assert batch.futures() == [] and storage.puts == []
+    assert not [p for p in store.root.iterdir() if p.name.startswith(f"{STAGING_PREFIX}up-")]

@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -340,3 +341,42 @@ def test_copy_failing_midway_is_an_error_not_a_short_snapshot(
         _take_hashed(store, src, "k")
     assert err.value.errno == errno.ENOSPC
     assert store.keys() == []  # nothing half-copied is left under the key
+
+
+def test_unchanged_compares_the_source_with_the_layout_it_was_copied_from(
+    tmp_path: Path,
+) -> None:
+    """What an early snapshot is checked against when its checkpoint is declared complete."""
+    store = SnapshotStore(tmp_path / "snaps")
+    src = tmp_path / "ck"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"a" * 10)
+    layouts: list[Any] = []
+    store.take(src, "k", on_layout=layouts.append)
+    assert len(layouts) == 1 and [r for r, *_ in layouts[0]] == ["a.bin"]
+    assert store.unchanged(src, layouts[0])
+    # the same name, size and mtime but a new file (an atomic rename-over): not the same
+    st = (src / "a.bin").stat()
+    (tmp_path / "new.bin").write_bytes(b"b" * 10)
+    os.utime(tmp_path / "new.bin", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.rename(tmp_path / "new.bin", src / "a.bin")
+    assert not store.unchanged(src, layouts[0])
+    store.take(src, "k2", on_layout=layouts.append)
+    assert store.unchanged(src, layouts[1])
+    (src / "b.bin").write_bytes(b"")  # a file more
+    assert not store.unchanged(src, layouts[1])
+    shutil.rmtree(src)  # gone
+    assert not store.unchanged(src, layouts[1])
+
+
+def test_has_room_keeps_optional_copies_within_the_limit_and_the_free_space(
+    tmp_path: Path,
+) -> None:
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    store = SnapshotStore(tmp_path / "snaps", limit_bytes=100)
+    (tmp_path / "f").write_bytes(b"x" * 60)
+    assert store.has_room(100)
+    store.take(tmp_path / "f", "k")
+    assert store.has_room(40) and not store.has_room(41)  # 60 used of 100
+    unlimited = SnapshotStore(tmp_path / "snaps2")
+    assert unlimited.has_room(1) and not unlimited.has_room(free // 2 + 1)
