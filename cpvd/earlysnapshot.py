@@ -126,8 +126,9 @@ class EarlySnapshots:
         ctl = self.ctl
         try:
             snap, content, layout = await asyncio.shield(offer.future)
+            # a stat walk, on the snapshot thread: the io threads may be busy uploading
             same = await asyncio.get_running_loop().run_in_executor(
-                ctl.ex.io, ctl.snapshots.unchanged, path, layout
+                ctl.ex.snapshot, ctl.snapshots.unchanged, path, layout
             )
         except asyncio.CancelledError:
             self._drop(offer)
