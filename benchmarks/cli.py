@@ -100,6 +100,21 @@ def add_targets(results: Results, plan: Plan) -> None:
             "same as above, against the unsigned-payload raw upload (info: the issue's "
             "baseline is the best TransferConfig)",
         )
+        default = r.find(
+            f"1. End to end: {label}",
+            f"daemon, quiet period {plan.default_settle:g} s (cpvd's default): same, minus the "
+            "quiet period",
+        )
+        if default is not None:
+            r.target(
+                f"{label}: end to end at the default quiet period ({plan.default_settle:g} s) / "
+                "raw boto3 upload alone",
+                ratio(default, raw),
+                "x",
+                "",
+                "the same, from a second daemon with cpvd's default quiet period: a "
+                "checkpoint that arrives whole is copied and hashed during it",
+            )
         r.target(
             f"{label}: manual DVC route / end to end (speed-up)",
             ratio(manual, e2e),
@@ -255,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "boto3 baseline does not share a GIL with the server; moto keeps objects in memory "
         "and is restarted for every group. A full-size upload (not timed) warms each new "
         "server: its first uploads can be its slowest.",
-        "Within a group the daemon, the raw uploads and the manual route take turns (run i "
+        "Within a group the two daemons, the raw uploads and the manual route take turns (run i "
         "measures each once, back to back, starting with a different route each run), so "
         "moto's drift over its life and the machine's load fall on all routes alike.",
         "The manual route runs the real CLIs (dvc add; dvc push with DVC's default jobs; git "
