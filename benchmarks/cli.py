@@ -271,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "and is restarted for every group. A full-size upload (not timed) warms each new "
         "server: its first uploads can be its slowest.",
         "Within a group the two daemons, the raw uploads and the manual route take turns (run i "
-        "measures each once, back to back, starting with a different route each run), so "
+        "measures each once, back to back, in a different order each run, so that no route "
+        "always follows the same one), so "
         "moto's drift over its life and the machine's load fall on all routes alike.",
         "The manual route runs the real CLIs (dvc add; dvc push with DVC's default jobs; git "
         "add/commit; git tag -a; git push --atomic) in a repo whose DVC remote is the same "
