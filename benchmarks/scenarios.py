@@ -319,11 +319,9 @@ class DaemonRoute(Route):
         plan = b.plan
         self.settle = plan.default_settle if default_settle else plan.settle
         section = f"1. End to end: {case.label}"
-        who = (
-            f"daemon, quiet period {self.settle:g} s (cpvd's default)"
-            if default_settle
-            else ("daemon")
-        )
+        who = "daemon"
+        if default_settle:
+            who = f"daemon, quiet period {self.settle:g} s (cpvd's default)"
         self.e2e = b.results.figure(
             section,
             f"{who}: rename-in → tag on the remote",
@@ -331,33 +329,26 @@ class DaemonRoute(Route):
             note=f"includes the quiet period ({self.settle:g} s)",
         )
         self.net = b.results.figure(section, f"{who}: same, minus the quiet period", "s")
-        # unlisted unless sampled for the report (the default-quiet daemon's are not)
-        self.growth = Figure(
-            "6. Memory", f"daemon RSS growth while versioning the {case.label}", "MiB"
+
+        def memory(label: str, note: str) -> Figure:
+            # the default-quiet daemon's memory is sampled but not reported
+            if default_settle:
+                return Figure("6. Memory", label, "MiB")
+            return b.results.figure("6. Memory", label, "MiB", note=note)
+
+        self.growth = memory(
+            f"daemon RSS growth while versioning the {case.label}",
+            "peak VmRSS of the daemon (sampled every 50 ms) minus its VmRSS just before the rename",
         )
-        self.hwm = Figure("6. Memory", f"daemon VmHWM growth, {case.label}", "MiB")
-        self.tree = Figure("6. Memory", f"daemon process-tree PSS growth, {case.label}", "MiB")
-        if not default_settle:
-            self.growth = b.results.figure(
-                "6. Memory",
-                self.growth.label,
-                "MiB",
-                note="peak VmRSS of the daemon (sampled every 50 ms) minus its VmRSS just "
-                "before the rename",
-            )
-            self.hwm = b.results.figure(
-                "6. Memory",
-                self.hwm.label,
-                "MiB",
-                note="the kernel's exact high-water mark, after minus before (0 when the run "
-                "stayed under an earlier peak)",
-            )
-            self.tree = b.results.figure(
-                "6. Memory",
-                self.tree.label,
-                "MiB",
-                note="daemon + children (git), proportional set size, peak minus before",
-            )
+        self.hwm = memory(
+            f"daemon VmHWM growth, {case.label}",
+            "the kernel's exact high-water mark, after minus before (0 when the run stayed "
+            "under an earlier peak)",
+        )
+        self.tree = memory(
+            f"daemon process-tree PSS growth, {case.label}",
+            "daemon + children (git), proportional set size, peak minus before",
+        )
         tail = "-default" if default_settle else ""
         self.artifact = f"bench/{case.name}{tail}"
         self.watch = ctx.gdir / f"watch{tail}"

@@ -271,11 +271,12 @@ class Tracker:
             # writer already closed it: it may be whole
             whole = whole or not modified
         else:
-            before = dict(entry.files) if entry.early else None
             rel = os.path.relpath(os.path.normpath(os.fspath(path)), cp)
-            self._update_subtree(cp, entry, "" if rel == "." else rel.replace(os.sep, "/"))
+            changed = self._update_subtree(
+                cp, entry, "" if rel == "." else rel.replace(os.sep, "/")
+            )
             self._touch(entry, now)
-            if entry.early and not whole and (modified or entry.files != before):
+            if entry.early and not whole and (modified or changed):
                 self._take_back(cp, entry)
         if closed:
             entry.closed_seen = True
@@ -427,24 +428,32 @@ class Tracker:
         entry.next_check = now + self.settle_seconds
         entry.recheck = 0.0
 
-    def _update_subtree(self, cp: Path, entry: _Entry, rel: str) -> None:
-        """Re-stat ``rel`` (a file or a directory, possibly gone) inside checkpoint ``cp``."""
+    def _update_subtree(self, cp: Path, entry: _Entry, rel: str) -> bool:
+        """Re-stat ``rel`` (a file or a directory, possibly gone) inside checkpoint ``cp``;
+        True when what it holds (names, sizes, mtimes) changed."""
         if rel == "":
             fresh = walk(cp)
-            entry.files = fresh if fresh is not None else {}
-            return
+            fresh = fresh if fresh is not None else {}
+            changed = fresh != entry.files
+            entry.files = fresh
+            return changed
         prefix = rel + "/"
-        for k in [k for k in entry.files if k == rel or k.startswith(prefix)]:
-            del entry.files[k]
+        old = {
+            k: entry.files.pop(k)
+            for k in [k for k in entry.files if k == rel or k.startswith(prefix)]
+        }
+        new: Files = {}
         full = cp / rel
         try:
             st = os.stat(full)
         except OSError:
-            return
+            return bool(old)
         if stat.S_ISREG(st.st_mode):
-            entry.files[rel] = (st.st_size, st.st_mtime_ns)
+            new[rel] = (st.st_size, st.st_mtime_ns)
         elif stat.S_ISDIR(st.st_mode) and not os.path.islink(full):
-            _walk_into(os.fspath(full), rel, entry.files)
+            _walk_into(os.fspath(full), rel, new)
+        entry.files.update(new)
+        return new != old
 
     def _observe_ignored(self, name: str, now: float) -> None:
         owner = sidecar_owner(name)

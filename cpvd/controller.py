@@ -178,13 +178,9 @@ class Controller:
     ) -> Job | None:
         """A complete checkpoint seen by the watcher: snapshot it and queue it, once."""
         source = str(path)
-        if self.ledger.seen_stat(watch.artifact, source, size, mtime_ns) is not None:
-            log.debug("already handled: %s", source)
-            self.early_snaps.discard(watch.artifact, source)
-            return None
-        queued = self.queue.active_with_signature(watch.artifact, source, size, mtime_ns)
-        if queued is not None:  # offered again by the start-up rescan: on its way already
-            log.debug("already queued as job %s: %s", queued.id, source)
+        why = self.handled(watch.artifact, source, size, mtime_ns)
+        if why is not None:
+            log.debug("%s: %s", why, source)
             self.early_snaps.discard(watch.artifact, source)
             return None
         self.bus.publish("detected", artifact=watch.artifact, path=source)
@@ -201,6 +197,15 @@ class Controller:
             )
             self.defer(watch, path, exc.message)
             return None
+
+    def handled(self, artifact: str, source: str, size: int, mtime_ns: int) -> str | None:
+        """Why this exact source (path, size, mtime) needs no new job, or None."""
+        if self.ledger.seen_stat(artifact, source, size, mtime_ns) is not None:
+            return "already handled"
+        queued = self.queue.active_with_signature(artifact, source, size, mtime_ns)
+        if queued is not None:  # offered again by the start-up rescan: on its way already
+            return f"already queued as job {queued.id}"
+        return None
 
     async def submit(
         self, path: str, artifact: str, metrics: dict[str, Any] | None, bump: str
@@ -281,8 +286,7 @@ class Controller:
     async def _take(self, artifact: str, path: Path) -> Taken | None:
         """Snapshot ``path`` now (None: it vanished, and was skipped)."""
         key = uuid.uuid4().hex
-        batch = self.early.batch()
-        batch.enabled = self.early_uploads_allowed(artifact)
+        batch = self.early_batch(artifact)
         try:
             snap, content, _ = await asyncio.get_running_loop().run_in_executor(
                 self.ex.snapshot, self.snapshot_and_hash, path, key, batch
@@ -294,6 +298,12 @@ class Controller:
         except OSError as exc:
             raise self._snapshot_error(path, exc) from exc
         return Taken(key, snap, content, batch)
+
+    def early_batch(self, artifact: str) -> UploadBatch:
+        """A batch of early uploads for a new snapshot of ``artifact``'s checkpoint."""
+        batch = self.early.batch()
+        batch.enabled = self.early_uploads_allowed(artifact)
+        return batch
 
     def early_uploads_allowed(self, artifact: str) -> bool:
         """No bytes leave early for a paused artifact or while the storage is failing."""
@@ -331,7 +341,7 @@ class Controller:
             snap = self.snapshots.take(
                 path,
                 key,
-                on_chunk=on_chunk if abandon is not None else hasher.on_chunk,
+                on_chunk=on_chunk,
                 on_layout=layouts.append,
                 on_restart=hasher.on_restart,
                 on_file=(

@@ -79,24 +79,18 @@ class EarlySnapshots:
         self.ctl = ctl
         self._offers: dict[tuple[str, str], _Offer] = {}
 
-    def __len__(self) -> int:
-        return len(self._offers)
-
     def offer(self, watch: WatchConfig, path: Path, size: int, mtime_ns: int) -> None:
         """``path`` looks whole (it appeared, or its writer closed it): start its snapshot."""
         ctl = self.ctl
         artifact, source = watch.artifact, str(path)
         self.discard(artifact, source)
-        if ctl.ledger.seen_stat(artifact, source, size, mtime_ns) is not None:
-            return
-        if ctl.queue.active_with_signature(artifact, source, size, mtime_ns) is not None:
+        if ctl.handled(artifact, source, size, mtime_ns) is not None:
             return
         if not ctl.snapshots.has_room(size):
             log.debug("no early snapshot of %s: the snapshot store is short of room", source)
             return
         key = uuid.uuid4().hex
-        batch = ctl.early.batch()
-        batch.enabled = ctl.early_uploads_allowed(artifact)
+        batch = ctl.early_batch(artifact)
         batch.hold()
         abandon = threading.Event()
         loop = asyncio.get_running_loop()

@@ -58,11 +58,9 @@ class SnapshotSpaceTimeout(CpvError):
 
 
 #: (relpath, size, mtime_ns, ino) per file: what "the source did not change" compares
+Layout = list[tuple[str, int, int, int]]
 #: free space an optional copy leaves on the store's filesystem, at least (has_room)
 ROOM_MARGIN = 64 * 1024 * 1024
-#: the source file by file, as copied: (relpath, size, mtime_ns, inode)
-Layout = list[tuple[str, int, int, int]]
-_Layout = Layout
 
 
 class SnapshotStore:
@@ -247,7 +245,7 @@ class SnapshotStore:
             self._sizes[key] = size
         return self.path(key) or final
 
-    def _layout(self, src: Path) -> _Layout:
+    def _layout(self, src: Path) -> Layout:
         """What the source is now, file by file; NotFound when it is gone."""
         try:
             st = os.stat(src)
@@ -259,7 +257,7 @@ class SnapshotStore:
             return [(src.name, st.st_size, st.st_mtime_ns, st.st_ino)]
         if not stat.S_ISDIR(st.st_mode):
             raise InputError(f"{src}: not a regular file or directory", code="invalid_path")
-        out: _Layout = []
+        out: Layout = []
         try:
             for rel, full in list_files(src):
                 fst = os.stat(full)
@@ -278,7 +276,7 @@ class SnapshotStore:
         self,
         src: Path,
         dst: Path,
-        layout: _Layout,
+        layout: Layout,
         on_chunk: OnChunk | None,
         on_file: OnFile | None,
     ) -> None:
@@ -420,7 +418,7 @@ def _feed(fd: int, rel: str, on_chunk: OnChunk) -> None:
             on_chunk(rel, chunk)
 
 
-def _describe_change(before: _Layout, after: _Layout) -> str:
+def _describe_change(before: Layout, after: Layout) -> str:
     b = {r: rest for r, *rest in before}
     a = {r: rest for r, *rest in after}
     for rel in sorted(set(a) | set(b)):
