@@ -32,12 +32,15 @@ from pathlib import Path
 
 from cpvd.errors import CpvError, InputError, IntegrityError, NotFound
 from cpvd.hashing import list_files
+from cpvd.writeback import Writeback
 
 log = logging.getLogger(__name__)
 
 #: ioctl FICLONE: make ``dst_fd`` share ``src_fd``'s extents (btrfs, XFS, bcachefs, …)
 FICLONE = 0x40049409
 COPY_CHUNK = 8 * 1024 * 1024
+#: bytes copied between two requests to write the copy back (cpvd.writeback)
+FLUSH_STEP = 128 * 1024 * 1024
 #: attempts when the source changes during the copy, before giving up
 COPY_ATTEMPTS = 4
 STAGING_PREFIX = ".staging-"
@@ -66,9 +69,13 @@ ROOM_MARGIN = 64 * 1024 * 1024
 class SnapshotStore:
     """Snapshots keyed by a caller-chosen key (the daemon uses its job id)."""
 
-    def __init__(self, root: Path, limit_bytes: int = 0) -> None:
+    def __init__(
+        self, root: Path, limit_bytes: int = 0, writeback: Writeback | None = None
+    ) -> None:
         self.root = Path(root)
         self.limit_bytes = max(0, int(limit_bytes))
+        #: flushes each big copy to disk in the background (cpvd.writeback)
+        self.writeback = writeback if writeback is not None else Writeback()
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._cond = threading.Condition()
         self._sizes: dict[str, int] = {}
@@ -315,7 +322,11 @@ class SnapshotStore:
                     if on_chunk is not None:
                         _feed(dfd, rel, on_chunk)  # read the clone: exactly the snapshot
                 else:
-                    _stream(sfd, dfd, size, rel, on_chunk)
+
+                    def flush() -> None:
+                        self.writeback.start(dfd, size)
+
+                    _stream(sfd, dfd, size, rel, on_chunk, flush)
             finally:
                 os.close(dfd)
             st2 = os.fstat(sfd)
@@ -350,7 +361,14 @@ class _Changed(Exception):
     """The source changed under us: retry the whole snapshot."""
 
 
-def _stream(sfd: int, dfd: int, size: int, rel: str, on_chunk: OnChunk | None) -> None:
+def _stream(
+    sfd: int,
+    dfd: int,
+    size: int,
+    rel: str,
+    on_chunk: OnChunk | None,
+    flush: Callable[[], None] = lambda: None,
+) -> None:
     """Copy exactly ``size`` bytes (what the layout said): a file still being appended must
     not make the copy chase its end; the after-check then sees the change and retries.
 
@@ -361,8 +379,11 @@ def _stream(sfd: int, dfd: int, size: int, rel: str, on_chunk: OnChunk | None) -
     busy ~3 s, twice the md5 it feeds; shutil.copyfile's in-kernel copy of the same GiB took
     0.33 s. Where the kernel cannot copy (another filesystem type, an old kernel, not Linux)
     it falls back to reading and writing.
+
+    ``flush`` is called every ``FLUSH_STEP`` bytes and at the end, so the copy's pages go
+    to disk while the rest is still being copied and hashed (cpvd.writeback).
     """
-    if _kernel_copy(sfd, dfd, size, rel, on_chunk):
+    if _kernel_copy(sfd, dfd, size, rel, on_chunk, flush):
         return
     os.lseek(sfd, 0, os.SEEK_SET)
     os.lseek(dfd, 0, os.SEEK_SET)
@@ -382,9 +403,19 @@ def _stream(sfd: int, dfd: int, size: int, rel: str, on_chunk: OnChunk | None) -
             fout.write(view[:n])
             if on_chunk is not None:
                 on_chunk(rel, bytes(view[:n]))
+            if (size - left) % FLUSH_STEP < n:
+                flush()
+    flush()
 
 
-def _kernel_copy(sfd: int, dfd: int, size: int, rel: str, on_chunk: OnChunk | None) -> bool:
+def _kernel_copy(
+    sfd: int,
+    dfd: int,
+    size: int,
+    rel: str,
+    on_chunk: OnChunk | None,
+    flush: Callable[[], None],
+) -> bool:
     """Copy with ``copy_file_range``, feeding ``on_chunk`` from the copy; False when the
     kernel refuses before anything is copied (the caller then copies through Python)."""
     copy_range = getattr(os, "copy_file_range", None)
@@ -408,6 +439,9 @@ def _kernel_copy(sfd: int, dfd: int, size: int, rel: str, on_chunk: OnChunk | No
                 raise _Changed(f"{rel}: the copy read back short")
             on_chunk(rel, data)
         done += n
+        if done % FLUSH_STEP < n:
+            flush()
+    flush()
     return True
 
 

@@ -15,6 +15,7 @@ import pytest
 from cpvd.errors import InputError, IntegrityError, NotFound
 from cpvd.hashing import StreamHasher, hash_checkpoint
 from cpvd.snapshot import SnapshotSpaceTimeout, SnapshotStore
+from cpvd.writeback import Writeback
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -380,3 +381,30 @@ def test_has_room_keeps_optional_copies_within_the_limit_and_the_free_space(
     assert store.has_room(40) and not store.has_room(41)  # 60 used of 100
     unlimited = SnapshotStore(tmp_path / "snaps2")
     assert unlimited.has_room(1) and not unlimited.has_room(free // 2 + 1)
+
+
+def test_big_copies_are_flushed_in_the_background_small_ones_left_to_the_kernel(
+    tmp_path: Path,
+) -> None:
+    """Each snapshot file from the threshold up is handed to the writeback thread (the file
+    itself, not the source), so its dirty pages do not pile up behind the upload."""
+    synced: list[int] = []
+    wb = Writeback(min_bytes=1024 * 1024, sync=lambda fd: synced.append(os.fstat(fd).st_ino))
+    store = SnapshotStore(tmp_path / "snaps", writeback=wb)
+    src = tmp_path / "ck"
+    (src / "sub").mkdir(parents=True)
+    (src / "big.bin").write_bytes(os.urandom(1024 * 1024))
+    (src / "sub" / "small.bin").write_bytes(b"s" * 1000)
+    (src / "sub" / "huge.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    snap = store.take(src, "k")
+    assert wb.wait_idle(10)
+    assert sorted(set(synced)) == sorted(
+        (snap / rel).stat().st_ino for rel in ("big.bin", "sub/huge.bin")
+    )
+    single = tmp_path / "one.ckpt"
+    single.write_bytes(os.urandom(2 * 1024 * 1024))
+    synced.clear()
+    snap = store.take(single, "k2", on_chunk=lambda rel, data: None)  # read back too
+    assert wb.wait_idle(10)
+    assert synced == [snap.stat().st_ino]
+    assert snap.read_bytes() == single.read_bytes()
