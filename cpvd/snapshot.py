@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -322,10 +323,7 @@ class SnapshotStore:
                     if on_chunk is not None:
                         _feed(dfd, rel, on_chunk)  # read the clone: exactly the snapshot
                 else:
-
-                    def flush() -> None:
-                        self.writeback.start(dfd, size)
-
+                    flush = functools.partial(self.writeback.start, dfd, size)
                     _stream(sfd, dfd, size, rel, on_chunk, flush)
             finally:
                 os.close(dfd)
@@ -367,7 +365,7 @@ def _stream(
     size: int,
     rel: str,
     on_chunk: OnChunk | None,
-    flush: Callable[[], None] = lambda: None,
+    flush: Callable[[], object],
 ) -> None:
     """Copy exactly ``size`` bytes (what the layout said): a file still being appended must
     not make the copy chase its end; the after-check then sees the change and retries.
@@ -414,7 +412,7 @@ def _kernel_copy(
     size: int,
     rel: str,
     on_chunk: OnChunk | None,
-    flush: Callable[[], None],
+    flush: Callable[[], object],
 ) -> bool:
     """Copy with ``copy_file_range``, feeding ``on_chunk`` from the copy; False when the
     kernel refuses before anything is copied (the caller then copies through Python)."""

@@ -28,6 +28,18 @@ def no_writeback_thread_soon() -> bool:
     return not writeback_threads()
 
 
+class GatedSync:
+    """A stand-in flush that records the inode it was given, once ``gate`` is set."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.synced: list[int] = []
+
+    def __call__(self, fd: int) -> None:
+        self.gate.wait(5)
+        self.synced.append(os.fstat(fd).st_ino)
+
+
 @pytest.fixture
 def files(tmp_path: Path) -> list[Path]:
     out = []
@@ -83,13 +95,8 @@ def test_a_failed_flush_is_logged_and_the_next_ones_still_run(
 
 
 def test_the_thread_starts_again_after_going_idle(files: list[Path]) -> None:
-    gate = threading.Event()
-    synced: list[int] = []
-
-    def sync(fd: int) -> None:
-        gate.wait(5)
-        synced.append(os.fstat(fd).st_ino)
-
+    sync = GatedSync()
+    gate, synced = sync.gate, sync.synced
     wb = Writeback(min_bytes=1, sync=sync)
     fds = [os.open(p, os.O_RDONLY) for p in files[:3]]
     try:
@@ -114,13 +121,8 @@ def test_a_growing_file_asked_for_again_while_waiting_is_flushed_once(
 ) -> None:
     """The snapshot asks again every 128 MiB copied: requests that pile up behind a slow
     flush collapse into one, which then covers everything written so far."""
-    gate = threading.Event()
-    synced: list[int] = []
-
-    def sync(fd: int) -> None:
-        gate.wait(5)
-        synced.append(os.fstat(fd).st_ino)
-
+    sync = GatedSync()
+    gate, synced = sync.gate, sync.synced
     wb = Writeback(min_bytes=1, sync=sync)
     before = open_fds()
     busy = os.open(files[0], os.O_RDONLY)
