@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import mmap
 import os
 import platform
 import re
 import statistics
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +236,7 @@ def machine_description(work_dir: Path, code_dir: Path) -> list[tuple[str, str]]
         ("cores", str(os.cpu_count())),
         ("RAM", f"{int(mem_kib) / 1024 / 1024:.1f} GiB" if mem_kib.isdigit() else "?"),
         ("disk (work dir)", filesystem_of(work_dir)),
+        ("memory", memory_description()),
         ("OS", f"{platform.system()} {platform.release()}"),
         ("Python", platform.python_version()),
         ("git", git.stdout.strip()),
@@ -244,6 +247,45 @@ def machine_description(work_dir: Path, code_dir: Path) -> list[tuple[str, str]]
             f"part_size_mb={storage.part_size_mb}, concurrency={storage.concurrency}",
         ),
     ]
+
+
+PAGE_REPORTING = Path("/sys/module/page_reporting/parameters/reported_kib")
+
+
+def touch_seconds(size: int = 256 << 20) -> float:
+    """Seconds to fault in ``size`` bytes of new anonymous memory, one write per page."""
+    started = time.perf_counter()
+    with mmap.mmap(-1, size) as m:
+        for off in range(0, size, mmap.PAGESIZE):
+            m[off] = 1
+    return time.perf_counter() - started
+
+
+def memory_description(tries: int = 5, pause: float = 1.0) -> str:
+    """Whether freed memory goes back to the host, and what a first touch costs here.
+
+    Why: on a VM whose balloon device reports free pages, memory the guest frees (moto's
+    buffers after an upload, a deleted snapshot's page cache) is handed back to the host, and
+    the next first touch of it faults on the host as well. The cost of faulting in new memory
+    then swings from try to try, and so do uploads to moto, which allocates a few times the
+    object's size while it assembles it.
+    """
+    samples = []
+    for _ in range(tries):
+        samples.append(touch_seconds() * 4)  # per GiB
+        time.sleep(pause)  # reporting runs a moment after the pages are freed
+    touch = (
+        f"faulting in 1 GiB of new memory: {min(samples):.2f} - {max(samples):.2f} s "
+        f"({tries} tries)"
+    )
+    try:
+        reported = int(PAGE_REPORTING.read_text())
+    except (OSError, ValueError):
+        return f"free page reporting to a host: not found; {touch}"
+    return (
+        f"free page reporting to the host: on ({reported / 1024 / 1024:.0f} GiB handed back "
+        f"since boot), so first touches of freed memory fault on the host too; {touch}"
+    )
 
 
 def load_average() -> str:
