@@ -126,6 +126,7 @@ class StateDB:
     def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._depth = 0  # write() transactions open on the thread holding the lock
         self._closed = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,13 +201,25 @@ class StateDB:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error."""
+        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error.
+
+        A ``write()`` inside another on the same thread joins the outer transaction: what
+        both write is committed together or not at all (an error inside rolls back both).
+        """
         with self._lock:
             conn = self._live()
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield conn
+                finally:
+                    self._depth -= 1
+                return
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
+            self._depth = 1
             try:
                 yield conn
             except sqlite3.Error as exc:
@@ -215,6 +228,8 @@ class StateDB:
             except BaseException:
                 self._rollback(conn)
                 raise
+            finally:
+                self._depth = 0
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:

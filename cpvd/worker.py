@@ -190,21 +190,27 @@ class Worker:
         version: str | None = None,
     ) -> None:
         ctl = self.ctl
-        if version is not None:
-            ctl.queue.record_step(job.id, "tagged", version=version)
-        ctl.queue.finish(job.id, state, result)
-        sig = ctl.queue.signature(job.id)
-        if sig is not None:
-            reason = (
-                "pushed"
-                if job.origin == "push"
-                else ("versioned" if state == "done" else "unchanged")
-            )
-            ctl.ledger.record(
-                job.artifact, job.source, content.md5, sig[0], sig[1], version, reason
-            )
-        else:
-            ctl.ledger.record(job.artifact, job.source, content.md5, -1, -1, version, "versioned")
+        # one transaction: a crash between "job done" and "checkpoint in the ledger" left a
+        # finished job the ledger did not know, so the next start's rescan queued the same
+        # checkpoint again and versioned it twice (seen once in the kill loop)
+        with ctl.queue.db.write():
+            if version is not None:
+                ctl.queue.record_step(job.id, "tagged", version=version)
+            ctl.queue.finish(job.id, state, result)
+            sig = ctl.queue.signature(job.id)
+            if sig is not None:
+                reason = (
+                    "pushed"
+                    if job.origin == "push"
+                    else ("versioned" if state == "done" else "unchanged")
+                )
+                ctl.ledger.record(
+                    job.artifact, job.source, content.md5, sig[0], sig[1], version, reason
+                )
+            else:
+                ctl.ledger.record(
+                    job.artifact, job.source, content.md5, -1, -1, version, "versioned"
+                )
         ctl.snapshots.release(_key(job))
         if state == "skipped":
             ctl.bus.publish(

@@ -288,6 +288,76 @@ def test_recover_after_kill_9(db_path: Path) -> None:
         q.close()
 
 
+def test_nested_writes_commit_together_or_not_at_all(db_path: Path) -> None:
+    db = StateDB(db_path)
+    q, ledger = JobQueue(db), Ledger(db)
+    try:
+        job = q.add("a", "/a/1")
+        q.claim_next()
+        with pytest.raises(RuntimeError), db.write():
+            q.finish(job.id, "done")
+            assert q.get(job.id).state == "done"  # visible inside the transaction
+            raise RuntimeError("crash between the two writes")
+        assert q.get(job.id).state == "running"  # rolled back with the outer transaction
+        with db.write():
+            q.finish(job.id, "done")
+            ledger.record("a", "/a/1", "e" * 32, 7, 8, "v1.0.0", "versioned")
+        other = StateDB(db_path)  # another connection sees both, committed
+        try:
+            assert JobQueue(other).get(job.id).state == "done"
+            assert Ledger(other).seen_stat("a", "/a/1", 7, 8) is not None
+        finally:
+            other.close()
+    finally:
+        db.close()
+
+
+def test_job_end_and_ledger_survive_a_kill_together(db_path: Path) -> None:
+    """SIGKILL after the job is marked done but before the ledger row: neither is kept.
+
+    Otherwise the restarted daemon finds a finished job the ledger does not know, and its
+    start-up rescan queues the same checkpoint again: a second version of it (the kill loop
+    once caught exactly that). Now the job is still running, so it is resumed instead.
+    """
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        from pathlib import Path
+        from types import SimpleNamespace
+        sys.path.insert(0, {str(REPO)!r})
+        from cpvd.hashing import ContentHash
+        from cpvd.jobqueue import JobQueue, StateDB
+        from cpvd.ledger import Ledger
+        from cpvd.worker import Worker
+        db = StateDB(Path({str(db_path)!r}))
+        q, ledger = JobQueue(db), Ledger(db)
+        job = q.add("a", "/a/1", snapshot="/s/k1/1", signature=(7, 8))
+        q.claim_next()
+        def killed(*args, **kw):
+            os.kill(os.getpid(), signal.SIGKILL)
+        ledger.record = killed
+        ctl = SimpleNamespace(queue=q, ledger=ledger, snapshots=SimpleNamespace(release=print))
+        content = ContentHash("e" * 32, 7, 1, False, (), None)
+        Worker._finish(SimpleNamespace(ctl=ctl), q.get(job.id), "done", {{}}, content, "v1.0.0")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == -9, proc.stderr
+    q = JobQueue(db_path)
+    try:
+        ledger = Ledger(q.db)
+        (job,) = q.list()
+        assert job.state == "running" and job.step == "snapshotted"
+        assert ledger.seen_stat("a", "/a/1", 7, 8) is None
+        q.recover()
+        # what the start-up rescan asks (Controller.handled): the checkpoint is on its way
+        assert q.active_with_signature("a", "/a/1", 7, 8) is not None
+    finally:
+        q.close()
+
+
 def test_second_queue_after_first_dropped_without_close(db_path: Path) -> None:
     first = JobQueue(db_path)
     job = first.add("a", "/a/1")
