@@ -107,7 +107,8 @@ def test_results_render_with_targets() -> None:
     assert upload.value == 5.0 / 4.5 and upload.met is False
     assert by_label[f"{label}: manual DVC route / end to end (speed-up)"].met is True
     floor = by_label[f"{label}: least end to end at a short quiet period / raw boto3 upload alone"]
-    assert floor.value == 6.0 / 4.5 and floor.met is None  # information, not a target
+    assert floor.value == (6.0 - plan.settle) / 4.5  # the hash may use the quiet period
+    assert floor.met is None  # information, not a target
     share = by_label[f"{label}: share of a raw upload that is moto's CompleteMultipartUpload"]
     assert share.value == 3.0 / (1.0 + 3.0) * 100
     assert by_label["idle RSS"].met is True
