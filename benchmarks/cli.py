@@ -78,15 +78,12 @@ def select(names: Sequence[str], wanted: Sequence[str]) -> list[str]:
     return picked
 
 
-def shards_of(plan: Plan, name: str) -> int:
-    return next((c.shards for c in plan.cases if c.name == name), 0)
-
-
 def add_targets(results: Results, plan: Plan) -> None:
     """The targets of issue 5, as ratios of medians from this one run."""
     r = results
     for case, goal in (("f256m", "<= 1.3x"), ("f1g", "<= 1.1x"), ("d1g", "<= 1.1x")):
-        label = next((c.label for c in plan.cases if c.name == case), case)
+        shape = next((c for c in plan.cases if c.name == case), None)
+        label = shape.label if shape else case
         e2e = r.find(f"1. End to end: {label}", "daemon: same, minus the quiet period")
         raw = r.find(f"2. Baselines: {label}", "raw upload, best config")
         manual = r.find(
@@ -106,7 +103,7 @@ def add_targets(results: Results, plan: Plan) -> None:
             goal,
             "median e2e minus the quiet period / median best raw upload" + extra,
         )
-        if not shards_of(plan, case) and both is not None and raw is not None:
+        if shape and not shape.shards and both is not None and raw is not None:
             # the hash may start when the checkpoint appears (cpvd.earlysnapshot), i.e. during
             # the quiet period, which the end-to-end figure has subtracted
             floor = max(both.median - plan.settle, raw.median)

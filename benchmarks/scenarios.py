@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -447,8 +448,6 @@ def multipart_split(
 
 
 def _multipart_upload(s3: Any, bucket: str, key: str, path: Path) -> tuple[float, float]:
-    from concurrent.futures import ThreadPoolExecutor
-
     started = time.perf_counter()
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
     with open(path, "rb") as f:

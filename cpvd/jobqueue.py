@@ -126,7 +126,6 @@ class StateDB:
     def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._depth = 0  # write() transactions open on the thread holding the lock
         self._closed = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,18 +207,13 @@ class StateDB:
         """
         with self._lock:
             conn = self._live()
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield conn
-                finally:
-                    self._depth -= 1
+            if conn.in_transaction:  # ours: only the thread holding the lock gets here
+                yield conn
                 return
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
-            self._depth = 1
             try:
                 yield conn
             except sqlite3.Error as exc:
@@ -228,8 +222,6 @@ class StateDB:
             except BaseException:
                 self._rollback(conn)
                 raise
-            finally:
-                self._depth = 0
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:

@@ -198,19 +198,16 @@ class Worker:
                 ctl.queue.record_step(job.id, "tagged", version=version)
             ctl.queue.finish(job.id, state, result)
             sig = ctl.queue.signature(job.id)
-            if sig is not None:
-                reason = (
-                    "pushed"
-                    if job.origin == "push"
-                    else ("versioned" if state == "done" else "unchanged")
-                )
-                ctl.ledger.record(
-                    job.artifact, job.source, content.md5, sig[0], sig[1], version, reason
-                )
+            if sig is None:
+                reason = "versioned"
+            elif job.origin == "push":
+                reason = "pushed"
             else:
-                ctl.ledger.record(
-                    job.artifact, job.source, content.md5, -1, -1, version, "versioned"
-                )
+                reason = "versioned" if state == "done" else "unchanged"
+            size, mtime_ns = sig or (-1, -1)
+            ctl.ledger.record(
+                job.artifact, job.source, content.md5, size, mtime_ns, version, reason
+            )
         ctl.snapshots.release(_key(job))
         if state == "skipped":
             ctl.bus.publish(
