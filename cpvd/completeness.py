@@ -17,10 +17,11 @@ Rules:
   file it points at); special files (fifos, sockets) never are (opening a fifo blocks).
 * Ready = no activity for ``settle_seconds`` AND a fresh walk of the tree equals what the
   events told us (two looks agree: catches writes whose events were lost), AND
-  ``formats.validate`` finds it complete. Invalid ones are reported as *waiting* with a reason
-  and re-checked with backoff until they become valid (no max-wait: a torn file is never
-  versioned). A close event is recorded but never required: a rename-in and a polling observer
-  produce none.
+  ``formats.validate`` finds it complete, AND a third walk after validating still agrees
+  (the verdict and the emitted signature describe the same tree). Invalid ones are
+  reported as *waiting* with a reason and re-checked with backoff until they become valid
+  (no max-wait: a torn file is never versioned). A close event is recorded but never
+  required: a rename-in and a polling observer produce none.
 * Once ready, a checkpoint is emitted once per signature; any later change re-arms it. Within
   one Tracker the same (path, signature) is never emitted twice, even if the path vanished and
   came back.
@@ -393,6 +394,17 @@ class Tracker:
                 self._take_back(cp, entry)
                 continue
             reason = empty_reason(fresh) or self._validate(cp)
+            after = walk(cp)
+            if after != fresh:
+                # it changed while being validated (DCP's rename of ``.metadata`` can land
+                # between the walk and the check): the verdict may belong to neither state
+                if after is None:
+                    self._take_back(cp, self._entries.pop(cp))
+                    continue
+                entry.files = after
+                self._touch(entry, now)
+                self._take_back(cp, entry)
+                continue
             if reason is None:
                 self._emitted.add((cp, sig))
                 entry.emitted = sig

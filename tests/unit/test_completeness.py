@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cpvd import formats
 from cpvd.completeness import (
     Decision,
     Tracker,
@@ -335,3 +336,31 @@ def test_deleted_before_settling_is_dropped(tmp_path: Path) -> None:
     assert t.due(2.0) == []
     assert t.tracked() == []
     assert t.next_due() is None
+
+
+def test_change_during_validation_is_not_emitted_with_the_old_signature(tmp_path: Path) -> None:
+    """DCP renames ``.metadata`` into place; if that lands between the walk and the format
+    check, the check passes on the new tree while the walk saw the old one. Emitting then
+    would report a signature of a tree that was never valid, and the real one again later."""
+    d = tmp_path / "step-100"
+    write(d / "__0_0.distcp", b"a" * 10, mtime_s=500)
+    write(d / ".metadata.tmp", b"m" * 5, mtime_s=500)
+    renamed: list[bool] = []
+
+    def validate_racing_the_rename(path: Path) -> str | None:
+        if not renamed:
+            os.rename(d / ".metadata.tmp", d / ".metadata")  # the trainer, mid-check
+            renamed.append(True)
+        return formats.validate(path)
+
+    t = Tracker(tmp_path, 1.0, validate=validate_racing_the_rename)
+    t.observe(d / "__0_0.distcp", 0.0)
+    t.observe(d / ".metadata.tmp", 0.0)
+    assert t.due(1.0) == []  # changed under the check: another quiet period, no verdict
+    assert t.next_due() == 2.0
+    t.observe(d / ".metadata.tmp", 1.2)  # the rename's events, arriving late
+    t.observe(d / ".metadata", 1.2)
+    out = t.due(2.2)
+    assert [(x.path, x.status) for x in out] == [(d, "ready")]
+    assert out[0].signature == signature_of(walk(d) or {})
+    assert t.due(100.0) == [] and t.next_due() is None
