@@ -377,15 +377,9 @@ class Tracker:
         for cp, entry in list(self._entries.items()):
             if entry.next_check is None or entry.next_check > now:
                 continue
-            fresh = walk(cp)
+            # second look: it must agree with the first (a change without an event)
+            fresh = self._look_again(cp, entry, now)
             if fresh is None:
-                self._take_back(cp, self._entries.pop(cp))
-                continue
-            if fresh != entry.files:
-                # second look disagrees with the first: something changed without an event
-                entry.files = fresh
-                self._touch(entry, now)
-                self._take_back(cp, entry)
                 continue
             sig = signature_of(fresh)
             if (cp, sig) in self._emitted:
@@ -394,16 +388,9 @@ class Tracker:
                 self._take_back(cp, entry)
                 continue
             reason = empty_reason(fresh) or self._validate(cp)
-            after = walk(cp)
-            if after != fresh:
-                # it changed while being validated (DCP's rename of ``.metadata`` can land
-                # between the walk and the check): the verdict may belong to neither state
-                if after is None:
-                    self._take_back(cp, self._entries.pop(cp))
-                    continue
-                entry.files = after
-                self._touch(entry, now)
-                self._take_back(cp, entry)
+            # third look: a change while validating (DCP's rename of ``.metadata`` can land
+            # between the walk and the check) leaves a verdict that may fit neither tree
+            if self._look_again(cp, entry, now) is None:
                 continue
             if reason is None:
                 self._emitted.add((cp, sig))
@@ -434,6 +421,20 @@ class Tracker:
         return sorted(self._entries)
 
     # -- internals --------------------------------------------------------------------------
+
+    def _look_again(self, cp: Path, entry: _Entry, now: float) -> Files | None:
+        """Walk ``cp`` now: its files when they are what ``entry`` holds; else None, and the
+        checkpoint is dropped (gone) or starts another quiet period (changed)."""
+        files = walk(cp)
+        if files is None:
+            self._take_back(cp, self._entries.pop(cp))
+            return None
+        if files != entry.files:
+            entry.files = files
+            self._touch(entry, now)
+            self._take_back(cp, entry)
+            return None
+        return files
 
     def _touch(self, entry: _Entry, now: float) -> None:
         entry.last_change = now

@@ -7,8 +7,12 @@ through cpvd's own engine. The result renderer and target judging run on made-up
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 from pathlib import Path
+
+import boto3
 
 from benchmarks.cli import add_targets, select
 from benchmarks.procs import make_bare_remote, push_count, remote_tags
@@ -139,11 +143,6 @@ def test_multipart_split_stores_the_exact_bytes(
     moto_server: str, s3_bucket: str, short_tmp: Path
 ) -> None:
     """The hand-made multipart upload behind the parts/complete split is a real upload."""
-    import hashlib
-    import os
-
-    import boto3
-
     files = [short_tmp / "a.bin", short_tmp / "b.bin"]
     files[0].write_bytes(os.urandom(8 * 1024 * 1024 + 123))  # two parts, the last one short
     files[1].write_bytes(b"")  # an empty file is still one part
