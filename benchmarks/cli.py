@@ -104,7 +104,8 @@ def add_targets(results: Results, plan: Plan) -> None:
             "median e2e minus the quiet period / median best raw upload" + extra,
         )
         if shape and not shape.shards and both is not None and raw is not None:
-            # the hash may start when the checkpoint appears (cpvd.earlysnapshot), i.e. during
+            # the hash may start when the checkpoint appears
+            # (cpvd.pipeline.speculative_snapshot), i.e. during
             # the quiet period, which the end-to-end figure has subtracted
             floor = max(both.median - plan.settle, raw.median)
             r.target(

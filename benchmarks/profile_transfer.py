@@ -435,7 +435,7 @@ def cmd_idle(args: argparse.Namespace) -> None:
 
 def cmd_versions(args: argparse.Namespace) -> None:
     """A registry with COUNT version tags (made with fast-import), queried through the daemon."""
-    from cpvd.metadata import VersionInfo
+    from cpvd.registry.metadata import VersionInfo
 
     with tempfile.TemporaryDirectory(prefix="cpvb-", dir="/tmp") as tmp:
         work = Path(tmp)

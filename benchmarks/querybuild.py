@@ -15,9 +15,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from cpvd.config import RegistryConfig
-from cpvd.metadata import VersionInfo, version_tag
-from cpvd.registry import BRANCH, Pointer, Registry, pointer_file, render_pointer
+from cpvd.config.model import RegistryConfig
+from cpvd.registry.metadata import VersionInfo, version_tag
+from cpvd.registry.repo import BRANCH, Pointer, Registry, pointer_file, render_pointer
 
 IDENT = "cpvd <cpvd@bench.invalid>"
 

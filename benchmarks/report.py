@@ -228,7 +228,7 @@ def machine_description(work_dir: Path, code_dir: Path) -> list[tuple[str, str]]
         except importlib.metadata.PackageNotFoundError:
             versions.append(f"{p} (not installed)")
     git = subprocess.run(["git", "--version"], capture_output=True, text=True, check=False)
-    from cpvd.config import StorageConfig
+    from cpvd.config.model import StorageConfig
 
     storage = StorageConfig()
     return [

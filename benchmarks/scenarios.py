@@ -41,7 +41,7 @@ from benchmarks.procs import (
 )
 from benchmarks.querybuild import build_query_registry
 from benchmarks.report import Figure, Results
-from cpvd.config import DEFAULT_SETTLE_SECONDS
+from cpvd.config.model import DEFAULT_SETTLE_SECONDS
 
 CHUNK = 8 * MIB
 

@@ -1,7 +1,7 @@
 """Where cpvctl looks for the daemon's socket, without importing platformdirs.
 
 The daemon computes its default socket with ``platformdirs.user_runtime_dir("cpv")``
-(``cpvd/paths.py``); the client must land on the very same path or ``cpvctl`` would report a
+(``cpvd/config/paths.py``); the client must land on the very same path or ``cpvctl`` would report a
 running daemon as missing. platformdirs is a third-party import the client may not pay for at
 start-up, so this module reproduces its lookup (platformdirs 4.14, ``ensure_exists=False``,
 ``use_site_for_root=False``) for Linux and macOS with the standard library only. A test compares

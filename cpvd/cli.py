@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from cpvd.config_load import config_from_flags, load_config
+    from cpvd.config.load import config_from_flags, load_config
 
     if args.watch is not None:
         if not args.artifact:
@@ -123,8 +123,8 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from cpvd.checks import format_results, run_checks
-    from cpvd.config_load import load_config
+    from cpvd.config.load import load_config
+    from cpvd.setup.check import format_results, run_checks
 
     cfg = load_config(args.config)
     print(f"config: {cfg.source or 'embedded defaults (no config file)'}")
@@ -145,7 +145,7 @@ def _terminal_ask(prompt: str, default: str | None) -> str:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from cpvd.wizard import WizardAnswers, run_wizard
+    from cpvd.setup.wizard import WizardAnswers, run_wizard
 
     answers = WizardAnswers(
         storage_url=args.storage,
@@ -166,13 +166,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_service(args: argparse.Namespace) -> int:
-    try:
-        from cpvd.service import service_command
-    except ModuleNotFoundError as exc:
-        if exc.name != "cpvd.service":
-            raise
-        print("cpvd: service management is not built yet", file=sys.stderr)
-        return EXIT_FAILED
+    from cpvd.service.install import service_command
+
     return int(service_command(args.action, args.mode, args.config, args.dry_run))
 
 

@@ -14,28 +14,28 @@ import sys
 import time
 from pathlib import Path
 
-from cpvd.api import ApiServer
-from cpvd.completeness import Hint, Signature
-from cpvd.config import Config, WatchConfig
-from cpvd.controller import Controller, Executors
-from cpvd.engine import Engine
+from cpvd.api.events import EventBus
+from cpvd.api.metrics import Registry as Metrics
+from cpvd.api.server import ApiServer
+from cpvd.config.model import Config, WatchConfig
 from cpvd.errors import CpvError
-from cpvd.events import EventBus
-from cpvd.instance import (
+from cpvd.pipeline.controller import Controller, Executors
+from cpvd.pipeline.snapshot import SnapshotStore
+from cpvd.pipeline.worker import Pusher, Worker
+from cpvd.registry.engine import Engine
+from cpvd.registry.repo import Registry
+from cpvd.service.instance import (
     InstanceLock,
     clear_stale_git_locks,
     clear_stale_socket,
     prepare_socket_dir,
 )
-from cpvd.jobqueue import JobQueue, StateDB
-from cpvd.ledger import Ledger
-from cpvd.prom import Registry as Metrics
-from cpvd.registry import Registry
-from cpvd.sdnotify import Notifier
-from cpvd.snapshot import SnapshotStore
+from cpvd.service.sdnotify import Notifier
+from cpvd.state.ledger import Ledger
+from cpvd.state.queue import JobQueue, StateDB
 from cpvd.storage import open_storage
-from cpvd.watcher import Watcher
-from cpvd.worker import Pusher, Worker
+from cpvd.watch.settle import Hint, Signature
+from cpvd.watch.watcher import Watcher
 
 log = logging.getLogger("cpvd")
 
@@ -249,7 +249,7 @@ class Daemon:
                 await self._reload(ctl, watcher)
 
     async def _reload(self, ctl: Controller, watcher: Watcher) -> None:
-        from cpvd.config_load import load_config
+        from cpvd.config.load import load_config
 
         source = self.cfg.source
         if source is None:

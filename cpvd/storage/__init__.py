@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
-from cpvd.config import StorageConfig
-from cpvd.hashing import ContentHash
+from cpvd.config.model import StorageConfig
 from cpvd.storage.base import DEFAULT_ABANDON_AGE, Progress, Storage, object_key
+from cpvd.storage.hashing import ContentHash
 from cpvd.storage.local import LocalStorage
 
 __all__ = [

@@ -25,7 +25,7 @@ import boto3.s3.transfer
 import botocore.config
 import botocore.exceptions
 
-from cpvd.config import StorageConfig
+from cpvd.config.model import StorageConfig
 from cpvd.errors import ConfigError, IntegrityError, NotFound, StorageError
 from cpvd.storage.base import (
     DEFAULT_ABANDON_AGE,
@@ -72,7 +72,7 @@ class S3Storage:
             raise ConfigError(
                 f"[storage] profile: AWS profile {cfg.profile!r} not found in ~/.aws"
             ) from None
-        # a job's upload and an early one (cpvd.earlyupload) at once
+        # a job's upload and an early one (cpvd.pipeline.file_upload) at once
         pool = max(10, 2 * cfg.concurrency + 4)
         connect_timeout = cfg.connect_timeout if connect_timeout is None else connect_timeout
         read_timeout = cfg.read_timeout if read_timeout is None else read_timeout

@@ -1,4 +1,5 @@
-"""Snapshots taken during the quiet period (cpvd.earlysnapshot), through the real daemon.
+"""Snapshots taken during the quiet period (cpvd.pipeline.speculative_snapshot), through the
+real daemon.
 
 A checkpoint that arrives whole is copied and hashed while its quiet period runs; one that
 is written to after it appeared must not be versioned from that early copy, even when the

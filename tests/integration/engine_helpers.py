@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cpvd.config import Config, DaemonConfig, RegistryConfig, StorageConfig, WatchConfig
-from cpvd.engine import Engine
-from cpvd.registry import Registry
+from cpvd.config.model import Config, DaemonConfig, RegistryConfig, StorageConfig, WatchConfig
+from cpvd.registry.engine import Engine
+from cpvd.registry.repo import Registry
 from cpvd.storage import open_storage
 
 BIN = Path(sys.executable).parent

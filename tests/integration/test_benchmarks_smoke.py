@@ -19,10 +19,10 @@ from benchmarks.procs import make_bare_remote, push_count, remote_tags
 from benchmarks.querybuild import build_query_registry
 from benchmarks.report import Results, judge, ratio, render
 from benchmarks.scenarios import COMPLETE_LABEL, PARTS_LABEL, Plan, multipart_split
-from cpvd.config import Config, DaemonConfig, RegistryConfig, StorageConfig
-from cpvd.engine import Engine
-from cpvd.queries import read_index
-from cpvd.registry import Registry
+from cpvd.config.model import Config, DaemonConfig, RegistryConfig, StorageConfig
+from cpvd.registry.engine import Engine
+from cpvd.registry.index import read_index
+from cpvd.registry.repo import Registry
 from cpvd.storage import LocalStorage
 
 

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from cpvd.checks import (
+from cpvd.cli import main
+from cpvd.config.load import load_config
+from cpvd.config.model import Config, RegistryConfig, StorageConfig, WatchConfig
+from cpvd.errors import ConfigError
+from cpvd.setup.check import (
     CheckResult,
     check_git_remote,
     check_storage,
@@ -21,11 +25,7 @@ from cpvd.checks import (
     mask_url,
     run_checks,
 )
-from cpvd.cli import main
-from cpvd.config import Config, RegistryConfig, StorageConfig, WatchConfig
-from cpvd.config_load import load_config
-from cpvd.errors import ConfigError
-from cpvd.wizard import InitFailed, WizardAnswers, run_wizard
+from cpvd.setup.wizard import InitFailed, WizardAnswers, run_wizard
 
 
 def closed_port() -> int:

@@ -17,17 +17,17 @@ from typing import Any
 
 import pytest
 
-from cpvd.earlyupload import EarlyUploads
 from cpvd.errors import StorageError
-from cpvd.hashing import StreamHasher, hash_checkpoint
-from cpvd.snapshot import STAGING_PREFIX, SnapshotStore
+from cpvd.pipeline.file_upload import EarlyUploads
+from cpvd.pipeline.snapshot import STAGING_PREFIX, SnapshotStore
 from cpvd.storage import LocalStorage, Storage, put_checkpoint
 from cpvd.storage.base import Progress
+from cpvd.storage.hashing import StreamHasher, hash_checkpoint
 
 
 @pytest.fixture
 def s3_storage(moto_server: str, s3_bucket: str) -> Iterator[Storage]:
-    from cpvd.config import StorageConfig
+    from cpvd.config.model import StorageConfig
     from cpvd.storage.s3 import S3Storage
 
     st = S3Storage(
@@ -330,8 +330,9 @@ def test_bytes_of_a_failed_early_upload_are_taken_back(
 def test_held_uploads_wait_for_release_and_cancel_removes_their_links(
     tmp_path: Path, pool: ThreadPoolExecutor, then: str
 ) -> None:
-    """A speculative snapshot (cpvd.earlysnapshot) hashes with its uploads held: nothing is
-    stored before the checkpoint is known complete, and a dropped one leaves no link."""
+    """A speculative snapshot (cpvd.pipeline.speculative_snapshot) hashes with its uploads held:
+    nothing is stored before the checkpoint is known complete, and a dropped one leaves no
+    link."""
     store = SnapshotStore(tmp_path / "snaps")
     storage = Recording(LocalStorage(tmp_path / "remote"))
     early = EarlyUploads(lambda: storage, store.root, pool)

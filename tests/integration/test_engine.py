@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from cpvctl.protocol import ProtocolError
-from cpvd.config import WatchConfig
-from cpvd.engine import Engine, VersionRequest
+from cpvd.config.model import WatchConfig
 from cpvd.errors import CpvError, InputError, NotFound
+from cpvd.registry.engine import Engine, VersionRequest
 from tests.integration.engine_helpers import BIN, dvc, make_config, make_engine, run, tree_bytes
 
 
@@ -128,7 +128,7 @@ def test_gto_show_lists_versions_and_stages(short_tmp: Path) -> None:
 def test_metrics_sidecar_and_lineage_promote_revert_with_data(
     short_tmp: Path, bare_remote: Path
 ) -> None:
-    from cpvd.sidecar import read_metrics
+    from cpvd.watch.sidecar import read_metrics
 
     work = short_tmp / "w"
     cfg = make_config(

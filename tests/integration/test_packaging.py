@@ -73,7 +73,7 @@ def test_wheel_contents(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in (
         "cpvd/service.py",
-        "cpvd/sdnotify.py",
+        "cpvd/service/sdnotify.py",
         "cpvd/py.typed",
         "cpvctl/py.typed",
         "cpvd/service_files/cpvd-system.service",
@@ -175,7 +175,7 @@ def test_debian_package(tmp_path: Path, full: bool) -> None:
         in (venv / "pyvenv.cfg").read_text()
     )
     # the packaged venv runs (from where it was unpacked) and imports cpv from itself
-    code = "import cpvd.service, cpvctl; print(cpvd.__file__)"
+    code = "import cpvd.service.install, cpvctl; print(cpvd.__file__)"
     where = sh(venv / "bin/python", "-c", code, cwd=tmp_path)
     assert Path(where.strip()).is_relative_to(venv)
     if full:

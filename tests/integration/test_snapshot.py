@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from cpvd.errors import InputError, IntegrityError, NotFound
-from cpvd.hashing import StreamHasher, hash_checkpoint
-from cpvd.snapshot import SnapshotSpaceTimeout, SnapshotStore
-from cpvd.writeback import Writeback
+from cpvd.pipeline.snapshot import SnapshotSpaceTimeout, SnapshotStore
+from cpvd.pipeline.writeback import Writeback
+from cpvd.storage.hashing import StreamHasher, hash_checkpoint
 
 
 def tree(root: Path) -> dict[str, bytes]:

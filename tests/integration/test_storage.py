@@ -16,9 +16,8 @@ from typing import Any
 import boto3
 import pytest
 
-from cpvd.config import StorageConfig
+from cpvd.config.model import StorageConfig
 from cpvd.errors import InputError, IntegrityError, NotFound, StorageError
-from cpvd.hashing import ContentHash, hash_checkpoint
 from cpvd.storage import (
     DEFAULT_ABANDON_AGE,
     LocalStorage,
@@ -27,6 +26,7 @@ from cpvd.storage import (
     open_storage,
     put_checkpoint,
 )
+from cpvd.storage.hashing import ContentHash, hash_checkpoint
 from cpvd.storage.local import TMP_PREFIX
 from cpvd.storage.s3 import S3Storage, abandoned_uploads
 from tests.conftest import free_port

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import boto3
 
-from cpvd.config import StorageConfig
+from cpvd.config.model import StorageConfig
 from cpvd.storage import open_storage
 from cpvd.storage.s3 import S3Storage
 

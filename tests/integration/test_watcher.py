@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from watchdog.observers import Observer
 
-from cpvd.completeness import Signature
-from cpvd.config import WatchConfig
-from cpvd.watcher import Watcher
+from cpvd.config.model import WatchConfig
+from cpvd.watch.settle import Signature
+from cpvd.watch.watcher import Watcher
 
 SETTLE = 0.5
 

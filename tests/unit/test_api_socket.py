@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from cpvd.api import bind_socket
+from cpvd.api.server import bind_socket
 
 
 def test_socket_is_0600_without_a_group(short_tmp: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from cpvctl.protocol import CPV_VERSION
 from cpvd.cli import main
-from cpvd.config import Config
+from cpvd.config.model import Config
 
 
 def test_version_through_a_real_process() -> None:
@@ -144,8 +144,8 @@ def test_service_arguments_reach_service_command(
         calls.append((action, mode, config, dry_run))
         return 3
 
-    mod = types.ModuleType("cpvd.service")
+    mod = types.ModuleType("cpvd.service.install")
     mod.service_command = service_command  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cpvd.service", mod)
+    monkeypatch.setitem(sys.modules, "cpvd.service.install", mod)
     assert main(argv) == 3
     assert calls == [expected]

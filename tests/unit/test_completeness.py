@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cpvd import formats
-from cpvd.completeness import (
+from cpvd.watch import formats
+from cpvd.watch.settle import (
     Decision,
     Tracker,
     checkpoint_root,

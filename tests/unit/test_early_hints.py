@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cpvd.completeness import Hint, Tracker, signature_of, walk
+from cpvd.watch.settle import Hint, Tracker, signature_of, walk
 
 
 def kinds(t: Tracker) -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from cpvd.events import LAGGED, Event, EventBus, format_sse
+from cpvd.api.events import LAGGED, Event, EventBus, format_sse
 
 
 async def test_fan_out_to_two_subscribers_with_filter() -> None:

@@ -1,4 +1,4 @@
-"""Every rule of cpvd.formats on real bytes: zips built with zipfile, hand-written headers."""
+"""Every rule of cpvd.watch.formats on real bytes: zips built with zipfile, hand-written headers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cpvd.formats import HDF5_SIGNATURE, validate
+from cpvd.watch.formats import HDF5_SIGNATURE, validate
 
 
 def make_zip(path: Path, members: dict[str, bytes] | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""cpvd.hashing gives exactly what DVC 3 records: checked against the real ``dvc add``."""
+"""cpvd.storage.hashing gives exactly what DVC 3 records: checked against the real ``dvc add``."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from cpvd import hashing
 from cpvd.errors import InputError, IntegrityError
-from cpvd.hashing import FileEntry, dir_manifest, hash_checkpoint, md5_file
+from cpvd.storage import hashing
+from cpvd.storage.hashing import FileEntry, dir_manifest, hash_checkpoint, md5_file
 
 DVC = str(Path(sys.executable).with_name("dvc"))
 

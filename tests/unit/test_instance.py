@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cpvd.errors import StateError
-from cpvd.instance import (
+from cpvd.service.instance import (
     InstanceLock,
     clear_stale_git_locks,
     clear_stale_socket,
@@ -32,7 +32,7 @@ def holder(short_tmp: Path) -> Iterator[subprocess.Popen[str]]:
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
-        from cpvd.instance import InstanceLock
+        from cpvd.service.instance import InstanceLock
         lock = InstanceLock(Path({str(short_tmp / "state")!r}))
         lock.acquire()
         print("ready", flush=True)

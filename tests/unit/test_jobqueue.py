@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from cpvd.errors import InputError, NotFound, StateError
-from cpvd.jobqueue import BACKOFF_CAP, JobQueue, StateDB, backoff_delay
-from cpvd.ledger import Ledger
+from cpvd.state.ledger import Ledger
+from cpvd.state.queue import BACKOFF_CAP, JobQueue, StateDB, backoff_delay
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -259,7 +259,7 @@ def test_recover_after_kill_9(db_path: Path) -> None:
         import os, signal, sys
         from pathlib import Path
         sys.path.insert(0, {str(REPO)!r})
-        from cpvd.jobqueue import JobQueue
+        from cpvd.state.queue import JobQueue
         q = JobQueue(Path({str(db_path)!r}))
         job = q.add("a", "/a/1", kind="file")
         q.add("a", "/a/2")
@@ -325,10 +325,10 @@ def test_job_end_and_ledger_survive_a_kill_together(db_path: Path) -> None:
         from pathlib import Path
         from types import SimpleNamespace
         sys.path.insert(0, {str(REPO)!r})
-        from cpvd.hashing import ContentHash
-        from cpvd.jobqueue import JobQueue, StateDB
-        from cpvd.ledger import Ledger
-        from cpvd.worker import Worker
+        from cpvd.storage.hashing import ContentHash
+        from cpvd.state.queue import JobQueue, StateDB
+        from cpvd.state.ledger import Ledger
+        from cpvd.pipeline.worker import Worker
         db = StateDB(Path({str(db_path)!r}))
         q, ledger = JobQueue(db), Ledger(db)
         job = q.add("a", "/a/1", snapshot="/s/k1/1", signature=(7, 8))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from cpvd.metadata import VersionInfo
+from cpvd.registry.metadata import VersionInfo
 
 
 def test_to_json_equals_asdict_plus_tag_and_does_not_share_mutables() -> None:

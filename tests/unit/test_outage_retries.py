@@ -9,8 +9,8 @@ from pathlib import Path
 
 import botocore.exceptions
 
-from cpvd.config import StorageConfig
-from cpvd.jobqueue import JobQueue
+from cpvd.config.model import StorageConfig
+from cpvd.state.queue import JobQueue
 from cpvd.storage.s3 import S3Storage
 
 

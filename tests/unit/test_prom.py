@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from cpvd.prom import CONTENT_TYPE, DaemonMetrics, Registry
+from cpvd.api.metrics import CONTENT_TYPE, DaemonMetrics, Registry
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _HELP_RE = re.compile(rf"^# HELP ({_NAME}) (.*)$")

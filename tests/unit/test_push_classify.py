@@ -3,7 +3,7 @@ the remote refusing (a hook, a protected branch): replaying those only churns hi
 
 from __future__ import annotations
 
-from cpvd.registry import push_failure_kind, remote_lock_of
+from cpvd.registry.repo import push_failure_kind, remote_lock_of
 
 HOOK = """To /srv/registry.git
 !\trefs/heads/main:refs/heads/main\t[remote rejected] (pre-receive hook declined)

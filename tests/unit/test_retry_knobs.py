@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cpvd.config_load import parse_config
+from cpvd.config.load import parse_config
 from cpvd.errors import ConfigError
-from cpvd.jobqueue import JobQueue, backoff_delay
+from cpvd.state.queue import JobQueue, backoff_delay
 
 KNOBS = """
 [daemon]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cpvd import sdnotify
-from cpvd.sdnotify import Notifier
+from cpvd.service.install import sdnotify
+from cpvd.service.sdnotify import Notifier
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from cpvd import paths, service
-from cpvd.config import DaemonConfig
-from cpvd.config_load import parse_config
-from cpvd.service import CommandResult, Host, Run, WriteFile
+from cpvd.config.load import parse_config
+from cpvd.config.model import DaemonConfig
+from cpvd.service.install import CommandResult, Host, Run, WriteFile
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_DIR = REPO / "service"

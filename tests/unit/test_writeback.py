@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cpvd.writeback import Writeback
+from cpvd.pipeline.writeback import Writeback
 
 
 def open_fds() -> int:
@@ -82,7 +82,7 @@ def test_a_failed_flush_is_logged_and_the_next_ones_still_run(
 
     wb = Writeback(min_bytes=1, sync=sync)
     before = open_fds()
-    caplog.set_level(logging.DEBUG, logger="cpvd.writeback")
+    caplog.set_level(logging.DEBUG, logger="cpvd.pipeline.writeback")
     for p in files[:3]:
         fd = os.open(p, os.O_RDONLY)
         wb.start(fd, 10)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cpvd.jobqueue import JobQueue
+from cpvd.state.queue import JobQueue
 from tests.e2e.faults.checks import assert_registry_sound
 from tests.e2e.faults.conftest import S3Target, s3_daemon_kw, settled
 from tests.e2e.harness import DaemonProcess, Watch, wait_for

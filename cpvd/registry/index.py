@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cpvctl.protocol import ProtocolError, Version
-from cpvd.execute import run_git
-from cpvd.metadata import VersionInfo
+from cpvd.registry.git import run_git
+from cpvd.registry.metadata import VersionInfo
 
 _FORMAT = "%(refname:strip=2)%00%(objecttype)%00%(objectname)%00%(*objectname)%00%(contents)%1e"
 _STAGE_RE = re.compile(r"^(?P<artifact>.+)#(?P<stage>[^#!]+)(?P<cancel>!?)#(?P<n>\d+)$")

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from cpvd import formats
+from cpvd.watch import formats
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The daemon's configuration model (dataclasses) and its defaults.
 
-Loading and validation of TOML lives in ``cpvd.config_load``; this module only holds the
+Loading and validation of TOML lives in ``cpvd.config.load``; this module only holds the
 shape so every other module can depend on it without pulling in the loader.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cpvd import paths
+from cpvd.config import paths
 
 DEFAULT_SETTLE_SECONDS = 2.0
 

@@ -14,14 +14,14 @@ import logging
 import time
 from pathlib import Path
 
-from cpvd.controller import Controller
-from cpvd.earlyupload import Stored, UploadBatch
-from cpvd.engine import VersionRequest
 from cpvd.errors import CpvError, StorageError
-from cpvd.hashing import ContentHash, hash_checkpoint
-from cpvd.jobqueue import Job
+from cpvd.pipeline.controller import Controller
+from cpvd.pipeline.file_upload import Stored, UploadBatch
+from cpvd.pipeline.next_upload import UploadAhead
+from cpvd.registry.engine import VersionRequest
+from cpvd.state.queue import Job
 from cpvd.storage.base import Progress
-from cpvd.uploadahead import UploadAhead
+from cpvd.storage.hashing import ContentHash, hash_checkpoint
 
 log = logging.getLogger(__name__)
 

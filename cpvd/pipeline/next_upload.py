@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from cpvd.errors import CpvError
 
 if TYPE_CHECKING:
-    from cpvd.controller import Controller
+    from cpvd.pipeline.controller import Controller
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class UploadAhead:
                 continue
             batch = ctl.batches.get(job.id)
             if batch is not None and batch.pending:
-                continue  # its files are being stored already (cpvd.earlyupload)
+                continue  # its files are being stored already (cpvd.pipeline.file_upload)
             snap = Path(job.snapshot)
             task = asyncio.create_task(self._upload(snap, content), name=f"upload-ahead-{job.id}")
             self._tasks[job.id] = task

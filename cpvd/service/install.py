@@ -364,7 +364,7 @@ def system_config_problems(text: str, source: Path) -> list[str]:
     import tomllib
     import warnings
 
-    from cpvd.config_load import parse_config
+    from cpvd.config.load import parse_config
     from cpvd.errors import ConfigError
 
     try:

@@ -9,7 +9,7 @@ Layout (what a colleague sees after ``git clone``)::
 
 Every version is one commit (GTO allows one version of an artifact per commit) carrying a
 ``Cpv-Job`` trailer, so a step re-run after a crash finds its commit instead of making a
-second one. Git runs as a subprocess through ``cpvd.execute`` only.
+second one. Git runs as a subprocess through ``cpvd.registry.git`` only.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpvd.config import RegistryConfig
+from cpvd.config.model import RegistryConfig
 from cpvd.errors import GitError
-from cpvd.execute import git_out, registry_git_env, run_git
+from cpvd.registry.git import git_out, registry_git_env, run_git
 
 log = logging.getLogger(__name__)
 

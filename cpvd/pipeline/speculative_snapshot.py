@@ -16,7 +16,7 @@ Safe by construction:
   (path, size, mtime, inode) and must equal what was copied, or the speculative snapshot
   is dropped and a new one taken as before;
 * no byte leaves the machine on speculation: the early uploads of a speculative snapshot
-  are held until it is claimed (:meth:`cpvd.earlyupload.UploadBatch.hold`);
+  are held until it is claimed (:meth:`cpvd.pipeline.file_upload.UploadBatch.hold`);
 * an offer nobody claims expires, and a crash leaves its snapshot to the start-up clean-up
   (no queued job owns it);
 * it is optional, so it never waits for room or fills the disk: it is not made when the
@@ -34,14 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cpvd.config import WatchConfig
-from cpvd.earlyupload import UploadBatch
+from cpvd.config.model import WatchConfig
 from cpvd.errors import CpvError
-from cpvd.hashing import ContentHash
-from cpvd.snapshot import Layout
+from cpvd.pipeline.file_upload import UploadBatch
+from cpvd.pipeline.snapshot import Layout
+from cpvd.storage.hashing import ContentHash
 
 if TYPE_CHECKING:
-    from cpvd.controller import Controller
+    from cpvd.pipeline.controller import Controller
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cpvd.config import Config, RegistryConfig, StorageConfig, WatchConfig
+from cpvd.config.model import Config, RegistryConfig, StorageConfig, WatchConfig
 from cpvd.errors import GitError
 
 #: seconds before an S3 endpoint counts as unreachable
@@ -41,7 +41,7 @@ def mask_url(text: str) -> str:
     return _URL_SECRET.sub(r"\g<scheme>***@", text)
 
 
-from cpvd.execute import registry_git_env as git_env  # noqa: E402 -- one definition, shared with the registry
+from cpvd.registry.git import registry_git_env as git_env  # noqa: E402 -- one definition, shared with the registry
 
 # ---------------------------------------------------------------- storage
 
@@ -190,7 +190,7 @@ def _explain_git_failure(stderr: str, registry: RegistryConfig) -> str:
 
 def check_git_remote(registry: RegistryConfig) -> CheckResult:
     """``git ls-remote`` with the daemon's environment, so SSH keys are tested too."""
-    from cpvd.execute import run_git
+    from cpvd.registry.git import run_git
 
     name = "git remote"
     remote = registry.remote or ""

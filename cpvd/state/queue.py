@@ -119,7 +119,7 @@ def corrupt_message(path: Path, detail: str) -> str:
 class StateDB:
     """One SQLite connection in WAL mode plus the lock that serialises its use.
 
-    Shared by :class:`JobQueue` and :class:`cpvd.ledger.Ledger` so both live in one file and
+    Shared by :class:`JobQueue` and :class:`cpvd.state.ledger.Ledger` so both live in one file and
     one transaction order. Every sqlite error leaves here as :class:`StateError`.
     """
 

@@ -24,18 +24,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cpvctl.protocol import API_VERSION, CPV_VERSION, Version, validate_name
-from cpvd.completeness import signature_of, walk
-from cpvd.config import Config, WatchConfig
-from cpvd.earlysnapshot import Abandoned, EarlySnapshots, Taken
-from cpvd.earlyupload import EarlyUploads, UploadBatch
-from cpvd.engine import Engine
+from cpvd.api.events import EventBus
+from cpvd.api.metrics import Registry as Metrics
+from cpvd.config.model import Config, WatchConfig
 from cpvd.errors import CpvError, InputError, NoSpace, NotFound, StateError
-from cpvd.events import EventBus
-from cpvd.hashing import ContentHash, StreamHasher
-from cpvd.jobqueue import Job, JobQueue
-from cpvd.ledger import Ledger
-from cpvd.prom import Registry as Metrics
-from cpvd.snapshot import Layout, SnapshotStore
+from cpvd.pipeline.file_upload import EarlyUploads, UploadBatch
+from cpvd.pipeline.snapshot import Layout, SnapshotStore
+from cpvd.pipeline.speculative_snapshot import Abandoned, EarlySnapshots, Taken
+from cpvd.registry.engine import Engine
+from cpvd.state.ledger import Ledger
+from cpvd.state.queue import Job, JobQueue
+from cpvd.storage.hashing import ContentHash, StreamHasher
+from cpvd.watch.settle import signature_of, walk
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,7 +63,7 @@ class Executors:
     snapshot: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="cpv-snapshot")
     )
-    #: stores files hashed while their snapshot is still being taken (cpvd.earlyupload)
+    #: stores files hashed while their snapshot is still being taken (cpvd.pipeline.file_upload)
     early: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="cpv-early")
     )
@@ -108,7 +108,7 @@ class Controller:
         self.early = EarlyUploads(lambda: self.engine.storage, snapshots.root, executors.early)
         #: job id -> the uploads started while its snapshot was taken (the worker waits)
         self.batches: dict[str, UploadBatch] = {}
-        #: snapshots taken during a checkpoint's quiet period (cpvd.earlysnapshot)
+        #: snapshots taken during a checkpoint's quiet period (cpvd.pipeline.speculative_snapshot)
         self.early_snaps = EarlySnapshots(self)
         self._versions_cache: dict[str, tuple[tuple[str, int], bytes]] = {}
         self._intake: set[asyncio.Task[Job | None]] = set()
@@ -245,13 +245,14 @@ class Controller:
         signature: tuple[int, int] | None = None,
         taken: Taken | None = None,
     ) -> Job | None:
-        early = taken is not None  # snapshotted during the quiet period (cpvd.earlysnapshot)
+        # snapshotted during the quiet period (cpvd.pipeline.speculative_snapshot)
+        early = taken is not None
         if taken is None:
             taken = await self._take(artifact, path)
             if taken is None:
                 return None
         key, snap, content, batch = taken.key, taken.snap, taken.content, taken.batch
-        from cpvd.sidecar import read_metrics
+        from cpvd.watch.sidecar import read_metrics
 
         found = read_metrics(snap, path)
         merged = {**found, **(metrics or {})}

@@ -34,9 +34,9 @@ from cpvctl.protocol import (
     validate_job_id,
     validate_stage,
 )
-from cpvd.controller import Controller
+from cpvd.api.events import format_sse
 from cpvd.errors import CpvError
-from cpvd.events import format_sse
+from cpvd.pipeline.controller import Controller
 
 log = logging.getLogger(__name__)
 

@@ -32,15 +32,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cpvd.errors import CpvError, InputError, IntegrityError, NotFound
-from cpvd.hashing import list_files
-from cpvd.writeback import Writeback
+from cpvd.pipeline.writeback import Writeback
+from cpvd.storage.hashing import list_files
 
 log = logging.getLogger(__name__)
 
 #: ioctl FICLONE: make ``dst_fd`` share ``src_fd``'s extents (btrfs, XFS, bcachefs, …)
 FICLONE = 0x40049409
 COPY_CHUNK = 8 * 1024 * 1024
-#: bytes copied between two requests to write the copy back (cpvd.writeback)
+#: bytes copied between two requests to write the copy back (cpvd.pipeline.writeback)
 FLUSH_STEP = 128 * 1024 * 1024
 #: attempts when the source changes during the copy, before giving up
 COPY_ATTEMPTS = 4
@@ -75,7 +75,7 @@ class SnapshotStore:
     ) -> None:
         self.root = Path(root)
         self.limit_bytes = max(0, int(limit_bytes))
-        #: flushes each big copy to disk in the background (cpvd.writeback)
+        #: flushes each big copy to disk in the background (cpvd.pipeline.writeback)
         self.writeback = writeback if writeback is not None else Writeback()
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._cond = threading.Condition()
@@ -202,7 +202,8 @@ class SnapshotStore:
     def has_room(self, size: int) -> bool:
         """Could ``size`` more bytes be copied now with plenty to spare: within the limit,
         and leaving at least half the filesystem's free space (and 64 MiB) free? For copies
-        that are optional (cpvd.earlysnapshot): they must never fill the disk or wait."""
+        that are optional (cpvd.pipeline.speculative_snapshot): they must never fill the disk or
+        wait."""
         if self.limit_bytes and self.used_bytes() + size > self.limit_bytes:
             return False
         try:
@@ -379,7 +380,7 @@ def _stream(
     it falls back to reading and writing.
 
     ``flush`` is called every ``FLUSH_STEP`` bytes and at the end, so the copy's pages go
-    to disk while the rest is still being copied and hashed (cpvd.writeback).
+    to disk while the rest is still being copied and hashed (cpvd.pipeline.writeback).
     """
     if _kernel_copy(sfd, dfd, size, rel, on_chunk, flush):
         return

@@ -12,7 +12,7 @@ copy as soon as it is whole (our own private copy, never a workspace file; the l
 the snapshot store under its staging prefix, so a crash leaves it to the store's start-up
 clean-up) and the upload reads the link, removed when the upload ends.
 
-Safe by construction, like :mod:`cpvd.uploadahead`: objects are content-addressed and
+Safe by construction, like :mod:`cpvd.pipeline.next_upload`: objects are content-addressed and
 uploads idempotent, so an upload whose job is later skipped, or whose snapshot is retried,
 leaves at worst an object nobody points to. The job still runs its upload step; it waits
 for the early uploads first and stores only what they did not (a failure, an outage).
@@ -30,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from cpvd.errors import CpvError, StorageError
-from cpvd.snapshot import STAGING_PREFIX
+from cpvd.pipeline.snapshot import STAGING_PREFIX
 from cpvd.storage import Storage
 from cpvd.storage.base import Progress
 

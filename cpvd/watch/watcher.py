@@ -40,8 +40,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
-from cpvd.completeness import Decision, Hint, Signature, Tracker
-from cpvd.config import WatchConfig
+from cpvd.config.model import WatchConfig
+from cpvd.watch.settle import Decision, Hint, Signature, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class Watcher:
     ) -> None:
         self._on_ready = on_ready
         self._on_waiting = on_waiting
-        #: early snapshot offers and drops (cpvd.earlysnapshot), before any decision
+        #: early snapshot offers and drops (cpvd.pipeline.speculative_snapshot), before any decision
         self._on_hint = on_hint
         self.rescan_seconds = max(0.1, float(rescan_seconds))
         self._poll_interval = poll_interval

@@ -4,7 +4,7 @@ Everything that is wrong with a config file is reported before the daemon starts
 ``ConfigError`` whose message names the file, the table and the key, because a daemon that
 starts on a typo and silently ignores a watch is worse than one that refuses to start.
 
-The accepted keys are exactly the fields of the dataclasses in ``cpvd.config``; the types
+The accepted keys are exactly the fields of the dataclasses in ``cpvd.config.model``; the types
 are read from their annotations, so a new field is configurable without touching this file.
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from cpvctl.protocol import ProtocolError, validate_name
-from cpvd import paths
-from cpvd.config import (
+from cpvd.config import paths
+from cpvd.config.model import (
     DEFAULT_SETTLE_SECONDS,
     Config,
     DaemonConfig,
@@ -149,7 +149,7 @@ def _converter(hint: object) -> Callable[[object], object]:
     }
     if hint in simple:
         return simple[hint]
-    raise RuntimeError(f"cpvd.config_load cannot read a field of type {hint!r}")
+    raise RuntimeError(f"cpvd.config.load cannot read a field of type {hint!r}")
 
 
 def _read_table(cls: type, data: Mapping[str, Any], where: _Where) -> dict[str, Any]:

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from cpvd import paths
-from cpvd.checks import format_results, run_checks
-from cpvd.config import Config, RegistryConfig, StorageConfig, WatchConfig
-from cpvd.config_load import KINDS, dump_config, parse_config
+from cpvd.config import paths
+from cpvd.config.load import KINDS, dump_config, parse_config
+from cpvd.config.model import Config, RegistryConfig, StorageConfig, WatchConfig
 from cpvd.errors import ConfigError, CpvError
+from cpvd.setup.check import format_results, run_checks
 
 Ask = Callable[[str, str | None], str]
 #: wrong answers tolerated per question before giving up (a scripted ask could loop forever)

@@ -11,7 +11,7 @@ after it, 6.7-7.0 s; of a file written long before, 5.5-5.8 s (the ``fdatasync``
 0.5 s, on its own thread). In the daemon, 1 GiB end to end at the default quiet period went
 from 8.8 s to 8.0 s (medians of 4, alternating with a daemon without it); at a 0.2 s quiet
 period, where the upload starts as the copy ends, no difference showed. The copy is asked
-to be written back every 128 MiB (``FLUSH_STEP`` in cpvd.snapshot), so by the end of a long
+to be written back every 128 MiB (``FLUSH_STEP`` in cpvd.pipeline.snapshot), so by the end of a long
 copy most of it is on disk already.
 
 Small files are left to the kernel: their dirty pages cost nothing worth a disk flush each

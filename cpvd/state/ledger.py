@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cpvd.jobqueue import StateDB
+from cpvd.state.queue import StateDB
 
 REASONS = ("versioned", "unchanged", "reverted", "pushed")
 

@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from cpvctl.protocol import FIRST_VERSION, Version, validate_name, validate_stage
-from cpvd.config import Config
+from cpvd.config.model import Config
 from cpvd.errors import CpvError, GitError, InputError, IntegrityError, NotFound
-from cpvd.hashing import ContentHash, FileEntry, hash_checkpoint
-from cpvd.metadata import VersionInfo, now_iso, version_tag
-from cpvd.queries import RegistryIndex, read_index
-from cpvd.registry import Pointer, PushRejected, Registry, pointer_file
+from cpvd.registry.index import RegistryIndex, read_index
+from cpvd.registry.metadata import VersionInfo, now_iso, version_tag
+from cpvd.registry.repo import Pointer, PushRejected, Registry, pointer_file
 from cpvd.storage import put_checkpoint
 from cpvd.storage.base import Storage
+from cpvd.storage.hashing import ContentHash, FileEntry, hash_checkpoint
 
 log = logging.getLogger(__name__)
 

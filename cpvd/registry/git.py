@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cpvd.config import RegistryConfig
+from cpvd.config.model import RegistryConfig
 from cpvd.errors import GitError
 
 log = logging.getLogger(__name__)
