@@ -9,7 +9,6 @@ directory exist) and says which key to fix. Checks never raise: every failure be
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import tempfile
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 from cpvd.config.model import Config, RegistryConfig, StorageConfig, WatchConfig
 from cpvd.errors import GitError
+from cpvd.redact import mask_url
 
 #: seconds before an S3 endpoint counts as unreachable
 S3_CONNECT_TIMEOUT = 5.0
@@ -31,14 +31,6 @@ class CheckResult:
     name: str
     ok: bool
     detail: str
-
-
-_URL_SECRET = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)[^/@\s]+@")
-
-
-def mask_url(text: str) -> str:
-    """Hide ``user:token@`` in URLs (``https://x-token-auth:SECRET@bitbucket.org/...``)."""
-    return _URL_SECRET.sub(r"\g<scheme>***@", text)
 
 
 from cpvd.registry.git import registry_git_env as git_env  # noqa: E402 -- one definition, shared with the registry

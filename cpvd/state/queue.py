@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cpvd.errors import InputError, NotFound, StateError
+from cpvd.retry import Backoff
 
 JOB_STATES = ("queued", "running", "done", "unchanged", "failed", "skipped")
 TERMINAL_STATES = frozenset({"done", "unchanged", "failed", "skipped"})
@@ -305,16 +306,10 @@ class Job:
 def backoff_delay(
     attempt: int, rng: random.Random | None = None, cap: float = BACKOFF_CAP
 ) -> float:
-    """Delay before retry number ``attempt`` (1-based): exponential, capped, jittered.
-
-    ``base * 2**(attempt-1)`` capped at ``cap`` (``[daemon] retry_max_seconds``), then
-    scaled by a factor in [0.5, 1]: jitter spreads retries of several jobs (or machines)
-    hitting the same outage, while keeping each delay at least half the nominal one so the
-    sequence never shrinks.
-    """
-    nominal = min(cap, BACKOFF_BASE * 2.0 ** max(0, attempt - 1))
-    r = (rng or random).random()
-    return nominal * (0.5 + 0.5 * r)
+    """Delay before a failed job's retry number ``attempt`` (1-based): the shared policy
+    (:class:`cpvd.retry.Backoff`, jittered) with the queue's base and ``[daemon]
+    retry_max_seconds`` as the cap."""
+    return Backoff(BACKOFF_BASE, cap, jitter=True).delay(attempt, rng)
 
 
 def _check(value: object, allowed: Collection[object], what: str) -> None:

@@ -16,13 +16,13 @@ from cpvd.cli import main
 from cpvd.config.load import load_config
 from cpvd.config.model import Config, RegistryConfig, StorageConfig, WatchConfig
 from cpvd.errors import ConfigError
+from cpvd.redact import mask_url
 from cpvd.setup.check import (
     CheckResult,
     check_git_remote,
     check_storage,
     format_results,
     git_env,
-    mask_url,
     run_checks,
 )
 from cpvd.setup.wizard import InitFailed, WizardAnswers, run_wizard
