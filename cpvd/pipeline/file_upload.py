@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 Stored = set[str]
 
 
-class EarlyUploads:
+class FileUploads:
     """A small pool that stores hashed files while their snapshot is still being taken."""
 
     def __init__(
@@ -104,7 +104,7 @@ class UploadCancelled(CpvError):
 class UploadBatch:
     """The early uploads of one snapshot; :meth:`stored` waits for them."""
 
-    def __init__(self, owner: EarlyUploads) -> None:
+    def __init__(self, owner: FileUploads) -> None:
         self._owner = owner
         self._futures: list[Future[str | None]] = []
         self._lock = threading.Lock()

@@ -17,45 +17,54 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cpvd.errors import CpvError
-
-if TYPE_CHECKING:
-    from cpvd.pipeline.controller import Controller
+from cpvd.pipeline.prepared import PreparedJobs
+from cpvd.pipeline.threads import Executors
+from cpvd.state.queue import JobQueue
+from cpvd.storage.hashing import ContentHash
 
 log = logging.getLogger(__name__)
 
+#: stores a snapshot's objects (``Engine.upload``)
+Upload = Callable[[Path, ContentHash], None]
 
-class UploadAhead:
-    def __init__(self, ctl: Controller) -> None:
-        self.ctl = ctl
+
+class NextJobUpload:
+    """At most one upload ahead of the worker; owns its tasks, reads the queue only."""
+
+    def __init__(
+        self, queue: JobQueue, prepared: PreparedJobs, executors: Executors, upload: Upload
+    ) -> None:
+        self._queue = queue
+        self._prepared = prepared
+        self._ex = executors
+        self._upload_fn = upload
         self._tasks: dict[str, asyncio.Task[bool]] = {}  # job id -> early upload
         self._all: set[asyncio.Task[bool]] = set()  # also those popped, until done
 
-    def start_next(self, current: str) -> None:
+    def start(self, current: str) -> None:
         """Start uploading the oldest queued job (not ``current``) whose hash is known."""
         if self._tasks:
             return  # one ahead is enough to keep storage and registry both busy
-        ctl = self.ctl
-        for job in ctl.queue.list(states=("queued",), limit=8, oldest_first=True):
-            content = ctl.hashes.get(job.id)
+        for job in self._queue.list(states=("queued",), limit=8, oldest_first=True):
+            content = self._prepared.content(job.id)
             if job.id == current or content is None or not job.snapshot:
                 continue
-            batch = ctl.batches.get(job.id)
-            if batch is not None and batch.pending:
+            if self._prepared.uploading(job.id):
                 continue  # its files are being stored already (cpvd.pipeline.file_upload)
             snap = Path(job.snapshot)
-            task = asyncio.create_task(self._upload(snap, content), name=f"upload-ahead-{job.id}")
+            task = asyncio.create_task(self._upload(snap, content), name=f"upload-next-{job.id}")
             self._tasks[job.id] = task
             self._all.add(task)
             task.add_done_callback(self._all.discard)
             return
 
-    async def _upload(self, snap: Path, content: object) -> bool:
+    async def _upload(self, snap: Path, content: ContentHash) -> bool:
         try:
-            await self.ctl.on_io(self.ctl.engine.upload, snap, content)
+            await self._ex.on_io(self._upload_fn, snap, content)
         except (CpvError, OSError) as exc:
             log.debug("early upload of %s failed (the job will upload itself): %s", snap, exc)
             return False

@@ -30,18 +30,18 @@ import contextlib
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cpvd.config.model import WatchConfig
 from cpvd.errors import CpvError
+from cpvd.pipeline.copier import Copier, Taken
 from cpvd.pipeline.file_upload import UploadBatch
 from cpvd.pipeline.snapshot import Layout
+from cpvd.pipeline.threads import Executors
 from cpvd.storage.hashing import ContentHash
-
-if TYPE_CHECKING:
-    from cpvd.pipeline.controller import Controller
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +49,8 @@ log = logging.getLogger(__name__)
 EXPIRY_PERIODS = 10
 MIN_EXPIRY = 60.0
 
-
-class Abandoned(CpvError):
-    """Raised inside a speculative copy to stop it: the checkpoint changed."""
-
-
-@dataclass
-class Taken:
-    """A snapshot already taken for a checkpoint, with its md5s and early uploads."""
-
-    key: str
-    snap: Path
-    content: ContentHash | None
-    batch: UploadBatch
+#: (artifact, source, size, mtime_ns) -> why no job is needed, or None (cpvd.state.outcome)
+Handled = Callable[[str, str, int, int], "str | None"]
 
 
 @dataclass
@@ -72,30 +61,33 @@ class _Offer:
     future: asyncio.Future[tuple[Path, ContentHash | None, Layout]]
 
 
-class EarlySnapshots:
-    """Speculative snapshots by (artifact, source path), on the loop thread."""
+class SpeculativeSnapshots:
+    """Speculative snapshots by (artifact, source path), on the loop thread. Owns its offers
+    and their snapshots until claimed; never touches the queue."""
 
-    def __init__(self, ctl: Controller) -> None:
-        self.ctl = ctl
+    def __init__(self, copier: Copier, executors: Executors, handled: Handled) -> None:
+        self._copier = copier
+        self._snapshots = copier.snapshots
+        self._ex = executors
+        self._handled = handled
         self._offers: dict[tuple[str, str], _Offer] = {}
 
     def offer(self, watch: WatchConfig, path: Path, size: int, mtime_ns: int) -> None:
         """``path`` looks whole (it appeared, or its writer closed it): start its snapshot."""
-        ctl = self.ctl
         artifact, source = watch.artifact, str(path)
         self.discard(artifact, source)
-        if ctl.handled(artifact, source, size, mtime_ns) is not None:
+        if self._handled(artifact, source, size, mtime_ns) is not None:
             return
-        if not ctl.snapshots.has_room(size):
+        if not self._snapshots.has_room(size):
             log.debug("no early snapshot of %s: the snapshot store is short of room", source)
             return
         key = uuid.uuid4().hex
-        batch = ctl.early_batch(artifact)
+        batch = self._copier.batch(artifact)
         batch.hold()
         abandon = threading.Event()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(
-            ctl.ex.snapshot, ctl.snapshot_and_hash, path, key, batch, abandon
+            self._ex.snapshot, self._copier.copy_and_hash, path, key, batch, abandon
         )
         offer = _Offer(key, batch, abandon, future)
         self._offers[(artifact, source)] = offer
@@ -117,13 +109,10 @@ class EarlySnapshots:
         offer = self._offers.pop((artifact, str(path)), None)
         if offer is None:
             return None
-        ctl = self.ctl
         try:
             snap, content, layout = await asyncio.shield(offer.future)
             # a stat walk, on the snapshot thread: the io threads may be busy uploading
-            same = await asyncio.get_running_loop().run_in_executor(
-                ctl.ex.snapshot, ctl.snapshots.unchanged, path, layout
-            )
+            same = await self._ex.on_snapshot(self._snapshots.unchanged, path, layout)
         except asyncio.CancelledError:
             self._drop(offer)
             raise
@@ -135,7 +124,7 @@ class EarlySnapshots:
             log.info("%s changed after its early snapshot; taking it again", path)
             self._drop(offer)
             return None
-        if ctl.early_uploads_allowed(artifact):
+        if self._copier.uploads_allowed(artifact):
             offer.batch.release()
         else:  # paused since, or the storage is failing: the job uploads by itself
             offer.batch.cancel()
@@ -154,7 +143,7 @@ class EarlySnapshots:
     def _drop(self, offer: _Offer) -> None:
         offer.abandon.set()
         offer.batch.cancel()
-        snapshots, pool = self.ctl.snapshots, self.ctl.ex.io
+        snapshots, pool = self._snapshots, self._ex.io
 
         def done(f: asyncio.Future[tuple[Path, ContentHash | None, Layout]]) -> None:
             if not f.cancelled() and f.exception() is None:

@@ -1,9 +1,10 @@
-"""The worker and pusher tasks: queued jobs become versions; versions reach the remote.
+"""The worker task: queued jobs become versions, one at a time, in queue order.
 
 Each job's steps are idempotent (the engine finds a commit by job id and checks a tag before
 making it), so a job resumed after a crash never makes a second commit or tag. Failures that
 backoff can cure (storage or remote unreachable) go back to the queue with a delay; others
-end the job as ``failed`` with the reason.
+end the job as ``failed`` with the reason. The worker owns the job it runs; it reads the
+queue and the registry, and never touches the watcher or the API.
 """
 
 from __future__ import annotations
@@ -12,32 +13,66 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+from cpvd.api.events import EventBus
+from cpvd.api.metrics import DaemonMetrics
+from cpvd.config.model import Config
 from cpvd.errors import CpvError, StorageError
-from cpvd.pipeline.controller import Controller
 from cpvd.pipeline.file_upload import Stored, UploadBatch
-from cpvd.pipeline.next_upload import UploadAhead
-from cpvd.registry.engine import VersionRequest
-from cpvd.state.queue import Job
+from cpvd.pipeline.health import Health, Pause, Wakeups
+from cpvd.pipeline.next_upload import NextJobUpload
+from cpvd.pipeline.prepared import PreparedJobs
+from cpvd.pipeline.snapshot import SnapshotStore
+from cpvd.pipeline.threads import Executors
+from cpvd.registry.engine import Engine, VersionRequest, VersionResult
+from cpvd.retry import Backoff
+from cpvd.state.ledger import Ledger
+from cpvd.state.outcome import end_job
+from cpvd.state.queue import Job, JobQueue
 from cpvd.storage.base import Progress
 from cpvd.storage.hashing import ContentHash, hash_checkpoint
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 0.25  # seconds between progress events of one job
-PUSH_BATCH_DELAY = 0.05  # let versions finishing together share one push
-#: while the queue still holds jobs, wait up to this long so a burst shares few pushes (a
-#: push costs ~50-100 ms of the registry thread; one per version capped a burst at ~6/s)
-PUSH_MAX_WAIT = 1.0
+#: the worker loop's own failures (the state database unwritable: disk full)
+LOOP_BACKOFF = Backoff(base=1.0, cap=30.0)
 
 
 class Worker:
-    def __init__(self, ctl: Controller) -> None:
-        self.ctl = ctl
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        queue: JobQueue,
+        ledger: Ledger,
+        snapshots: SnapshotStore,
+        engine: Engine,
+        executors: Executors,
+        prepared: PreparedJobs,
+        health: Health,
+        pause: Pause,
+        wakeups: Wakeups,
+        bus: EventBus,
+        metrics: DaemonMetrics,
+    ) -> None:
+        self._config = config
+        self._queue = queue
+        self._ledger = ledger
+        self._snapshots = snapshots
+        self._engine = engine
+        self._ex = executors
+        self._prepared = prepared
+        self._health = health
+        self._pause = pause
+        self._wakeups = wakeups
+        self._bus = bus
+        self._metrics = metrics
+        self._next_upload = NextJobUpload(queue, prepared, executors, engine.upload)
         self.stopping = False
         self.running: Job | None = None
-        self.ahead = UploadAhead(ctl)
 
     async def run(self) -> None:
         """Claim and process jobs until stopped; outlives any one failure.
@@ -49,36 +84,36 @@ class Worker:
         try:
             await self._run()
         finally:
-            await self.ahead.close()
+            await self._next_upload.close()
 
     async def _run(self) -> None:
-        delay = 1.0
+        delay: float | None = None
         requeue = False
         while not self.stopping:
             try:
                 if requeue:
-                    self.ctl.queue.recover()  # only this worker runs jobs: it left them
+                    self._queue.recover()  # only this worker runs jobs: it left them
                     requeue = False
                 await self._next()
-                delay = 1.0
+                delay = None
             except Exception as exc:
                 requeue = True
+                delay = LOOP_BACKOFF.after(delay)
                 message = exc.message if isinstance(exc, CpvError) else repr(exc)
                 log.error("worker: %s; retrying in %.0fs", message, delay)
-                self.ctl.bus.publish("failed", error=message, will_retry=True)
+                self._bus.publish("failed", error=message, will_retry=True)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
 
     async def _next(self) -> None:
-        ctl = self.ctl
-        paused = [a for a in ctl.config.artifact_kinds()] if ctl.paused_all else sorted(ctl.paused)
-        job = None if ctl.paused_all else ctl.queue.claim_next(paused=paused)
+        pause = self._pause
+        paused = sorted(pause.artifacts)
+        job = None if pause.everything else self._queue.claim_next(paused=paused)
         if job is None:
-            due = None if ctl.paused_all else ctl.queue.next_due_at(paused=paused)
+            due = None if pause.everything else self._queue.next_due_at(paused=paused)
             timeout = None if due is None else max(0.0, due - time.time())
-            ctl.wake.clear()
+            self._wakeups.work.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ctl.wake.wait(), timeout)
+                await asyncio.wait_for(self._wakeups.work.wait(), timeout)
             return
         self.running = job
         try:
@@ -87,83 +122,87 @@ class Worker:
             self.running = None
 
     async def process(self, job: Job) -> None:
-        batch = self.ctl.batches.pop(job.id, None)  # files stored while the snapshot was taken
+        prepared = self._prepared.take(job.id)  # hashed, maybe stored, while snapshotted
+        batch = prepared.batch if prepared is not None else None
         try:
-            await self._process(job, batch)
+            await self._process(job, prepared.content if prepared else None, batch)
         finally:
             if batch is not None:  # a job that ends without waiting for them (skipped, failed)
                 await _cancel_early(batch)
 
-    async def _process(self, job: Job, batch: UploadBatch | None) -> None:
-        ctl = self.ctl
+    async def _process(
+        self, job: Job, content: ContentHash | None, batch: UploadBatch | None
+    ) -> None:
         started = time.monotonic()
-        early = self.ahead.pop(job.id)  # bytes being stored while the previous job committed
         snap = Path(job.snapshot) if job.snapshot else None
         if snap is None or not snap.exists():
-            ctl.queue.finish(job.id, "skipped", {"reason": "snapshot missing"})
-            ctl.bus.publish(
-                "skipped",
-                job_id=job.id,
-                artifact=job.artifact,
-                path=job.source,
-                reason="snapshot missing",
-            )
+            self._queue.finish(job.id, "skipped", {"reason": "snapshot missing"})
+            self._publish_skipped(job, "snapshot missing")
             return
         try:
-            content = ctl.hashes.pop(job.id, None)  # hashed while snapshotted
             if content is None:
-                content = await ctl.on_io(hash_checkpoint, snap, self._progress(job, "hashing"))
-            ctl.queue.record_step(
+                hashing = self._progress(job, "hashing")
+                content = await self._ex.on_io(hash_checkpoint, snap, hashing)
+            self._queue.record_step(
                 job.id, "hashed", md5=content.md5, size=content.size, nfiles=content.nfiles
             )
-            if job.origin == "watch" and ctl.ledger.seen_content(
+            if job.origin == "watch" and self._ledger.seen_content(
                 job.artifact, job.source, content.md5
             ):
                 self._finish(job, "skipped", {"reason": "already handled"}, content)
                 return
-            if early is None or not await early:
-                progress = self._progress(job, "uploading")
-                stored = await _stored_early(batch, progress)
-                await ctl.on_io(ctl.engine.upload, snap, content, progress, stored)
-            ctl.health.storage_ok, ctl.health.storage_error = True, None
-            ctl.queue.record_step(job.id, "uploaded")
-            req = VersionRequest(
-                artifact=job.artifact,
-                path=snap,
-                source=job.source,
-                kind=ctl.kind_of(job.artifact),
-                job_id=job.id,
-                metrics=job.metrics,
-                bump=job.bump,
-                name=Path(job.source).name,
-                data=self._lineage_of(job.artifact),
-            )
-            self.ahead.start_next(job.id)  # the next job's upload overlaps this commit
-            result = await ctl.on_registry(
-                ctl.engine.version,
-                req,
-                push=False,
-                content=content,
-                # only a job that got past "uploaded" before (a crash, a retry) may have a
-                # commit already; searching history for it is O(history) per version
-                resume=job.attempts > 0 or job.step not in (None, "snapshotted", "hashed"),
-                uploaded=True,
-            )
+            await self._upload(job, snap, content, batch)
+            result = await self._version(job, snap, content)
         except CpvError as exc:
             self._failed(job, exc)
             return
         except OSError as exc:
             self._failed(job, CpvError(f"{type(exc).__name__}: {exc}"), retryable=True)
             return
-        info = result.info
+        self._versioned(job, result, time.monotonic() - started)
+
+    async def _upload(
+        self, job: Job, snap: Path, content: ContentHash, batch: UploadBatch | None
+    ) -> None:
+        """Store the snapshot's objects; those its early uploads stored are skipped."""
+        ahead = self._next_upload.pop(job.id)  # stored while the previous job committed
+        if ahead is None or not await ahead:
+            progress = self._progress(job, "uploading")
+            stored = await _stored_early(batch, progress)
+            await self._ex.on_io(self._engine.upload, snap, content, progress, stored)
+        self._health.storage_up()
+        self._queue.record_step(job.id, "uploaded")
+
+    async def _version(self, job: Job, snap: Path, content: ContentHash) -> VersionResult:
+        watch = self._config().watch_for(job.artifact)
+        req = VersionRequest(
+            artifact=job.artifact,
+            path=snap,
+            source=job.source,
+            kind=self._config().artifact_kinds().get(job.artifact, "model"),
+            job_id=job.id,
+            metrics=job.metrics,
+            bump=job.bump,
+            name=Path(job.source).name,
+            data=watch.data if watch else (),
+        )
+        self._next_upload.start(job.id)  # the next job's upload overlaps this commit
+        # only a job that got past "uploaded" before (a crash, a retry) may have a commit
+        # already; searching history for it is O(history) per version
+        resume = job.attempts > 0 or job.step not in (None, "snapshotted", "hashed")
+        version = partial(
+            self._engine.version, req, push=False, content=content, resume=resume, uploaded=True
+        )
+        return await self._ex.on_registry(version)
+
+    def _versioned(self, job: Job, result: VersionResult, seconds: float) -> None:
+        info, content = result.info, result.content
         state = "done" if result.status == "versioned" else "unchanged"
         self._finish(
             job, state, {"status": result.status, **info.to_json()}, content, version=info.version
         )
-        ctl.metrics_job_done(
-            state, time.monotonic() - started, content.size if state == "done" else 0, job.artifact
-        )
-        ctl.bus.publish(
+        self._metrics.job_done(state, seconds, content.size, job.artifact)
+        self._bus.publish(
             "versioned" if state == "done" else "unchanged",
             job_id=job.id,
             artifact=job.artifact,
@@ -174,12 +213,8 @@ class Worker:
             path=job.source,
         )
         if state == "done":
-            ctl.health.unpushed += 1 if ctl.config.registry.remote else 0
-            ctl.push_wanted.set()
-
-    def _lineage_of(self, artifact: str) -> tuple[str, ...]:
-        watch = self.ctl.config.watch_for(artifact)
-        return watch.data if watch else ()
+            self._health.unpushed += 1 if self._config().registry.remote else 0
+            self._wakeups.push.set()
 
     def _finish(
         self,
@@ -189,43 +224,23 @@ class Worker:
         content: ContentHash,
         version: str | None = None,
     ) -> None:
-        ctl = self.ctl
-        # one transaction: a crash between "job done" and "checkpoint in the ledger" left a
-        # finished job the ledger did not know, so the next start's rescan queued the same
-        # checkpoint again and versioned it twice (seen once in the kill loop)
-        with ctl.queue.db.write():
-            if version is not None:
-                ctl.queue.record_step(job.id, "tagged", version=version)
-            ctl.queue.finish(job.id, state, result)
-            sig = ctl.queue.signature(job.id)
-            if sig is None:
-                reason = "versioned"
-            elif job.origin == "push":
-                reason = "pushed"
-            else:
-                reason = "versioned" if state == "done" else "unchanged"
-            size, mtime_ns = sig or (-1, -1)
-            ctl.ledger.record(
-                job.artifact, job.source, content.md5, size, mtime_ns, version, reason
-            )
-        ctl.snapshots.release(_key(job))
+        end_job(self._queue, self._ledger, job, state, result, content.md5, version)
+        self._snapshots.release(snapshot_key(job))
         if state == "skipped":
-            ctl.bus.publish(
-                "skipped",
-                job_id=job.id,
-                artifact=job.artifact,
-                path=job.source,
-                reason=str(result.get("reason")),
-            )
+            self._publish_skipped(job, str(result.get("reason")))
+
+    def _publish_skipped(self, job: Job, reason: str) -> None:
+        self._bus.publish(
+            "skipped", job_id=job.id, artifact=job.artifact, path=job.source, reason=reason
+        )
 
     def _failed(self, job: Job, exc: CpvError, retryable: bool | None = None) -> None:
-        ctl = self.ctl
         retry = exc.retryable if retryable is None else retryable
         if isinstance(exc, StorageError):
-            ctl.health.storage_ok, ctl.health.storage_error = False, exc.message
+            self._health.storage_down(exc.message)
         outage = isinstance(exc, StorageError) and exc.outage
-        updated = ctl.queue.fail(job.id, exc.message, retryable=retry, outage=outage)
-        ctl.metrics_failure(type(exc).__name__)
+        updated = self._queue.fail(job.id, exc.message, retryable=retry, outage=outage)
+        self._metrics.failure(type(exc).__name__)
         log.warning(
             "job %s (%s) failed: %s%s",
             job.id[:8],
@@ -235,7 +250,7 @@ class Worker:
             if updated.state == "queued"
             else "",
         )
-        ctl.bus.publish(
+        self._bus.publish(
             "failed",
             job_id=job.id,
             artifact=job.artifact,
@@ -245,10 +260,10 @@ class Worker:
             attempts=updated.attempts,
         )
         if updated.state == "failed":
-            ctl.snapshots.release(_key(job))
+            self._snapshots.release(snapshot_key(job))
 
-    def _progress(self, job: Job, phase: str):  # type: ignore[no-untyped-def]
-        ctl = self.ctl
+    def _progress(self, job: Job, phase: str) -> Progress:
+        bus = self._bus
         done = 0
         last = 0.0
         total = job.size or 0
@@ -259,7 +274,7 @@ class Worker:
             now = time.monotonic()
             if now - last >= PROGRESS_EVERY:
                 last = now
-                ctl.bus.publish(
+                bus.publish(
                     "progress",
                     job_id=job.id,
                     artifact=job.artifact,
@@ -293,61 +308,7 @@ async def _cancel_early(batch: UploadBatch) -> None:
         await asyncio.wait([asyncio.wrap_future(f) for f in running])
 
 
-def _key(job: Job) -> str:
+def snapshot_key(job: Job) -> str:
     """The snapshot key: the snapshot lives at ``<root>/<key>/<name>``."""
     assert job.snapshot
     return Path(job.snapshot).parent.name
-
-
-class Pusher:
-    """Pushes waiting versions promptly, batching those that finish together."""
-
-    def __init__(self, ctl: Controller) -> None:
-        self.ctl = ctl
-        self.stopping = False
-
-    async def run(self) -> None:
-        ctl = self.ctl
-        if not ctl.config.registry.remote:
-            return
-        delay = 1.0
-        ctl.push_wanted.set()  # push whatever a previous run left behind
-        while not self.stopping:
-            await ctl.push_wanted.wait()
-            ctl.push_wanted.clear()
-            await asyncio.sleep(PUSH_BATCH_DELAY)
-            waited = PUSH_BATCH_DELAY
-            while waited < PUSH_MAX_WAIT and not self.stopping and ctl.queue.depth() > 0:
-                await asyncio.sleep(PUSH_BATCH_DELAY)
-                waited += PUSH_BATCH_DELAY
-            try:
-                report = await ctl.on_registry(ctl.engine.push)
-            except CpvError as exc:
-                ctl.health.remote_ok, ctl.health.remote_error = False, exc.message
-                ctl.health.unpushed = await ctl.on_registry(_safe_unpushed, ctl)
-                log.warning(
-                    "push to %s failed: %s; retrying in %.0fs",
-                    ctl.config.registry.remote,
-                    exc.message,
-                    delay,
-                )
-                try:
-                    await asyncio.sleep(delay)
-                finally:
-                    delay = min(delay * 2, 60.0, ctl.config.daemon.retry_max_seconds)
-                    ctl.push_wanted.set()
-                continue
-            delay = 1.0
-            ctl.health.remote_ok, ctl.health.remote_error, ctl.health.unpushed = True, None, 0
-            for old, new in report.renumbered:
-                log.info("renumbered %s -> %s (another machine took the number)", old, new)
-                ctl.bus.publish("renumbered", old=old, new=new)
-            if report.pushed:
-                ctl.bus.publish("pushed", commits=report.pushed)
-
-
-def _safe_unpushed(ctl: Controller) -> int:
-    try:
-        return ctl.engine.unpushed()
-    except CpvError:
-        return ctl.health.unpushed

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cpvd.state.queue import StateDB
+from cpvd.state.db import StateDB
 
 REASONS = ("versioned", "unchanged", "reverted", "pushed")
 

@@ -12,58 +12,50 @@ already rotated the original away.
 Ordering: jobs of one artifact run strictly one at a time in arrival order (versions must
 follow the order of checkpoints); different artifacts interleave freely.
 
-Thread-safety: one connection guarded by one lock (:class:`StateDB`); the asyncio thread
-and worker threads all call in. Cross-process writers (a second daemon) are excluded by the
-instance lock, and ``BEGIN IMMEDIATE`` keeps even that case correct.
+Thread-safety: one connection guarded by one lock (:class:`cpvd.state.db.StateDB`); the
+asyncio thread and worker threads all call in. Cross-process writers (a second daemon) are
+excluded by the instance lock, and ``BEGIN IMMEDIATE`` keeps even that case correct.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from cpvd.errors import InputError, NotFound, StateError
 from cpvd.retry import Backoff
-
-JOB_STATES = ("queued", "running", "done", "unchanged", "failed", "skipped")
-TERMINAL_STATES = frozenset({"done", "unchanged", "failed", "skipped"})
-ACTIVE_STATES = ("queued", "running")
-#: worker steps in order; ``Job.step`` is the last one completed
-STEPS = ("snapshotted", "hashed", "uploaded", "committed", "tagged", "pushed")
-KINDS = ("file", "dir")
-BUMPS = ("minor", "major")
-ORIGINS = ("watch", "push")
+from cpvd.state.db import StateDB
+from cpvd.state.job import (
+    BUMPS,
+    JOB_COLUMNS,
+    JOB_STATES,
+    JSON_FIELDS,
+    KINDS,
+    ORIGINS,
+    STEPS,
+    TERMINAL_STATES,
+    Job,
+)
 
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
 DEFAULT_MAX_ATTEMPTS = 8
-BUSY_TIMEOUT_S = 10.0
 
 #: fields record_step() may set alongside the step
 _STEP_FIELDS = frozenset(
     {"snapshot", "kind", "md5", "size", "nfiles", "version", "metrics", "result", "bump"}
 )
-_JSON_FIELDS = frozenset({"metrics", "result"})
 #: SQL parameters (an alias: JobQueue.list shadows the builtin inside the class)
 _Params = list[Any]
 
-_JOB_COLUMNS = (
-    "id", "artifact", "source", "snapshot", "kind", "state", "step", "attempts",
-    "next_attempt_at", "error", "created_at", "updated_at", "md5", "size", "nfiles",
-    "version", "bump", "metrics", "origin", "result",
-)  # fmt: skip
-_SELECT = "SELECT " + ", ".join(_JOB_COLUMNS) + " FROM jobs"
+_SELECT = "SELECT " + ", ".join(JOB_COLUMNS) + " FROM jobs"
 
 _JOBS_DDL = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -98,210 +90,6 @@ CREATE TABLE IF NOT EXISTS job_signatures (
 );
 """
 JOBS_SCHEMA_VERSION = 1
-
-_CORRUPT_HINTS = ("not a database", "malformed", "corrupt", "file is encrypted")
-
-
-def _is_corruption(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return any(h in text for h in _CORRUPT_HINTS)
-
-
-def corrupt_message(path: Path, detail: str) -> str:
-    return (
-        f"the state database {path} is corrupt ({detail}). Start the daemon once with "
-        "`cpvd run --rebuild-queue` to move it aside and start with an empty queue: versions "
-        "already in the registry are kept, the start-up rescan queues the checkpoints "
-        "still on disk again, and snapshots of checkpoints still waiting are moved to "
-        f"{path.parent / 'orphans'}, not deleted"
-    )
-
-
-class StateDB:
-    """One SQLite connection in WAL mode plus the lock that serialises its use.
-
-    Shared by :class:`JobQueue` and :class:`cpvd.state.ledger.Ledger` so both live in one file and
-    one transaction order. Every sqlite error leaves here as :class:`StateError`.
-    """
-
-    def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
-        self.path = Path(path)
-        self._lock = threading.RLock()
-        self._closed = False
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not self.path.exists():
-                # 0600: the queue holds paths of the user's checkpoints
-                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
-        except OSError as exc:
-            raise StateError(f"cannot create the state database {self.path}: {exc}") from exc
-        try:
-            self._conn = sqlite3.connect(
-                str(self.path),
-                timeout=busy_timeout,
-                isolation_level=None,  # explicit BEGIN IMMEDIATE / COMMIT below
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot open the state database {self.path}: {exc}") from exc
-        try:
-            self._configure(busy_timeout)
-        except StateError:
-            self._conn.close()
-            raise
-
-    def _configure(self, busy_timeout: float) -> None:
-        try:
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            check = [r[0] for r in self._conn.execute("PRAGMA quick_check").fetchall()]
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_versions "
-                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-            )
-        except sqlite3.DatabaseError as exc:
-            raise self._error(exc) from exc
-        if check != ["ok"]:
-            raise StateError(corrupt_message(self.path, "; ".join(check[:3])))
-        if str(mode).lower() != "wal":
-            raise StateError(
-                f"the state database {self.path} cannot use WAL journaling (got {mode!r}); "
-                "put state_dir on a local filesystem"
-            )
-
-    def _error(self, exc: sqlite3.Error) -> StateError:
-        if _is_corruption(exc):
-            return StateError(corrupt_message(self.path, str(exc)))
-        if "full" in str(exc).lower():
-            return StateError(
-                f"the state database {self.path} could not be written: {exc}. Free space on "
-                "the state directory's filesystem; queued work resumes once there is room"
-            )
-        return StateError(f"state database {self.path}: {exc}")
-
-    def ensure_schema(self, component: str, version: int, ddl: str) -> None:
-        """Create ``component``'s tables; refuse a file written by a newer cpvd."""
-        with self.write() as conn:
-            row = conn.execute(
-                "SELECT version FROM schema_versions WHERE component = ?", (component,)
-            ).fetchone()
-            if row is not None and int(row[0]) > version:
-                raise StateError(
-                    f"the state database {self.path} was written by a newer cpvd "
-                    f"({component} schema {row[0]}, this one knows {version}): upgrade cpvd"
-                )
-            for statement in ddl.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(
-                "INSERT OR REPLACE INTO schema_versions (component, version) VALUES (?, ?)",
-                (component, version),
-            )
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error.
-
-        A ``write()`` inside another on the same thread joins the outer transaction: what
-        both write is committed together or not at all (an error inside rolls back both).
-        """
-        with self._lock:
-            conn = self._live()
-            if conn.in_transaction:  # ours: only the thread holding the lock gets here
-                yield conn
-                return
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
-            try:
-                yield conn
-            except sqlite3.Error as exc:
-                self._rollback(conn)
-                raise self._error(exc) from exc
-            except BaseException:
-                self._rollback(conn)
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback(conn)
-                raise self._error(exc) from exc
-
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._live()
-            try:
-                yield conn
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
-
-    @staticmethod
-    def _rollback(conn: sqlite3.Connection) -> None:
-        if conn.in_transaction:
-            # if this fails the connection is already broken; the original error is raised
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-
-    def _live(self) -> sqlite3.Connection:
-        if self._closed:
-            raise StateError(f"state database {self.path} is closed")
-        return self._conn
-
-    def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-
-@dataclass
-class Job:
-    """One checkpoint on its way to becoming a version."""
-
-    id: str
-    artifact: str
-    source: str
-    snapshot: str | None
-    kind: str | None
-    state: str
-    step: str | None
-    attempts: int
-    next_attempt_at: float
-    error: str | None
-    created_at: float
-    updated_at: float
-    md5: str | None
-    size: int | None
-    nfiles: int | None
-    version: str | None
-    bump: str
-    metrics: dict[str, Any] | None
-    origin: str
-    result: dict[str, Any] | None
-
-    @classmethod
-    def _from_row(cls, row: tuple[Any, ...]) -> Job:
-        values = dict(zip(_JOB_COLUMNS, row, strict=True))
-        for name in _JSON_FIELDS:
-            if values[name] is not None:
-                values[name] = json.loads(values[name])
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the API's job object)."""
-        return asdict(self)
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
-
 
 def backoff_delay(
     attempt: int, rng: random.Random | None = None, cap: float = BACKOFF_CAP
@@ -460,7 +248,7 @@ class JobQueue:
         values: list[Any] = [step, time.time()]
         for name, value in fields.items():
             values.append(
-                json.dumps(value) if name in _JSON_FIELDS and value is not None else value
+                json.dumps(value) if name in JSON_FIELDS and value is not None else value
             )
         sets = ", ".join(f"{n} = ?" for n in names)
         with self.db.write() as conn:

@@ -96,22 +96,25 @@ class _Handler(FileSystemEventHandler):
         self._watcher._enqueue(self._key, [os.fsdecode(p) for p in paths], event.event_type)
 
 
+def _ignore_ready(watch: WatchConfig, path: Path, signature: Signature) -> None:
+    """Before :meth:`Watcher.start` nothing is decided, so nothing arrives here."""
+
+
 class Watcher:
     """Detect complete checkpoints under every watch root; see the module docstring."""
 
     def __init__(
         self,
         watches: Sequence[WatchConfig],
-        on_ready: OnReady,
-        on_waiting: OnWaiting | None = None,
         rescan_seconds: float = 30.0,
         poll_interval: float = 1.0,
-        on_hint: OnHint | None = None,
     ) -> None:
-        self._on_ready = on_ready
-        self._on_waiting = on_waiting
-        #: early snapshot offers and drops (cpvd.pipeline.speculative_snapshot), before any decision
-        self._on_hint = on_hint
+        #: where decisions go; given to :meth:`start` (the intake exists by then)
+        self._on_ready: OnReady = _ignore_ready
+        self._on_waiting: OnWaiting | None = None
+        #: early snapshot offers and drops (cpvd.pipeline.speculative_snapshot), before any
+        #: decision
+        self._on_hint: OnHint | None = None
         self.rescan_seconds = max(0.1, float(rescan_seconds))
         self._poll_interval = poll_interval
         #: guards trackers and scheduling; taken before ``_cond`` when both are needed
@@ -132,10 +135,19 @@ class Watcher:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Schedule every root, scan them (files present before start), start the timer."""
+    def start(
+        self,
+        on_ready: OnReady,
+        on_waiting: OnWaiting | None = None,
+        on_hint: OnHint | None = None,
+    ) -> None:
+        """Schedule every root, scan them (files present before start), start the timer.
+        Complete checkpoints go to ``on_ready``, invalid ones to ``on_waiting``, early
+        snapshot offers and drops to ``on_hint``; all three are called on the watcher's
+        thread."""
         if self._thread is not None:
             return
+        self._on_ready, self._on_waiting, self._on_hint = on_ready, on_waiting, on_hint
         self._stopping = False
         self._inotify = Observer()
         self._poller = PollingObserver(timeout=self._poll_interval)

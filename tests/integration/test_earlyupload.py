@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from cpvd.errors import StorageError
-from cpvd.pipeline.file_upload import EarlyUploads
+from cpvd.pipeline.file_upload import FileUploads
 from cpvd.pipeline.snapshot import STAGING_PREFIX, SnapshotStore
 from cpvd.storage import LocalStorage, Storage, put_checkpoint
 from cpvd.storage.base import Progress
@@ -75,7 +75,7 @@ def make_dir(root: Path, sizes: list[int]) -> Path:
 
 
 def snapshot_with_batch(
-    store: SnapshotStore, src: Path, key: str, early: EarlyUploads, seen: list[str] | None = None
+    store: SnapshotStore, src: Path, key: str, early: FileUploads, seen: list[str] | None = None
 ) -> tuple[Path, Any, Any]:
     batch = early.batch()
 
@@ -107,7 +107,7 @@ def test_directory_files_are_stored_while_the_snapshot_is_taken(
 ) -> None:
     store = SnapshotStore(tmp_path / "snaps")
     storage = Recording(LocalStorage(tmp_path / "remote"))
-    early = EarlyUploads(lambda: storage, store.root, pool)
+    early = FileUploads(lambda: storage, store.root, pool)
     src = make_dir(tmp_path / "ws" / "checkpoint-500", [3 << 20, 1 << 20, 0, 12345])
     seen: list[str] = []
     snap, content, batch = snapshot_with_batch(store, src, "job1", early, seen)
@@ -134,7 +134,7 @@ def test_a_failed_early_upload_is_left_to_the_job(tmp_path: Path, pool: ThreadPo
     want = hash_checkpoint(src)
     bad = want.entries[0].md5
     storage = Recording(LocalStorage(tmp_path / "remote"), fail_md5=bad)
-    early = EarlyUploads(lambda: storage, store.root, pool)
+    early = FileUploads(lambda: storage, store.root, pool)
     snap, content, batch = snapshot_with_batch(store, src, "job1", early)
 
     stored = batch.stored(timeout=60)
@@ -153,7 +153,7 @@ def test_a_failed_early_upload_is_left_to_the_job(tmp_path: Path, pool: ThreadPo
 def test_disabled_batch_uploads_nothing(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
     store = SnapshotStore(tmp_path / "snaps")
     storage = Recording(LocalStorage(tmp_path / "remote"))
-    early = EarlyUploads(lambda: storage, store.root, pool)
+    early = FileUploads(lambda: storage, store.root, pool)
     src = tmp_path / "epoch-1.pt"
     src.write_bytes(os.urandom(1 << 20))
     batch = early.batch()
@@ -170,7 +170,7 @@ def test_progress_reaches_a_listener_that_comes_late(
 ) -> None:
     store = SnapshotStore(tmp_path / "snaps")
     storage = Recording(LocalStorage(tmp_path / "remote"))
-    early = EarlyUploads(lambda: storage, store.root, pool)
+    early = FileUploads(lambda: storage, store.root, pool)
     src = tmp_path / "epoch-2.pt"
     src.write_bytes(os.urandom(3 << 20))
     _snap, content, batch = snapshot_with_batch(store, src, "k", early)
@@ -187,7 +187,7 @@ def test_restarted_snapshot_uploads_the_bytes_it_finally_took(
     content-addressed (harmless); the version's objects are those of the final snapshot."""
     store = SnapshotStore(tmp_path / "snaps")
     storage = Recording(LocalStorage(tmp_path / "remote"))
-    early = EarlyUploads(lambda: storage, store.root, pool)
+    early = FileUploads(lambda: storage, store.root, pool)
     src = make_dir(tmp_path / "ws" / "ck", [1 << 20, 1 << 20])
     changed = threading.Event()
     batch = early.batch()
@@ -220,7 +220,7 @@ def test_early_upload_to_s3_survives_the_staging_rename(
     """A multipart upload reopens its file per part; the staging copy is renamed when the
     snapshot commits, so uploads read from a link that outlives the rename."""
     store = SnapshotStore(tmp_path / "snaps")
-    early = EarlyUploads(lambda: s3_storage, store.root, pool)
+    early = FileUploads(lambda: s3_storage, store.root, pool)
     src = tmp_path / "epoch-3.pt"
     src.write_bytes(os.urandom(21 << 20))  # several 5 MiB parts
     _snap, content, batch = snapshot_with_batch(store, src, "k", early)
@@ -235,7 +235,7 @@ def test_a_refusal_is_not_an_outage(tmp_path: Path, pool: ThreadPoolExecutor) ->
     src.write_bytes(os.urandom(1 << 20))
     storage = Recording(LocalStorage(tmp_path / "remote"), fail_md5=hash_checkpoint(src).md5)
     storage.outage = False
-    early = EarlyUploads(lambda: storage, store.root, pool)
+    early = FileUploads(lambda: storage, store.root, pool)
     _snap, _content, batch = snapshot_with_batch(store, src, "k", early)
     assert batch.stored(timeout=60) == set()
     assert batch.outage is None
@@ -249,7 +249,7 @@ def test_cancel_stops_a_running_s3_upload_and_aborts_it(
     import boto3
 
     store = SnapshotStore(tmp_path / "snaps")
-    early = EarlyUploads(lambda: s3_storage, store.root, pool)
+    early = FileUploads(lambda: s3_storage, store.root, pool)
     src = tmp_path / "epoch-5.pt"
     src.write_bytes(os.urandom(64 << 20))  # 13 parts of 5 MiB, 4 at a time
     _snap, content, batch = snapshot_with_batch(store, src, "k", early)
@@ -272,7 +272,7 @@ def test_cancel_stops_a_running_s3_upload_and_aborts_it(
 def test_a_cancelled_batch_starts_nothing(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
     store = SnapshotStore(tmp_path / "snaps")
     storage = Recording(LocalStorage(tmp_path / "remote"))
-    early = EarlyUploads(lambda: storage, store.root, pool)
+    early = FileUploads(lambda: storage, store.root, pool)
     src = make_dir(tmp_path / "checkpoint-7", [1 << 20, 2 << 20])
     batch = early.batch()
     batch.cancel()
@@ -306,7 +306,7 @@ def test_bytes_of_a_failed_early_upload_are_taken_back(
     src = make_dir(tmp_path / "ws" / "ck", [2 << 20, 3 << 20])
     want = hash_checkpoint(src)
     storage = HalfThenFail(LocalStorage(tmp_path / "remote"), fail_md5=want.entries[0].md5)
-    early = EarlyUploads(lambda: storage, store.root, pool)
+    early = FileUploads(lambda: storage, store.root, pool)
     seen: list[int] = []
     _snap, _content, batch = snapshot_with_batch(store, src, "k", early)
     stored = batch.stored(timeout=60)
@@ -335,7 +335,7 @@ def test_held_uploads_wait_for_release_and_cancel_removes_their_links(
     link."""
     store = SnapshotStore(tmp_path / "snaps")
     storage = Recording(LocalStorage(tmp_path / "remote"))
-    early = EarlyUploads(lambda: storage, store.root, pool)
+    early = FileUploads(lambda: storage, store.root, pool)
     src = make_dir(tmp_path / "ck", [3000, 5000])
     batch = early.batch()
     batch.hold()

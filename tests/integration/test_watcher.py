@@ -63,9 +63,8 @@ def col() -> Collector:
 
 
 def start_watcher(col: Collector, *cfgs: WatchConfig, rescan: float = 30.0) -> Watcher:
-    w = Watcher(list(cfgs), col.on_ready, col.on_waiting, rescan_seconds=rescan,
-                poll_interval=0.2)
-    w.start()
+    w = Watcher(list(cfgs), rescan_seconds=rescan, poll_interval=0.2)
+    w.start(col.on_ready, col.on_waiting)
     return w
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from cpvd.errors import InputError, NotFound, StateError
+from cpvd.state.db import StateDB
 from cpvd.state.ledger import Ledger
-from cpvd.state.queue import BACKOFF_CAP, JobQueue, StateDB, backoff_delay
+from cpvd.state.queue import BACKOFF_CAP, JobQueue, backoff_delay
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -323,12 +324,12 @@ def test_job_end_and_ledger_survive_a_kill_together(db_path: Path) -> None:
         f"""
         import os, signal, sys
         from pathlib import Path
-        from types import SimpleNamespace
         sys.path.insert(0, {str(REPO)!r})
         from cpvd.storage.hashing import ContentHash
-        from cpvd.state.queue import JobQueue, StateDB
+        from cpvd.state.db import StateDB
+        from cpvd.state.queue import JobQueue
         from cpvd.state.ledger import Ledger
-        from cpvd.pipeline.worker import Worker
+        from cpvd.state.outcome import end_job
         db = StateDB(Path({str(db_path)!r}))
         q, ledger = JobQueue(db), Ledger(db)
         job = q.add("a", "/a/1", snapshot="/s/k1/1", signature=(7, 8))
@@ -336,9 +337,8 @@ def test_job_end_and_ledger_survive_a_kill_together(db_path: Path) -> None:
         def killed(*args, **kw):
             os.kill(os.getpid(), signal.SIGKILL)
         ledger.record = killed
-        ctl = SimpleNamespace(queue=q, ledger=ledger, snapshots=SimpleNamespace(release=print))
         content = ContentHash("e" * 32, 7, 1, False, (), None)
-        Worker._finish(SimpleNamespace(ctl=ctl), q.get(job.id), "done", {{}}, content, "v1.0.0")
+        end_job(q, ledger, q.get(job.id), "done", {{}}, content.md5, "v1.0.0")
         """
     )
     proc = subprocess.run(
@@ -352,7 +352,7 @@ def test_job_end_and_ledger_survive_a_kill_together(db_path: Path) -> None:
         assert job.state == "running" and job.step == "snapshotted"
         assert ledger.seen_stat("a", "/a/1", 7, 8) is None
         q.recover()
-        # what the start-up rescan asks (Controller.handled): the checkpoint is on its way
+        # what the start-up rescan asks (why_handled): the checkpoint is on its way
         assert q.active_with_signature("a", "/a/1", 7, 8) is not None
     finally:
         q.close()
