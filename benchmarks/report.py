@@ -164,7 +164,9 @@ def render(results: Results, machine: Sequence[tuple[str, str]], command: str, t
 
 # --- machine description -------------------------------------------------------------------
 
-PACKAGES = ("dvc", "dvc-s3", "s3fs", "boto3", "moto", "gto", "watchdog", "aiohttp", "GitPython")
+PACKAGES = (
+    "dvc", "dvc-s3", "s3fs", "boto3", "moto", "gto", "watchdog", "aiohttp", "prometheus_client"
+)  # fmt: skip
 
 
 def _first(path: str, key: str) -> str:
