@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from cpvd import paths, service
+from cpvd.config import paths
 from cpvd.config.load import parse_config
 from cpvd.config.model import DaemonConfig
+from cpvd.service import install as service
 from cpvd.service.install import CommandResult, Host, Run, WriteFile
 
 REPO = Path(__file__).resolve().parents[2]
