@@ -24,9 +24,10 @@ from typing import Any, BinaryIO
 from cpvctl.protocol import FIRST_VERSION, Version, validate_name, validate_stage
 from cpvd.config.model import Config
 from cpvd.errors import CpvError, GitError, InputError, IntegrityError, NotFound
+from cpvd.registry.dvcfiles import Pointer, pointer_file
 from cpvd.registry.index import RegistryIndex, read_index
 from cpvd.registry.metadata import VersionInfo, now_iso, version_tag
-from cpvd.registry.repo import Pointer, PushRejected, Registry, pointer_file
+from cpvd.registry.repo import PushRejected, RegistryRepo
 from cpvd.storage import put_checkpoint
 from cpvd.storage.base import Storage
 from cpvd.storage.hashing import ContentHash, FileEntry, hash_checkpoint
@@ -99,7 +100,7 @@ class Engine:
         self,
         config: Config,
         storage: Storage,
-        registry: Registry,
+        registry: RegistryRepo,
         *,
         writable_roots: Sequence[Path] | None = None,
     ) -> None:

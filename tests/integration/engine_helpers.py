@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cpvd.config.model import Config, DaemonConfig, RegistryConfig, StorageConfig, WatchConfig
 from cpvd.registry.engine import Engine
-from cpvd.registry.repo import Registry
+from cpvd.registry.repo import RegistryRepo
 from cpvd.storage import open_storage
 
 BIN = Path(sys.executable).parent
@@ -38,7 +38,7 @@ def make_config(
 
 def make_engine(cfg: Config) -> Engine:
     storage = open_storage(cfg.storage)
-    registry = Registry(cfg.registry, storage.dvc_remote_settings())
+    registry = RegistryRepo(cfg.registry, storage.dvc_remote_settings())
     engine = Engine(cfg, storage, registry)
     engine.open()
     return engine
