@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cpvd.config.model import RegistryConfig
 from cpvd.errors import GitError
+from cpvd.redact import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ def run_git(
     """Run ``git <args>`` and return the completed process.
 
     Raises GitError (retryable) on timeout, and on a non-zero exit when ``check`` is set;
-    the message carries git's own stderr so the user sees what git said.
+    the message carries git's own stderr so the user sees what git said, with any
+    ``user:token@`` in a URL masked (git echoes remote URLs in its errors).
     """
     argv = ["git", *args]
     try:
@@ -87,7 +89,9 @@ def run_git(
         raise GitError("git is not installed (no `git` on PATH)") from exc
     if check and proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip()
-        raise GitError(f"`git {' '.join(args[:2])}` failed (exit {proc.returncode}): {err}")
+        raise GitError(
+            mask_url(f"`git {' '.join(args[:2])}` failed (exit {proc.returncode}): {err}")
+        )
     return proc
 
 

@@ -19,19 +19,28 @@ import os
 import re
 import socket
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from cpvd.config.model import RegistryConfig
 from cpvd.errors import GitError
+from cpvd.redact import mask_url
+from cpvd.registry.dvcfiles import (
+    POINTER_STEM,
+    Pointer,
+    artifact_dir,
+    parse_dvc_yaml,
+    parse_pointer,
+    pointer_file,
+    render_dvc_config,
+    render_dvc_yaml,
+    render_pointer,
+)
 from cpvd.registry.git import git_out, registry_git_env, run_git
 
 log = logging.getLogger(__name__)
 
 BRANCH = "main"
 REMOTE = "origin"
-DVC_REMOTE = "storage"
-POINTER_STEM = "checkpoint"
 
 #: reasons git gives when the remote moved on meanwhile (another machine pushed): fetch,
 #: replay, retry. Any other refusal (a hook, a protected branch) would refuse a replay too.
@@ -75,84 +84,6 @@ def push_failure_kind(text: str) -> str:
     return "refused"
 
 
-@dataclass(frozen=True)
-class Pointer:
-    """What a ``.dvc`` file records about one output."""
-
-    md5: str
-    size: int
-    nfiles: int
-    is_dir: bool
-
-
-def artifact_dir(artifact: str) -> str:
-    return f"artifacts/{artifact}"
-
-
-def pointer_file(artifact: str) -> str:
-    return f"{artifact_dir(artifact)}/{POINTER_STEM}.dvc"
-
-
-def output_path(artifact: str) -> str:
-    return f"{artifact_dir(artifact)}/{POINTER_STEM}"
-
-
-def render_pointer(p: Pointer) -> str:
-    """A DVC 3 ``.dvc`` file, field order as ``dvc add`` writes it."""
-    lines = ["outs:", f"- md5: {p.md5}", f"  size: {p.size}"]
-    if p.is_dir:
-        lines.append(f"  nfiles: {p.nfiles}")
-    lines += ["  hash: md5", f"  path: {POINTER_STEM}", ""]
-    return "\n".join(lines)
-
-
-_POINTER_RE = re.compile(r"^\s*-?\s*(md5|size|nfiles):\s*(\S+)\s*$", re.M)
-
-
-def parse_pointer(text: str) -> Pointer | None:
-    fields = dict(_POINTER_RE.findall(text))
-    if "md5" not in fields:
-        return None
-    md5 = fields["md5"]
-    return Pointer(
-        md5=md5,
-        size=int(fields.get("size", 0)),
-        nfiles=int(fields.get("nfiles", 1)),
-        is_dir=md5.endswith(".dir"),
-    )
-
-
-def render_dvc_yaml(artifacts: Mapping[str, str]) -> str:
-    lines = ["artifacts:"]
-    for name in sorted(artifacts):
-        lines += [
-            f"  {name}:",
-            f"    path: {output_path(name)}",
-            f"    type: {artifacts[name]}",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-_YAML_ENTRY = re.compile(r"^  (\S+):\s*$\n^    path: .*$\n^    type: (\S+)\s*$", re.M)
-
-
-def parse_dvc_yaml(text: str) -> dict[str, str]:
-    return {m[1]: m[2] for m in _YAML_ENTRY.finditer(text)}
-
-
-def render_dvc_config(remote_settings: Mapping[str, str]) -> str:
-    lines = [
-        "[core]",
-        f"    remote = {DVC_REMOTE}",
-        "    analytics = false",
-        "    check_update = false",
-        "    autostage = true",
-        f"['remote \"{DVC_REMOTE}\"']",
-    ]
-    lines += [f"    {k} = {v}" for k, v in remote_settings.items()]
-    return "\n".join(lines) + "\n"
-
-
 REGISTRY_README = """\
 # Model registry (managed by CPV)
 
@@ -175,8 +106,13 @@ _COMMIT_SUMMARY = re.compile(rb"^\[[^\n\]]*?\b([0-9a-f]{40})\] ")
 _UNKNOWN_PATH = b"did not match any file(s) known to git"
 
 
-class Registry:
-    """A local clone of the registry. Not thread-safe: the daemon gives it one worker."""
+class RegistryRepo:
+    """The registry's Git + DVC working tree, a local clone of the team remote.
+
+    Owns every git command the engine runs on the registry and the files in its work tree;
+    knows nothing of versions beyond the trailers and tags it is asked to write. Not
+    thread-safe: the daemon gives it one worker thread.
+    """
 
     def __init__(self, cfg: RegistryConfig, remote_settings: Mapping[str, str]) -> None:
         self.cfg = cfg
@@ -230,7 +166,7 @@ class Registry:
     def ensure_layout(self, artifacts: Mapping[str, str], message: str) -> bool:
         """Write README, DVC config and ``dvc.yaml`` entries; commit if anything changed."""
         changed: list[str] = []
-        current = parse_dvc_yaml(self._read_work("dvc.yaml") or "")
+        current = parse_dvc_yaml(self._read_work("dvc.yaml") or "", "the registry's dvc.yaml")
         merged = {**current, **{k: v for k, v in artifacts.items() if k not in current}}
         files = {
             "README.md": self._read_work("README.md") or REGISTRY_README,
@@ -280,8 +216,12 @@ class Registry:
 
     # -- pointers and commits -----------------------------------------------------------
     def pointer(self, artifact: str, rev: str = "HEAD") -> Pointer | None:
-        text = self.read_file(pointer_file(artifact), rev)
-        return parse_pointer(text) if text else None
+        """The artifact's pointer at ``rev``; None when it has none there.
+
+        Raises DvcFileError when the file is there but is not a DVC pointer."""
+        rel = pointer_file(artifact)
+        text = self.read_file(rel, rev)
+        return parse_pointer(text, f"{rel} at {rev}") if text else None
 
     def write_pointer(self, artifact: str, p: Pointer) -> str:
         rel = pointer_file(artifact)
@@ -308,7 +248,7 @@ class Registry:
             proc = run_git(argv, self.path, check=False, input=body)
         if proc.returncode != 0:
             err = (proc.stdout + proc.stderr).decode(errors="replace").strip()
-            raise GitError(f"`git commit` failed (exit {proc.returncode}): {err}")
+            raise GitError(mask_url(f"`git commit` failed (exit {proc.returncode}): {err}"))
         m = _COMMIT_SUMMARY.match(proc.stdout)
         head = m.group(1).decode() if m else self.head()
         assert head
@@ -371,18 +311,19 @@ class Registry:
         if proc.returncode == 0:
             return
         text = (proc.stdout + proc.stderr).decode(errors="replace")
+        remote = mask_url(self.cfg.remote or REMOTE)
         kind = push_failure_kind(text)
         if kind == "race":
-            raise PushRejected(text.strip())
+            raise PushRejected(mask_url(text.strip()))
         if kind == "locked":
             raise GitError(
-                f"{self.cfg.remote} is locked by {remote_lock_of(text)}: another push is "
+                f"{remote} is locked by {remote_lock_of(text)}: another push is "
                 "running there, or a killed one left it behind; if no git process is using "
                 "the remote, remove that file"
             )
         if kind == "refused":
-            raise GitError(f"{self.cfg.remote} refused the push: {_remote_says(text)}")
-        raise GitError(f"cannot push to {self.cfg.remote}: {text.strip()}")
+            raise GitError(mask_url(f"{remote} refused the push: {_remote_says(text)}"))
+        raise GitError(mask_url(f"cannot push to {remote}: {text.strip()}"))
 
     def fetch(self) -> bool:
         """Fetch the remote branch and every remote tag that does not clash with a local one.
@@ -438,11 +379,6 @@ class Registry:
         out = git_out(["rev-list", "--reverse", rng], self.path)
         return out.split()
 
-    def is_ancestor(self, a: str, b: str) -> bool:
-        return (
-            run_git(["merge-base", "--is-ancestor", a, b], self.path, check=False).returncode == 0
-        )
-
     def reset_hard(self, rev: str) -> None:
         run_git(["reset", "-q", "--hard", rev], self.path)
 
@@ -461,6 +397,16 @@ def _fetched_tags(output: str) -> bool:
         "[new tag]" in line or "[tag update]" in line or "refs/tags/" in line
         for line in output.splitlines()
     )
+
+
+__all__ = [
+    "BRANCH",
+    "REMOTE",
+    "PushRejected",
+    "RegistryRepo",
+    "push_failure_kind",
+    "remote_lock_of",
+]
 
 
 class PushRejected(GitError):

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from cpvd.config.model import Config, DaemonConfig, RegistryConfig, StorageConfig, WatchConfig
 from cpvd.registry.engine import Engine
-from cpvd.registry.repo import Registry
+from cpvd.registry.model import VersionRequest, VersionResult
+from cpvd.registry.repo import RegistryRepo
 from cpvd.storage import open_storage
+from cpvd.storage.hashing import hash_checkpoint
 
 BIN = Path(sys.executable).parent
 
@@ -38,10 +40,30 @@ def make_config(
 
 def make_engine(cfg: Config) -> Engine:
     storage = open_storage(cfg.storage)
-    registry = Registry(cfg.registry, storage.dvc_remote_settings())
+    registry = RegistryRepo(cfg.registry, storage.dvc_remote_settings())
     engine = Engine(cfg, storage, registry)
     engine.open()
     return engine
+
+
+def version_checkpoint(engine: Engine, req: VersionRequest) -> VersionResult:
+    """Version a checkpoint the way the daemon's worker does: hash, upload, commit and tag,
+    then push (the daemon's pusher does that moments later, batched)."""
+    content = hash_checkpoint(req.path)
+    engine.upload(req.path, content)
+    result = engine.version(req, content, resume=True)
+    if engine.registry.has_remote:
+        engine.push()
+        # a push that lost a race renumbers: report the version as it ended up
+        result.info = engine.index().find_job(req.job_id) or result.info
+    return result
+
+
+def restore(engine: Engine, artifact: str, version: str, out_dir: Path) -> Path:
+    """Write a version to ``out_dir/<name>`` through the engine's verified download (the
+    revert path); ``out_dir`` must be inside a watched directory."""
+    [reverted] = engine.revert(artifact, version, to=out_dir)
+    return Path(reverted.path)
 
 
 def run(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:

@@ -13,7 +13,16 @@ from cpvctl.protocol import ProtocolError
 from cpvd.config.model import WatchConfig
 from cpvd.errors import CpvError, InputError, NotFound
 from cpvd.registry.engine import Engine, VersionRequest
-from tests.integration.engine_helpers import BIN, dvc, make_config, make_engine, run, tree_bytes
+from tests.integration.engine_helpers import (
+    BIN,
+    dvc,
+    make_config,
+    make_engine,
+    restore,
+    run,
+    tree_bytes,
+    version_checkpoint,
+)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -50,20 +59,20 @@ def test_versions_round_trip_through_fresh_clone_and_dvc_pull(
     )
     engine = make_engine(cfg)
     f1 = write(work / "epoch-1.pt", os.urandom(300_000))
-    r1 = engine.version(VersionRequest("vision/resnet50", f1))
+    r1 = version_checkpoint(engine, VersionRequest("vision/resnet50", f1))
     assert (r1.status, r1.info.version) == ("versioned", "v1.0.0")
     ckdir = work / "checkpoint-500"
     write(ckdir / "model.safetensors", os.urandom(5000))
     write(ckdir / "sub" / "optimizer.pt", b"optim")
     write(ckdir / "empty.txt", b"")
-    r2 = engine.version(VersionRequest("vision/resnet50", ckdir))
+    r2 = version_checkpoint(engine, VersionRequest("vision/resnet50", ckdir))
     assert r2.info.version == "v1.1.0" and r2.info.is_dir and r2.info.nfiles == 3
     assert r2.info.parent == "v1.0.0"
     # same bytes as the current version: no new version
-    again = engine.version(VersionRequest("vision/resnet50", ckdir))
+    again = version_checkpoint(engine, VersionRequest("vision/resnet50", ckdir))
     assert again.status == "unchanged" and again.info.version == "v1.1.0"
-    r3 = engine.version(
-        VersionRequest("vision/resnet50", write(work / "e3.pt", b"three"), bump="major")
+    r3 = version_checkpoint(
+        engine, VersionRequest("vision/resnet50", write(work / "e3.pt", b"three"), bump="major")
     )
     assert r3.info.version == "v2.0.0"
     assert git_clean(cfg.registry.path)
@@ -112,7 +121,9 @@ def test_gto_show_lists_versions_and_stages(short_tmp: Path) -> None:
     engine = make_engine(cfg)
     src = short_tmp / "src"
     for i in range(3):
-        engine.version(VersionRequest("team/model", write(src / f"e{i}.pt", f"x{i}".encode())))
+        version_checkpoint(
+            engine, VersionRequest("team/model", write(src / f"e{i}.pt", f"x{i}".encode()))
+        )
     engine.promote("team/model", "v1.1", "prod")
     engine.promote("team/model", "v1.2.0", "best")
     out = run([str(BIN / "gto"), "show", "team/model", "--json"], cwd=cfg.registry.path)
@@ -142,16 +153,20 @@ def test_metrics_sidecar_and_lineage_promote_revert_with_data(
     )
     engine = make_engine(cfg)
     d1 = write(work / "data" / "shard-1.bin", b"data one")
-    engine.version(VersionRequest("vision/d", d1, kind="data"))
+    version_checkpoint(engine, VersionRequest("vision/d", d1, kind="data"))
     m1 = write(work / "model" / "e1.pt", b"model one")
     write(work / "model" / "e1.pt.metrics.json", json.dumps({"loss": 0.5, "acc": 0.9}).encode())
-    r = engine.version(VersionRequest("vision/m", m1, metrics=read_metrics(m1), data=("vision/d",)))
+    r = version_checkpoint(
+        engine, VersionRequest("vision/m", m1, metrics=read_metrics(m1), data=("vision/d",))
+    )
     assert r.info.metrics == {"loss": 0.5, "acc": 0.9}
     assert r.info.lineage == {"vision/d": "v1.0.0"}
     d2 = write(work / "data" / "shard-2.bin", b"data two")
-    engine.version(VersionRequest("vision/d", d2, kind="data"))
+    version_checkpoint(engine, VersionRequest("vision/d", d2, kind="data"))
     write(work / "model" / "e2.pt", b"model two")
-    engine.version(VersionRequest("vision/m", work / "model" / "e2.pt", data=("vision/d",)))
+    version_checkpoint(
+        engine, VersionRequest("vision/m", work / "model" / "e2.pt", data=("vision/d",))
+    )
 
     promoted = engine.promote("vision/m", "v1.0.0", "prod", with_data=True)
     assert {(p["artifact"], p["version"]) for p in promoted} == {
@@ -173,7 +188,9 @@ def test_metrics_sidecar_and_lineage_promote_revert_with_data(
     assert engine.current_version("vision/m") == "v1.0.0"
     assert engine.current_version("vision/d") == "v1.0.0"
     # the next checkpoint continues the numbering with parent = the reverted-to version
-    r3 = engine.version(VersionRequest("vision/m", write(work / "model" / "e3.pt", b"m3")))
+    r3 = version_checkpoint(
+        engine, VersionRequest("vision/m", write(work / "model" / "e3.pt", b"m3"))
+    )
     assert r3.info.version == "v1.2.0" and r3.info.parent == "v1.0.0"
     assert git_clean(cfg.registry.path)
     assert run(["git", "rev-parse", "main"], cwd=bare_remote) == run(
@@ -187,8 +204,8 @@ def test_revert_refuses_targets_outside_watches_and_changes_nothing(short_tmp: P
         short_tmp, str(short_tmp / "storage"), watches=(WatchConfig(path=work, artifact="a/b"),)
     )
     engine = make_engine(cfg)
-    engine.version(VersionRequest("a/b", write(work / "x.pt", b"x")))
-    engine.version(VersionRequest("a/b", write(work / "y.pt", b"y")))
+    version_checkpoint(engine, VersionRequest("a/b", write(work / "x.pt", b"x")))
+    version_checkpoint(engine, VersionRequest("a/b", write(work / "y.pt", b"y")))
     head = run(["git", "rev-parse", "HEAD"], cwd=cfg.registry.path)
     with pytest.raises(InputError) as err:
         engine.revert("a/b", "v1.0.0", to=short_tmp / "elsewhere")
@@ -198,13 +215,21 @@ def test_revert_refuses_targets_outside_watches_and_changes_nothing(short_tmp: P
 
 
 def test_pull_writes_verified_bytes_and_never_a_partial_file(short_tmp: Path) -> None:
-    cfg = make_config(short_tmp, str(short_tmp / "storage"))
+    # restored through the engine's verified download (the revert path), into watched dirs
+    cfg = make_config(
+        short_tmp,
+        str(short_tmp / "storage"),
+        watches=(
+            WatchConfig(path=short_tmp / "out", artifact="t/m"),
+            WatchConfig(path=short_tmp / "out2", artifact="t/m"),
+        ),
+    )
     engine = make_engine(cfg)
     d = short_tmp / "src" / "ck"
     write(d / "a.bin", os.urandom(1000))
     write(d / "b" / "c.bin", b"c")
-    info = engine.version(VersionRequest("t/m", d)).info
-    out = engine.pull("t/m", "v1.0.0", short_tmp / "out")
+    info = version_checkpoint(engine, VersionRequest("t/m", d)).info
+    out = restore(engine, "t/m", "v1.0.0", short_tmp / "out")
     assert out == short_tmp / "out" / "ck" and tree_bytes(out) == tree_bytes(d)
     # corrupt the stored object of a.bin: the pull fails and leaves nothing behind
     entry = next(e for e in engine.manifest("t/m", info.version).files if e.relpath == "a.bin")
@@ -212,9 +237,9 @@ def test_pull_writes_verified_bytes_and_never_a_partial_file(short_tmp: Path) ->
     obj.chmod(0o644)
     obj.write_bytes(b"garbage")
     with pytest.raises(CpvError):
-        engine.pull("t/m", "v1.0.0", short_tmp / "out2")
+        restore(engine, "t/m", "v1.0.0", short_tmp / "out2")
     assert list((short_tmp / "out2").iterdir()) == []
-    report = engine.verify()
+    report = engine.verify_objects(engine.verify_targets())
     assert [c["relpath"] for c in report["corrupt"]] == ["a.bin"]
 
 
@@ -228,7 +253,7 @@ def test_manifest_of_a_directory_version_gives_each_file_its_size(
     d = short_tmp / "src" / "ck"
     write(d / "a.bin", os.urandom(1000))
     write(d / "b" / "c.bin", b"c" * 7)
-    info = engine.version(VersionRequest("t/m", d)).info
+    info = version_checkpoint(engine, VersionRequest("t/m", d)).info
     files = {e.relpath: e.size for e in engine.manifest("t/m", info.version).files}
     assert files == {"a.bin": 1000, "b/c.bin": 7}
 
@@ -249,7 +274,9 @@ def test_two_clones_version_concurrently_into_one_remote(
         try:
             for j in range(6):
                 p = write(short_tmp / f"src{i}" / f"e{j}.pt", f"{i}-{j}".encode())
-                engine.version(VersionRequest("shared/model" if j % 2 else f"own/m{i}", p))
+                version_checkpoint(
+                    engine, VersionRequest("shared/model" if j % 2 else f"own/m{i}", p)
+                )
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -278,7 +305,7 @@ def test_two_clones_version_concurrently_into_one_remote(
 def test_invalid_artifact_names_are_refused(short_tmp: Path, name: str) -> None:
     engine = make_engine(make_config(short_tmp, str(short_tmp / "storage")))
     with pytest.raises(ProtocolError):
-        engine.version(VersionRequest(name, write(short_tmp / "f.pt", b"x")))
+        version_checkpoint(engine, VersionRequest(name, write(short_tmp / "f.pt", b"x")))
 
 
 def test_bad_input_leaves_no_partial_commit(short_tmp: Path, moto_server: str) -> None:
@@ -287,12 +314,12 @@ def test_bad_input_leaves_no_partial_commit(short_tmp: Path, moto_server: str) -
     repo = cfg.registry.path
     head = run(["git", "rev-parse", "HEAD"], cwd=repo)
     with pytest.raises(InputError):
-        engine.version(VersionRequest("a/b", short_tmp / "missing.pt"))
+        version_checkpoint(engine, VersionRequest("a/b", short_tmp / "missing.pt"))
     ck = short_tmp / "ck"
     write(ck / "ok.bin", b"ok")
     (ck / "escape").symlink_to("/etc/passwd")
     with pytest.raises(InputError):
-        engine.version(VersionRequest("a/b", ck))
+        version_checkpoint(engine, VersionRequest("a/b", ck))
     with pytest.raises(ProtocolError):
         engine.show("a/b", "1.x")
     with pytest.raises(NotFound):
@@ -300,7 +327,7 @@ def test_bad_input_leaves_no_partial_commit(short_tmp: Path, moto_server: str) -
     # unreachable storage: a closed port
     bad = make_config(short_tmp, "s3://nobucket/x", endpoint="http://127.0.0.1:9", name="m2")
     with pytest.raises(CpvError):
-        make_engine(bad).version(VersionRequest("a/b", write(short_tmp / "g.pt", b"g")))
+        version_checkpoint(make_engine(bad), VersionRequest("a/b", write(short_tmp / "g.pt", b"g")))
     assert git_clean(make_config(short_tmp, "", name="m2").registry.path)
     assert run(["git", "tag", "-l"], cwd=make_config(short_tmp, "", name="m2").registry.path) == ""
     # unreachable git remote: the version is kept locally, nothing is lost
