@@ -1,7 +1,7 @@
 """Build a registry with thousands of versions in seconds, in the exact format cpvd makes.
 
 Versioning 10,000 checkpoints through the daemon would take far longer than the query it is
-meant to measure, so the registry is written directly: cpvd's own ``Registry.open`` makes the
+meant to measure, so the registry is written directly: cpvd's own ``RegistryRepo.open`` makes the
 layout commit (so the daemon finds nothing to change when it starts on it), then one
 ``git fast-import`` stream adds one commit per version — the pointer file, the message and
 trailers ``Engine._commit_version`` writes — and an annotated tag per version whose message
@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from cpvd.config.model import RegistryConfig
+from cpvd.registry.dvcfiles import Pointer, pointer_file, render_pointer
 from cpvd.registry.metadata import VersionInfo, version_tag
-from cpvd.registry.repo import BRANCH, Pointer, Registry, pointer_file, render_pointer
+from cpvd.registry.repo import BRANCH, RegistryRepo
 
 IDENT = "cpvd <cpvd@bench.invalid>"
 
@@ -94,7 +95,7 @@ def build_query_registry(path: Path, artifact: str, n: int, storage_url: str) ->
     build took.
     """
     t0 = time.perf_counter()
-    reg = Registry(RegistryConfig(path=path), {"url": storage_url})
+    reg = RegistryRepo(RegistryConfig(path=path), {"url": storage_url})
     reg.open({artifact: "model"})
     stream = fast_import_stream(artifact, n, start_epoch=1_700_000_000)
     subprocess.run(

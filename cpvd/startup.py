@@ -12,7 +12,7 @@ from pathlib import Path
 from cpvd.config.model import Config
 from cpvd.pipeline.snapshot import SnapshotStore
 from cpvd.registry.engine import Engine
-from cpvd.registry.repo import Registry
+from cpvd.registry.repo import RegistryRepo
 from cpvd.service.instance import clear_stale_git_locks
 from cpvd.state.db import StateDB
 from cpvd.state.ledger import Ledger
@@ -47,7 +47,7 @@ def open_registry(cfg: Config, state: Path, ledger: Ledger) -> Engine:
     if removed:
         log.warning("removed stale lock files left by a crash: %s", ", ".join(map(str, removed)))
     storage = open_storage(cfg.storage, journal_dir=state / "uploads")
-    engine = Engine(cfg, storage, Registry(cfg.registry, storage.dvc_remote_settings()))
+    engine = Engine(cfg, storage, RegistryRepo(cfg.registry, storage.dvc_remote_settings()))
     engine.open()
     engine.registry.reset_worktree()
     if ledger.is_empty():

@@ -27,7 +27,8 @@ from cpvd.pipeline.next_upload import NextJobUpload
 from cpvd.pipeline.prepared import PreparedJobs
 from cpvd.pipeline.snapshot import SnapshotStore
 from cpvd.pipeline.threads import Executors
-from cpvd.registry.engine import Engine, VersionRequest, VersionResult
+from cpvd.registry.engine import Engine
+from cpvd.registry.model import VersionRequest, VersionResult
 from cpvd.retry import Backoff
 from cpvd.state.ledger import Ledger
 from cpvd.state.outcome import end_job
@@ -190,9 +191,7 @@ class Worker:
         # only a job that got past "uploaded" before (a crash, a retry) may have a commit
         # already; searching history for it is O(history) per version
         resume = job.attempts > 0 or job.step not in (None, "snapshotted", "hashed")
-        version = partial(
-            self._engine.version, req, push=False, content=content, resume=resume, uploaded=True
-        )
+        version = partial(self._engine.version, req, content, resume=resume)
         return await self._ex.on_registry(version)
 
     def _versioned(self, job: Job, result: VersionResult, seconds: float) -> None:

@@ -22,7 +22,7 @@ from benchmarks.scenarios import COMPLETE_LABEL, PARTS_LABEL, Plan, multipart_sp
 from cpvd.config.model import Config, DaemonConfig, RegistryConfig, StorageConfig
 from cpvd.registry.engine import Engine
 from cpvd.registry.index import read_index
-from cpvd.registry.repo import Registry
+from cpvd.registry.repo import RegistryRepo
 from cpvd.storage import LocalStorage
 
 
@@ -54,7 +54,7 @@ def test_query_registry_is_read_back_by_cpvd(short_tmp: Path) -> None:
     head = git(reg_path, "rev-parse", "HEAD")
     storage_backend = LocalStorage(str(storage))
     engine = Engine(
-        cfg, storage_backend, Registry(cfg.registry, storage_backend.dvc_remote_settings())
+        cfg, storage_backend, RegistryRepo(cfg.registry, storage_backend.dvc_remote_settings())
     )
     engine.open()
     assert git(reg_path, "rev-parse", "HEAD") == head
