@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cpvd.service.install import sdnotify
+from cpvd.service import sdnotify
 from cpvd.service.sdnotify import Notifier
 
 
