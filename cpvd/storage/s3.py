@@ -80,9 +80,10 @@ def s3_client(
 
 
 def _location(cfg: StorageConfig) -> str:
+    """``s3://bucket/prefix at ENDPOINT`` for messages, credentials in the endpoint masked."""
     bucket, prefix = cfg.s3_bucket_prefix()
     url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
-    return f"{url} at {cfg.endpoint_url}" if cfg.endpoint_url else url
+    return mask_url(f"{url} at {cfg.endpoint_url}" if cfg.endpoint_url else url)
 
 
 def s3_error(exc: BaseException, cfg: StorageConfig, doing: str) -> StorageError:
@@ -93,7 +94,7 @@ def s3_error(exc: BaseException, cfg: StorageConfig, doing: str) -> StorageError
     ``.message``). ``doing`` is the operation ("check", "upload", ...); during "check" a
     404 means the bucket, elsewhere a missing key is the caller's business.
     """
-    where = mask_url(_location(cfg))
+    where = _location(cfg)
     client_err = _find_client_error(exc)
     if client_err is not None:
         return _client_error(client_err, cfg, doing, where)
