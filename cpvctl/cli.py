@@ -16,10 +16,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from cpvctl.errors import EXIT_FAILED, EXIT_OK, CpvctlError, UsageError
+from cpvctl.errors import EXIT_FAILED, EXIT_OK, CpvctlError, UsageError, validated
 from cpvctl.protocol import (
     CPV_VERSION,
-    ProtocolError,
     job_id_of,
     normalize_version,
     split_ref,
@@ -165,21 +164,14 @@ def _positive_int(text: str) -> int:
 # --- local validation ----------------------------------------------------------------------
 
 
-def _valid(check: Callable[[Any], str], value: object) -> str:
-    try:
-        return check(value)
-    except ProtocolError as e:
-        raise UsageError(e.message, code=e.code) from None
-
-
 def _ref(text: str, need_version: bool, example: str) -> tuple[str, str | None]:
     name, version = split_ref(text)
-    name = _valid(validate_name, name)
+    name = validated(validate_name, name)
     if version is None:
         if need_version:
             raise UsageError(f"expected NAME@VERSION, e.g. {name}@{example}", code="bad_request")
         return name, None
-    return name, _valid(normalize_version, version)
+    return name, validated(normalize_version, version)
 
 
 def parse_metrics(metrics_json: str | None, pairs: Sequence[str]) -> dict[str, Any] | None:
@@ -246,7 +238,7 @@ def cmd_artifacts(args: argparse.Namespace, client: Client) -> int:
 def cmd_versions(args: argparse.Namespace, client: Client) -> int:
     from cpvctl.render import render_versions
 
-    _emit(args, client.versions(_valid(validate_name, args.name)), render_versions)
+    _emit(args, client.versions(validated(validate_name, args.name)), render_versions)
     return EXIT_OK
 
 
@@ -262,7 +254,7 @@ def cmd_show(args: argparse.Namespace, client: Client) -> int:
 def cmd_push(args: argparse.Namespace, client: Client) -> int:
     from cpvctl.render import render_job
 
-    artifact = _valid(validate_name, args.artifact)
+    artifact = validated(validate_name, args.artifact)
     metrics = parse_metrics(args.metrics, args.metric)
     path = os.path.abspath(args.path)
     if not os.path.exists(path):
@@ -343,8 +335,8 @@ def cmd_revert(args: argparse.Namespace, client: Client) -> int:
     if args.version is None:
         name, version = _ref(args.name, need_version=True, example="v1.2")
     else:
-        name = _valid(validate_name, args.name)
-        version = _valid(normalize_version, args.version)
+        name = validated(validate_name, args.name)
+        version = validated(normalize_version, args.version)
     assert version is not None
     to = os.path.abspath(args.to) if args.to else None
     _emit(args, client.revert(name, version, with_data=args.with_data, to=to), render_reverted)
@@ -356,7 +348,7 @@ def cmd_promote(args: argparse.Namespace, client: Client) -> int:
 
     name, version = _ref(args.ref, need_version=True, example="v1.2")
     assert version is not None
-    stage = _valid(validate_stage, args.stage)
+    stage = validated(validate_stage, args.stage)
     answer = client.promote(name, version, stage, with_data=args.with_data)
     _emit(args, answer, render_promoted)
     return EXIT_OK
@@ -365,7 +357,7 @@ def cmd_promote(args: argparse.Namespace, client: Client) -> int:
 def cmd_pause(args: argparse.Namespace, client: Client) -> int:
     from cpvctl.render import render_paused
 
-    name = None if args.name is None else _valid(validate_name, args.name)
+    name = None if args.name is None else validated(validate_name, args.name)
     _emit(args, client.pause(name), render_paused)
     return EXIT_OK
 
@@ -373,7 +365,7 @@ def cmd_pause(args: argparse.Namespace, client: Client) -> int:
 def cmd_resume(args: argparse.Namespace, client: Client) -> int:
     from cpvctl.render import render_paused
 
-    name = None if args.name is None else _valid(validate_name, args.name)
+    name = None if args.name is None else validated(validate_name, args.name)
     _emit(args, client.resume(name), render_paused)
     return EXIT_OK
 
@@ -404,7 +396,7 @@ def cmd_events(args: argparse.Namespace, client: Client) -> int:
 def cmd_verify(args: argparse.Namespace, client: Client) -> int:
     from cpvctl.render import render_verify
 
-    artifact = None if args.artifact is None else _valid(validate_name, args.artifact)
+    artifact = None if args.artifact is None else validated(validate_name, args.artifact)
     result = client.verify(sample=args.sample, artifact=artifact)
     _emit(args, result, render_verify)
     return EXIT_FAILED if result.get("missing") or result.get("corrupt") else EXIT_OK
@@ -413,14 +405,14 @@ def cmd_verify(args: argparse.Namespace, client: Client) -> int:
 def cmd_retry(args: argparse.Namespace, client: Client) -> int:
     from cpvctl.render import render_job
 
-    _emit(args, client.retry(_valid(validate_job_id, args.job_id)), render_job)
+    _emit(args, client.retry(validated(validate_job_id, args.job_id)), render_job)
     return EXIT_OK
 
 
 def cmd_job(args: argparse.Namespace, client: Client) -> int:
     from cpvctl.render import render_job
 
-    job = client.job(_valid(validate_job_id, args.job_id))
+    job = client.job(validated(validate_job_id, args.job_id))
     _emit(args, job, render_job)
     return EXIT_FAILED if job.get("state") == "failed" else EXIT_OK
 

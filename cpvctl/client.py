@@ -16,7 +16,7 @@ import stat
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote, urlencode
 
 from cpvctl import errors
@@ -29,6 +29,7 @@ from cpvctl.errors import (
     NotFound,
     UsageError,
     WaitTimeout,
+    validated,
 )
 from cpvctl.protocol import (
     API_PREFIX,
@@ -36,17 +37,16 @@ from cpvctl.protocol import (
     CPV_VERSION,
     JOB_FINAL_EVENTS,
     JOB_FINAL_STATES,
-    ProtocolError,
     job_id_of,
     normalize_version,
     validate_job_id,
     validate_name,
     validate_stage,
 )
+from cpvctl.pull import PullResult, pull
+from cpvctl.transport import Json, PathArg, PullOptions
 
-Json = Any
 EventCallback = Callable[[str, dict[str, Any]], None]
-ProgressCallback = Callable[[int, int | None], None]
 
 #: How long ``wait`` reads the event stream before re-reading the job anyway (a missed event,
 #: or a daemon without keep-alives, costs at most this much).
@@ -129,20 +129,12 @@ def _event_data(text: str) -> dict[str, Any]:
     return data
 
 
-def _checked(fn: Callable[[object], str], value: object) -> str:
-    """Validate locally so a typo is a usage error before anything reaches the daemon."""
-    try:
-        return fn(value)
-    except ProtocolError as e:
-        raise UsageError(e.message, code=e.code) from None
-
-
 def _name(value: object) -> str:
-    return _checked(validate_name, value)
+    return validated(validate_name, value)
 
 
 def _version(value: object) -> str:
-    return _checked(normalize_version, value)
+    return validated(normalize_version, value)
 
 
 class Client:
@@ -333,10 +325,10 @@ class Client:
         return dict(self.request("POST", "/push", body=body))
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return dict(self.request("GET", f"/jobs/{quote(_checked(validate_job_id, job_id))}"))
+        return dict(self.request("GET", f"/jobs/{quote(validated(validate_job_id, job_id))}"))
 
     def retry(self, job_id: str) -> dict[str, Any]:
-        jid = quote(_checked(validate_job_id, job_id))
+        jid = quote(validated(validate_job_id, job_id))
         return dict(self.request("POST", f"/jobs/{jid}/retry"))
 
     def wait(
@@ -353,7 +345,7 @@ class Client:
         after ``timeout`` seconds (the job itself goes on). A failed job is returned, not
         raised: callers decide (``submit`` raises ``JobFailed``).
         """
-        job_id = _checked(validate_job_id, job_id)
+        job_id = validated(validate_job_id, job_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         use_events = True
         while True:
@@ -436,28 +428,19 @@ class Client:
     # --- data --------------------------------------------------------------------------
 
     def pull(
-        self,
-        name: str,
-        version: str | None,
-        out_dir: str | os.PathLike[str],
-        progress: ProgressCallback | None = None,
-        force: bool = False,
+        self, name: str, version: str | None, out_dir: PathArg, **options: Unpack[PullOptions]
     ) -> Path:
-        """Download a version into ``out_dir`` (``None`` = the current version); see pull.py."""
-        return self.pull_detailed(name, version, out_dir, progress=progress, force=force).path
+        """Download a version into ``out_dir`` (``None`` = the current version); see pull.py.
+
+        ``progress`` (a ``ProgressCallback``) follows the bytes; ``force`` replaces a
+        different copy already there."""
+        return self.pull_detailed(name, version, out_dir, **options).path
 
     def pull_detailed(
-        self,
-        name: str,
-        version: str | None,
-        out_dir: str | os.PathLike[str],
-        progress: ProgressCallback | None = None,
-        force: bool = False,
-    ) -> Any:
+        self, name: str, version: str | None, out_dir: PathArg, **options: Unpack[PullOptions]
+    ) -> PullResult:
         """Like ``pull`` but returns a ``PullResult`` (path, artifact, version, kind)."""
-        from cpvctl.pull import pull
-
-        return pull(self, name, version, out_dir, progress=progress, force=force)
+        return pull(self, name, version, out_dir, **options)
 
     def revert(
         self,
@@ -481,7 +464,7 @@ class Client:
         body = {
             "artifact": _name(name),
             "version": _version(version),
-            "stage": _checked(validate_stage, stage),
+            "stage": validated(validate_stage, stage),
             "with_data": bool(with_data),
         }
         return dict(self.request("POST", "/promote", body=body))

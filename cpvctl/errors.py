@@ -9,6 +9,13 @@ caught locally before anything was sent, 3 the daemon could not be reached.
 
 from __future__ import annotations
 
+from cpvctl.protocol import ProtocolError
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -39,6 +46,15 @@ class UsageError(CpvctlError):
 
     exit_code = EXIT_USAGE
     default_code = "usage_error"
+
+
+def validated(check: Callable[[Any], str], value: object) -> str:
+    """``check(value)`` with a ``cpvctl.protocol`` validator, its ProtocolError raised as a
+    UsageError: a typo is caught locally, before anything reaches the daemon."""
+    try:
+        return check(value)
+    except ProtocolError as e:
+        raise UsageError(e.message, code=e.code) from None
 
 
 class BadRequest(CpvctlError):
@@ -128,32 +144,42 @@ _HOW_TO_START = (
 )
 
 
+#: (what went wrong, its code, what to say): "not running", "crashed", "not yours" and "hung"
+#: each need a different fix. Checked in order; {socket}, {timeout}, {start} are filled in.
+_UNREACHABLE: tuple[tuple[type[OSError], str, str], ...] = (
+    (
+        TimeoutError,
+        "timeout",
+        "cpvd did not answer on {socket} within {timeout:g} s (busy or hung); "
+        "check its log (journalctl --user -u cpvd)",
+    ),
+    (
+        FileNotFoundError,
+        "socket_missing",
+        "cpvd is not running: no socket at {socket}; {start}",
+    ),
+    (
+        PermissionError,
+        "permission_denied",
+        "permission denied on {socket}: the socket (mode 0600) belongs to another "
+        "user; run cpvctl as the daemon's user or use --socket for your own daemon",
+    ),
+    (
+        ConnectionRefusedError,
+        "connection_refused",
+        "connection refused on {socket}: a stale socket, cpvd is not listening "
+        "(it crashed or was killed); check its log (journalctl --user -u cpvd) and "
+        "restart it; {start}",
+    ),
+)
+
+
 def unreachable(socket_path: str, error: OSError, timeout: float) -> DaemonUnreachable:
     """Tell "not running" from "crashed" from "not yours": each needs a different fix."""
-    if isinstance(error, TimeoutError):
-        return DaemonUnreachable(
-            f"cpvd did not answer on {socket_path} within {timeout:g} s (busy or hung); "
-            "check its log (journalctl --user -u cpvd)",
-            code="timeout",
-        )
-    if isinstance(error, FileNotFoundError):
-        return DaemonUnreachable(
-            f"cpvd is not running: no socket at {socket_path}; {_HOW_TO_START}",
-            code="socket_missing",
-        )
-    if isinstance(error, PermissionError):
-        return DaemonUnreachable(
-            f"permission denied on {socket_path}: the socket (mode 0600) belongs to another "
-            "user; run cpvctl as the daemon's user or use --socket for your own daemon",
-            code="permission_denied",
-        )
-    if isinstance(error, ConnectionRefusedError):
-        return DaemonUnreachable(
-            f"connection refused on {socket_path}: a stale socket, cpvd is not listening "
-            "(it crashed or was killed); check its log (journalctl --user -u cpvd) and "
-            f"restart it; {_HOW_TO_START}",
-            code="connection_refused",
-        )
+    for kind, code, message in _UNREACHABLE:
+        if isinstance(error, kind):
+            text = message.format(socket=socket_path, timeout=timeout, start=_HOW_TO_START)
+            return DaemonUnreachable(text, code=code)
     return DaemonUnreachable(
         f"cannot reach cpvd on {socket_path}: {error.strerror or error}", code="unreachable"
     )

@@ -18,18 +18,14 @@ import hashlib
 import http.client
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cpvctl.errors import Conflict, CpvctlError, IntegrityError, UsageError
-from cpvctl.protocol import ProtocolError, normalize_version, validate_name
+from cpvctl.errors import Conflict, CpvctlError, IntegrityError, validated
+from cpvctl.protocol import normalize_version, validate_name
+from cpvctl.transport import PathArg, ProgressCallback, Transport
 
-if TYPE_CHECKING:
-    from cpvctl.client import Client
-
-ProgressCallback = Callable[[int, int | None], None]
 CHUNK = 1 << 20
 _TMP_SUFFIX = ".cpvpull"
 
@@ -99,10 +95,10 @@ def _entries(manifest: dict[str, Any]) -> list[_Entry]:
 
 
 def pull(
-    client: Client,
+    client: Transport,
     name: str,
     version: str | None,
-    out_dir: str | os.PathLike[str],
+    out_dir: PathArg,
     progress: ProgressCallback | None = None,
     force: bool = False,
 ) -> PullResult:
@@ -112,11 +108,8 @@ def pull(
     ``out_dir/<original name>/...``. An identical copy already there is left alone; a different
     one is replaced only with ``force`` (raises ``Conflict`` otherwise).
     """
-    try:
-        name = validate_name(name)
-        version = None if version is None else normalize_version(version)
-    except ProtocolError as e:
-        raise UsageError(e.message, code=e.code) from None
+    name = validated(validate_name, name)
+    version = None if version is None else validated(normalize_version, version)
     manifest = client.request("GET", "/pull/manifest", {"artifact": name, "version": version})
     if not isinstance(manifest, dict):
         raise BadManifest("pull manifest is not an object", code="bad_manifest")
@@ -175,7 +168,7 @@ class _Fetcher:
 
     def __init__(
         self,
-        client: Client,
+        client: Transport,
         name: str,
         version: str,
         progress: ProgressCallback | None,

@@ -89,9 +89,10 @@ fi
 "$venv/bin/python" -m compileall -q -j 0 -s "$stage" -p / "$venv/lib" >/dev/null
 
 echo "== files"
-install -D -m 0644 "$src/service/systemd/system/cpvd.service" \
+units="$src/cpvd/service/units"  # the one copy; service/ at the top is a symlink to it
+install -D -m 0644 "$units/systemd/system/cpvd.service" \
     "$stage/usr/lib/systemd/system/cpvd.service"
-install -D -m 0644 "$src/service/systemd/system/cpvd.toml" "$stage/etc/cpv/cpvd.toml"
+install -D -m 0644 "$units/systemd/system/cpvd.toml" "$stage/etc/cpv/cpvd.toml"
 mkdir -p "$stage/usr/bin" "$stage/usr/share/doc/cpv"
 ln -s /opt/cpv/bin/cpvd "$stage/usr/bin/cpvd"
 ln -s /opt/cpv/bin/cpvctl "$stage/usr/bin/cpvctl"

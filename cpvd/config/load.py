@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from cpvctl.protocol import ProtocolError, validate_name
 from cpvd.config import paths
 from cpvd.config.model import (
@@ -414,33 +416,23 @@ def config_from_flags(
 # ---------------------------------------------------------------- writing
 
 
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
+def _plain(value: object) -> object:
+    """A config value as TOML knows it: paths become strings, tuples arrays."""
     if isinstance(value, Path):
-        return _toml_value(str(value))
-    if isinstance(value, str):
-        # JSON string escapes are a subset of TOML basic-string escapes; DEL is not allowed raw.
-        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+        return str(value)
     if isinstance(value, tuple | list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
+        return [_plain(v) for v in value]
+    return value
 
 
-def _table_lines(obj: object, default: object, always: tuple[str, ...] = ()) -> list[str]:
-    """``key = value`` for every field that is set and differs from the default."""
-    lines = []
+def _changed(obj: object, default: object, always: tuple[str, ...] = ()) -> dict[str, object]:
+    """Every field that is set and differs from the default (``always``: written anyway)."""
+    table: dict[str, object] = {}
     for f in dataclasses.fields(obj):  # type: ignore[arg-type]
         value = getattr(obj, f.name)
-        if value is None:
-            continue
-        if f.name in always or value != getattr(default, f.name):
-            lines.append(f"{f.name} = {_toml_value(value)}")
-    return lines
+        if value is not None and (f.name in always or value != getattr(default, f.name)):
+            table[f.name] = _plain(value)
+    return table
 
 
 def dump_config(cfg: Config) -> str:
@@ -448,23 +440,22 @@ def dump_config(cfg: Config) -> str:
 
     Only values that differ from the embedded defaults are written (plus the storage url,
     so a reader sees where checkpoints go); defaults such as the socket path depend on
-    the machine and the user, and pinning them would make the file less portable.
+    the machine and the user, and pinning them would make the file less portable. The TOML
+    itself (quoting, escapes, arrays of tables) is tomli-w's: a hand-written emitter is one
+    more place for an escape bug.
     """
-    out = ["# cpvd configuration (see `cpvd check --config THIS_FILE`)", ""]
-    sections = (
-        ("daemon", _table_lines(cfg.daemon, DaemonConfig())),
-        ("registry", _table_lines(cfg.registry, RegistryConfig())),
-        ("storage", _table_lines(cfg.storage, StorageConfig(), always=("url",))),
-    )
-    for name, lines in sections:
-        if lines:
-            out += [f"[{name}]", *lines, ""]
-    for w in cfg.watches:
-        lines = [f"path = {_toml_value(w.path)}", f"artifact = {_toml_value(w.artifact)}"]
-        lines += [
-            line
-            for line in _table_lines(w, WatchConfig(path=w.path, artifact=w.artifact))
-            if not line.startswith(("path ", "artifact "))
+    doc: dict[str, object] = {}
+    for name, table in (
+        ("daemon", _changed(cfg.daemon, DaemonConfig())),
+        ("registry", _changed(cfg.registry, RegistryConfig())),
+        ("storage", _changed(cfg.storage, StorageConfig(), always=("url",))),
+    ):
+        if table:
+            doc[name] = table
+    if cfg.watches:
+        doc["watch"] = [
+            _changed(w, WatchConfig(path=w.path, artifact=w.artifact), always=("path", "artifact"))
+            for w in cfg.watches
         ]
-        out += ["[[watch]]", *lines, ""]
-    return "\n".join(out)
+    header = "# cpvd configuration (see `cpvd check --config THIS_FILE`)\n\n"
+    return header + tomli_w.dumps(doc)

@@ -13,15 +13,17 @@ import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cpvd.config.model import Config, RegistryConfig, StorageConfig, WatchConfig
 from cpvd.errors import GitError
 from cpvd.redact import mask_url
+from cpvd.registry.git import registry_git_env as git_env
 
 #: seconds before an S3 endpoint counts as unreachable
 S3_CONNECT_TIMEOUT = 5.0
 S3_READ_TIMEOUT = 10.0
+#: one retry: a transient error should not fail the check, a dead endpoint should fail fast
+S3_ATTEMPTS = 2
 #: seconds for ``git ls-remote`` (SSH handshakes to hosted remotes take a few seconds)
 GIT_TIMEOUT = 30.0
 
@@ -33,88 +35,31 @@ class CheckResult:
     detail: str
 
 
-from cpvd.registry.git import registry_git_env as git_env  # noqa: E402 -- one definition, shared with the registry
-
 # ---------------------------------------------------------------- storage
 
 
-def _s3_client(storage: StorageConfig) -> Any:
-    """A boto3 S3 client that gives up in seconds, configured as the daemon will be."""
-    import boto3
-    from botocore.config import Config as BotoConfig
-
-    session = (
-        boto3.session.Session(profile_name=storage.profile)
-        if storage.profile
-        else boto3.session.Session()
-    )
-    return session.client(
-        "s3",
-        endpoint_url=storage.endpoint_url,
-        region_name=storage.region,
-        config=BotoConfig(
-            connect_timeout=S3_CONNECT_TIMEOUT,
-            read_timeout=S3_READ_TIMEOUT,
-            retries={"total_max_attempts": 2, "mode": "standard"},
-        ),
-    )
-
-
-def describe_s3_error(exc: Exception, storage: StorageConfig) -> str:
-    """Turn a boto3/botocore failure into a sentence that names the key to fix."""
-    from botocore import exceptions as bx
-
-    bucket, _ = storage.s3_bucket_prefix()
-    where = storage.endpoint_url or "AWS S3"
-    if isinstance(exc, bx.ProfileNotFound):
-        return (
-            f"AWS profile {storage.profile!r} not found in ~/.aws/config or ~/.aws/credentials; "
-            "fix [storage] profile"
-        )
-    if isinstance(exc, bx.NoCredentialsError):
-        return (
-            "no AWS credentials found: set [storage] profile, or AWS_ACCESS_KEY_ID / "
-            "AWS_SECRET_ACCESS_KEY in the daemon's environment"
-        )
-    if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError | bx.ReadTimeoutError):
-        return f"endpoint unreachable: {where} ({exc}); check [storage] endpoint_url"
-    if isinstance(exc, bx.ClientError):
-        err = exc.response.get("Error", {})
-        code = str(err.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in ("404", "NoSuchBucket") or status == 404:
-            return f"bucket {bucket!r} does not exist at {where}; create it or fix [storage] url"
-        if code in ("403", "AccessDenied", "Forbidden") or status == 403:
-            return (
-                f"access denied to bucket {bucket!r} at {where}; check the credentials of "
-                "[storage] profile (or the AWS_* environment) and the bucket policy"
-            )
-        if code in ("301", "PermanentRedirect") or status in (301, 307):
-            return f"bucket {bucket!r} is in another region; set [storage] region"
-        if code in ("400", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 400:
-            return (
-                f"the endpoint rejected the request ({code or status}): check the credentials "
-                "of [storage] profile and [storage] region"
-            )
-        return f"head-bucket on {bucket!r} failed: {code or status} {err.get('Message', '')}"
-    if isinstance(exc, bx.BotoCoreError | ValueError):
-        return f"cannot talk to {where}: {exc}; check [storage] endpoint_url and region"
-    return f"unexpected error from S3: {type(exc).__name__}: {exc}"
-
-
 def check_s3(storage: StorageConfig) -> CheckResult:
-    """head-bucket with the profile, endpoint and region the daemon will use."""
+    """head-bucket with the client, profile, endpoint and region the daemon will use; a
+    failure is told by the daemon's own translation (cpvd.storage.s3.s3_error)."""
     from botocore.exceptions import BotoCoreError, ClientError
+
+    from cpvd.storage.s3 import s3_client, s3_error
 
     name = "storage"
     try:
-        client = _s3_client(storage)
+        client = s3_client(
+            storage,
+            connect_timeout=S3_CONNECT_TIMEOUT,
+            read_timeout=S3_READ_TIMEOUT,
+            attempts=S3_ATTEMPTS,
+        )
         bucket, _ = storage.s3_bucket_prefix()
         client.head_bucket(Bucket=bucket)
     except (BotoCoreError, ClientError, ValueError) as exc:
-        return CheckResult(name, False, f"{storage.url}: {describe_s3_error(exc, storage)}")
-    where = f" via {storage.endpoint_url}" if storage.endpoint_url else ""
-    return CheckResult(name, True, f"{storage.url}: bucket reachable{where}")
+        detail = s3_error(exc, storage, "check").message
+        return CheckResult(name, False, f"{mask_url(storage.url)}: {detail}")
+    where = f" via {mask_url(storage.endpoint_url)}" if storage.endpoint_url else ""
+    return CheckResult(name, True, f"{mask_url(storage.url)}: bucket reachable{where}")
 
 
 def check_local_storage(storage: StorageConfig) -> CheckResult:

@@ -18,6 +18,7 @@ from cpvd.config import paths
 from cpvd.config.load import KINDS, dump_config, parse_config
 from cpvd.config.model import Config, RegistryConfig, StorageConfig, WatchConfig
 from cpvd.errors import ConfigError, CpvError
+from cpvd.redact import mask_url
 from cpvd.setup.check import format_results, run_checks
 
 Ask = Callable[[str, str | None], str]
@@ -82,13 +83,13 @@ class _Asker:
                 problem = check(answer) if check else None
                 if problem is None:
                     return answer
-            print(f"  {problem}", file=self.out)
+            print(f"  {mask_url(problem or '')}", file=self.out)
         raise ConfigError(f"cpvd init: no valid answer for {flag}")
 
     def _validate(self, flag: str, value: str, check: Callable[[str], str | None] | None) -> str:
         problem = check(value) if check else None
         if problem:
-            raise ConfigError(f"cpvd init: {flag}: {problem}")
+            raise ConfigError(f"cpvd init: {flag}: {mask_url(problem)}")
         return value
 
 

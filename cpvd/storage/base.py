@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from cpvd.errors import InputError
+from cpvd.errors import InputError, IntegrityError
 
 Progress = Callable[[int], None]
 
@@ -108,3 +108,19 @@ def read_md5(stream: BinaryIO, chunk: int = 8 * 1024 * 1024) -> str:
             break
         h.update(data)
     return h.hexdigest()
+
+
+def matches_stream(md5: str, body: BinaryIO) -> bool:
+    """Whether the rest of ``body`` hashes to ``md5`` (``verify``); closes ``body``."""
+    with body:
+        return md5_matches(md5, read_md5(body))
+
+
+def bytes_digest(md5: str, data: bytes) -> bytes:
+    """The raw md5 digest of ``data``, once it is sure to be the object ``md5`` names: a
+    backend's ``put_bytes`` never stores bytes under a name they do not hash to."""
+    check_md5(md5)
+    digest = hashlib.md5(data)
+    if not md5_matches(md5, digest.hexdigest()):
+        raise IntegrityError(f"bytes given for {md5} do not hash to it")
+    return digest.digest()

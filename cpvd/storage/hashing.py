@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from cpvd.errors import InputError, IntegrityError
+from cpvd.storage.base import Progress
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ CHUNK_SIZE = 8 * 1024 * 1024
 #: names DVC ignores inside a tracked directory by default (dvc/ignore.py)
 _IGNORED_ANY = frozenset({".git"})
 _IGNORED_DIRS = frozenset({".git", ".hg", ".dvc"})
-
-Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,18 @@ class ContentHash:
     is_dir: bool
     entries: tuple[FileEntry, ...]
     manifest: bytes | None
+
+    @classmethod
+    def of_file(cls, entry: FileEntry) -> ContentHash:
+        """A file checkpoint: its one entry is the whole content."""
+        return cls(entry.md5, entry.size, 1, False, (entry,), None)
+
+    @classmethod
+    def of_dir(cls, entries: Iterable[FileEntry]) -> ContentHash:
+        """A directory checkpoint: the ``.dir`` manifest of its files names it."""
+        files = tuple(entries)
+        dir_md5, manifest = dir_manifest(files)
+        return cls(dir_md5, sum(e.size for e in files), len(files), True, files, manifest)
 
 
 def md5_file(path: Path | str, progress: Progress | None = None) -> tuple[str, int]:
@@ -219,26 +230,11 @@ def hash_checkpoint(path: Path, progress: Progress | None = None) -> ContentHash
     except OSError as exc:
         raise InputError(f"{p}: cannot access: {exc.strerror}", code="invalid_path") from None
     if stat.S_ISREG(st.st_mode):
-        md5, size = md5_file(p, progress)
-        return ContentHash(
-            md5=md5,
-            size=size,
-            nfiles=1,
-            is_dir=False,
-            entries=(FileEntry(relpath=p.name, md5=md5, size=size),),
-            manifest=None,
-        )
+        return ContentHash.of_file(FileEntry(p.name, *md5_file(p, progress)))
     if not stat.S_ISDIR(st.st_mode):
         raise InputError(f"{p}: not a regular file or directory", code="invalid_path")
-    entries = tuple(FileEntry(rel, *md5_file(full, progress)) for rel, full in list_files(p))
-    dir_md5, manifest = dir_manifest(entries)
-    return ContentHash(
-        md5=dir_md5,
-        size=sum(e.size for e in entries),
-        nfiles=len(entries),
-        is_dir=True,
-        entries=entries,
-        manifest=manifest,
+    return ContentHash.of_dir(
+        FileEntry(rel, *md5_file(full, progress)) for rel, full in list_files(p)
     )
 
 
@@ -262,9 +258,7 @@ class StreamHasher:
 
     def __init__(self, on_hashed: OnHashed | None = None) -> None:
         self._on_hashed = on_hashed
-        self._queue: queue.Queue[tuple[str, bytes | Path] | None] = queue.Queue(
-            self.QUEUE_CHUNKS
-        )
+        self._queue: queue.Queue[tuple[str, bytes | Path] | None] = queue.Queue(self.QUEUE_CHUNKS)
         self._files: dict[str, tuple[Any, int]] = {}  # relpath -> (md5 object, bytes)
         self._order: list[str] = []
         self._thread = threading.Thread(target=self._run, name="cpv-hash", daemon=True)
@@ -345,17 +339,8 @@ class StreamHasher:
         if seen:  # bytes for a file the snapshot does not hold
             return None
         if snapshot.is_file():
-            e = entries[0]
-            return ContentHash(e.md5, e.size, 1, False, (e,), None)
-        dir_md5, manifest = dir_manifest(entries)
-        return ContentHash(
-            md5=dir_md5,
-            size=sum(e.size for e in entries),
-            nfiles=len(entries),
-            is_dir=True,
-            entries=tuple(entries),
-            manifest=manifest,
-        )
+            return ContentHash.of_file(entries[0])
+        return ContentHash.of_dir(entries)
 
 
 _EMPTY_MD5 = hashlib.md5(b"").hexdigest()

@@ -9,7 +9,6 @@ object or a temp file that ``abort_incomplete_uploads`` sweeps. Temp names start
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import time
 import uuid
@@ -21,10 +20,9 @@ from cpvd.errors import ConfigError, IntegrityError, NotFound, StorageError
 from cpvd.storage.base import (
     DEFAULT_ABANDON_AGE,
     Progress,
-    check_md5,
-    md5_matches,
+    bytes_digest,
+    matches_stream,
     object_key,
-    read_md5,
 )
 
 TMP_PREFIX = ".cpv-tmp-"
@@ -90,8 +88,7 @@ class LocalStorage:
 
     def verify(self, md5: str) -> bool:
         try:
-            with self.open_object(md5) as f:
-                return md5_matches(md5, read_md5(f))
+            return matches_stream(md5, self.open_object(md5))
         except NotFound:
             return False
 
@@ -114,9 +111,7 @@ class LocalStorage:
             raise StorageError(f"local storage {self.root}: write failed: {exc}") from None
 
     def put_bytes(self, md5: str, data: bytes) -> None:
-        check_md5(md5)
-        if not md5_matches(md5, hashlib.md5(data).hexdigest()):
-            raise IntegrityError(f"bytes given for {md5} do not hash to it")
+        bytes_digest(md5, data)
         if self.size_of(md5) == len(data):
             return
         try:

@@ -27,13 +27,14 @@ import botocore.exceptions
 
 from cpvd.config.model import StorageConfig
 from cpvd.errors import ConfigError, IntegrityError, NotFound, StorageError
+from cpvd.redact import mask_url
 from cpvd.storage.base import (
     DEFAULT_ABANDON_AGE,
     Progress,
+    bytes_digest,
     check_md5,
-    md5_matches,
+    matches_stream,
     object_key,
-    read_md5,
 )
 from cpvd.storage.journal import UploadJournal
 
@@ -42,9 +43,123 @@ CHECK_CONNECT_TIMEOUT = 3.0
 CHECK_READ_TIMEOUT = 10.0
 
 _MISSING_BUCKET = {"NoSuchBucket", "404", "NotFound"}
-_DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+_DENIED = {"AccessDenied", "403", "Forbidden"}
 _MISSING_KEY = {"NoSuchKey", "404", "NotFound"}
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "503"}
+_REDIRECT = {"301", "PermanentRedirect"}
+_REJECTED = {"400", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthorizationHeaderMalformed"}
+
+
+def s3_client(
+    cfg: StorageConfig,
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    attempts: int = 1,
+    pool: int = 10,
+) -> Any:
+    """The one way cpvd makes a boto3 S3 client: ``cfg``'s endpoint, profile, region and
+    payload signing, with the caller's timeouts and total ``attempts`` (standard retries).
+
+    The daemon's storage and ``cpvd check`` both come here, so a check tests the client the
+    daemon will use. Raises botocore's ``ProfileNotFound`` for an unknown profile; botocore
+    clients are thread-safe, the session made here is used once and dropped.
+    """
+    session = boto3.session.Session(profile_name=cfg.profile, region_name=cfg.region)
+    return session.client(
+        "s3",
+        endpoint_url=cfg.endpoint_url,
+        config=botocore.config.Config(
+            retries={"mode": "standard", "total_max_attempts": attempts},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=pool,
+            s3={"payload_signing_enabled": cfg.sign_payload},
+        ),
+    )
+
+
+def _location(cfg: StorageConfig) -> str:
+    """``s3://bucket/prefix at ENDPOINT`` for messages, credentials in the endpoint masked."""
+    bucket, prefix = cfg.s3_bucket_prefix()
+    url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+    return mask_url(f"{url} at {cfg.endpoint_url}" if cfg.endpoint_url else url)
+
+
+def s3_error(exc: BaseException, cfg: StorageConfig, doing: str) -> StorageError:
+    """Any boto3/botocore failure as one StorageError: a sentence saying what went wrong
+    where, naming the ``[storage]`` key to fix, ``outage`` when retrying later can help.
+
+    The one translation for the daemon's storage and ``cpvd check`` (which shows
+    ``.message``). ``doing`` is the operation ("check", "upload", ...); during "check" a
+    404 means the bucket, elsewhere a missing key is the caller's business.
+    """
+    where = _location(cfg)
+    client_err = _find_client_error(exc)
+    if client_err is not None:
+        return _client_error(client_err, cfg, doing, where)
+    if isinstance(exc, botocore.exceptions.ProfileNotFound):
+        return StorageError(
+            f"AWS profile {cfg.profile!r} not found in ~/.aws/config or ~/.aws/credentials; "
+            "fix [storage] profile"
+        )
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return StorageError(
+            f"no AWS credentials found for {where}: set [storage] profile, or "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the daemon's environment, "
+            "or use an instance role"
+        )
+    if isinstance(
+        exc,
+        botocore.exceptions.EndpointConnectionError
+        | botocore.exceptions.ConnectTimeoutError
+        | botocore.exceptions.ConnectionClosedError,
+    ):
+        endpoint = mask_url(cfg.endpoint_url or "AWS S3")
+        return StorageError(
+            f"S3 endpoint unreachable: {endpoint} (trying to {doing} on {where}: "
+            f"{mask_url(str(exc))}); check [storage] endpoint_url and the network",
+            outage=True,
+        )
+    # the rest of botocore's own errors are network-level (read timeouts, resets, ...);
+    # a ValueError comes from a malformed endpoint or region
+    network = _find_botocore_error(exc)
+    return StorageError(
+        f"S3 {doing} failed on {where}: {mask_url(str(exc))}; "
+        "check [storage] endpoint_url and [storage] region",
+        outage=network is not None,
+    )
+
+
+def _client_error(
+    err: botocore.exceptions.ClientError, cfg: StorageConfig, doing: str, where: str
+) -> StorageError:
+    """What S3 answered, as a sentence; ``outage`` for 5xx and throttling."""
+    body = err.response.get("Error", {})
+    code = str(body.get("Code", ""))
+    msg = str(body.get("Message", "")) or code
+    status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    bucket, _ = cfg.s3_bucket_prefix()
+    if code == "NoSuchBucket" or (doing == "check" and (code in _MISSING_BUCKET or status == 404)):
+        return StorageError(
+            f"S3 bucket {bucket!r} does not exist at {where}; create it or fix [storage] url"
+        )
+    if code in _REDIRECT or status in (301, 307):
+        return StorageError(f"S3 bucket {bucket!r} is in another region; set [storage] region")
+    if code in _DENIED or status == 403:
+        return StorageError(
+            f"S3 access denied while trying to {doing} on {where}: {msg}; check the "
+            "credentials of [storage] profile (or the AWS_* environment) and the bucket policy"
+        )
+    if code in _REJECTED or status == 400:
+        return StorageError(
+            f"S3 rejected the request to {doing} on {where} ({code or status}: {msg}); check "
+            "the credentials of [storage] profile and [storage] region"
+        )
+    return StorageError(
+        f"S3 {doing} failed on {where}: {code or status}: {msg}",
+        outage=status >= 500 or code in _THROTTLED,
+    )
 
 
 class S3Storage:
@@ -66,37 +181,23 @@ class S3Storage:
         self.bucket, self.prefix = cfg.s3_bucket_prefix()
         if not self.bucket:
             raise ConfigError(f"[storage] url: no bucket in {cfg.url!r}")
-        try:
-            session = boto3.session.Session(profile_name=cfg.profile, region_name=cfg.region)
-        except botocore.exceptions.ProfileNotFound:
-            raise ConfigError(
-                f"[storage] profile: AWS profile {cfg.profile!r} not found in ~/.aws"
-            ) from None
-        # a job's upload and an early one (cpvd.pipeline.file_upload) at once
-        pool = max(10, 2 * cfg.concurrency + 4)
         connect_timeout = cfg.connect_timeout if connect_timeout is None else connect_timeout
         read_timeout = cfg.read_timeout if read_timeout is None else read_timeout
         max_attempts = cfg.max_attempts if max_attempts is None else max_attempts
-        self._client = session.client(
-            "s3",
-            endpoint_url=cfg.endpoint_url,
-            config=botocore.config.Config(
-                retries={"mode": "standard", "max_attempts": max_attempts},
+        try:
+            self._client = s3_client(
+                cfg,
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
-                max_pool_connections=pool,
-                s3={"payload_signing_enabled": cfg.sign_payload},
-            ),
-        )
-        self._check_client = session.client(
-            "s3",
-            endpoint_url=cfg.endpoint_url,
-            config=botocore.config.Config(
-                retries={"mode": "standard", "total_max_attempts": 1},
-                connect_timeout=check_connect_timeout,
-                read_timeout=CHECK_READ_TIMEOUT,
-            ),
-        )
+                attempts=max_attempts + 1,  # the first try and max_attempts retries
+                # a job's upload and an early one (cpvd.pipeline.file_upload) at once
+                pool=max(10, 2 * cfg.concurrency + 4),
+            )
+            self._check_client = s3_client(
+                cfg, connect_timeout=check_connect_timeout, read_timeout=CHECK_READ_TIMEOUT
+            )
+        except botocore.exceptions.ProfileNotFound as exc:
+            raise ConfigError(s3_error(exc, cfg, "connect").message) from None
         self._journal = UploadJournal(journal_dir) if journal_dir is not None else None
         if self._journal is not None:
             self._watch_multipart(self._journal)
@@ -146,50 +247,12 @@ class S3Storage:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
     def describe(self) -> str:
-        where = f" at {self.cfg.endpoint_url}" if self.cfg.endpoint_url else ""
-        return f"{self.url()}{where}"
+        return _location(self.cfg)
 
     # -- errors -----------------------------------------------------------------------
 
     def _error(self, exc: BaseException, doing: str) -> StorageError:
-        """One clear StorageError for any boto failure, saying what went wrong where."""
-        where = self.describe()
-        client_err = _find_client_error(exc)
-        if client_err is not None:
-            err = client_err.response.get("Error", {})
-            code = str(err.get("Code", ""))
-            msg = str(err.get("Message", "")) or code
-            if code == "NoSuchBucket" or (code in _MISSING_BUCKET and doing == "check"):
-                return StorageError(f"S3 bucket {self.bucket!r} does not exist ({where})")
-            if code in _DENIED:
-                profile = f" / profile {self.cfg.profile}" if self.cfg.profile else ""
-                return StorageError(
-                    f"S3 access denied while trying to {doing} on {where}: {msg} "
-                    f"(check credentials{profile})"
-                )
-            status = int(client_err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-            return StorageError(
-                f"S3 {doing} failed on {where}: {code}: {msg}",
-                outage=status >= 500 or code in _THROTTLED,
-            )
-        if isinstance(exc, botocore.exceptions.NoCredentialsError):
-            return StorageError(
-                f"no AWS credentials found for {where} "
-                "(set a profile, env vars or an instance role)"
-            )
-        if isinstance(
-            exc,
-            botocore.exceptions.EndpointConnectionError
-            | botocore.exceptions.ConnectTimeoutError
-            | botocore.exceptions.ConnectionClosedError,
-        ):
-            return StorageError(
-                f"S3 endpoint unreachable while trying to {doing} on {where}: {exc}",
-                outage=True,
-            )
-        # the rest of botocore's own errors are network-level (read timeouts, resets, ...)
-        network = _find_botocore_error(exc)
-        return StorageError(f"S3 {doing} failed on {where}: {exc}", outage=network is not None)
+        return s3_error(exc, self.cfg, doing)
 
     # -- check ------------------------------------------------------------------------
 
@@ -236,11 +299,9 @@ class S3Storage:
         except NotFound:
             return False
         try:
-            return md5_matches(md5, read_md5(body))
+            return matches_stream(md5, body)
         except (botocore.exceptions.BotoCoreError, OSError) as exc:
             raise self._error(exc, "read an object") from None
-        finally:
-            body.close()
 
     # -- writes -----------------------------------------------------------------------
 
@@ -287,6 +348,17 @@ class S3Storage:
         digest = hashlib.md5(data).digest()
         if digest.hex() != md5:
             raise IntegrityError(f"{src}: content no longer hashes to {md5}; changed since hashed")
+        self._put_object(md5, data, digest, "upload")
+        if progress is not None:
+            progress(size)
+
+    def put_bytes(self, md5: str, data: bytes) -> None:
+        digest = bytes_digest(md5, data)
+        if self.size_of(md5) != len(data):
+            self._put_object(md5, data, digest, "write")
+
+    def _put_object(self, md5: str, data: bytes, digest: bytes, doing: str) -> None:
+        """One PUT with Content-MD5, so the store itself rejects damaged bytes."""
         try:
             self._client.put_object(
                 Bucket=self.bucket,
@@ -295,27 +367,7 @@ class S3Storage:
                 ContentMD5=base64.b64encode(digest).decode("ascii"),
             )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise self._error(exc, "upload") from None
-        if progress is not None:
-            progress(size)
-
-    def put_bytes(self, md5: str, data: bytes) -> None:
-        """One PUT with Content-MD5, so the store itself rejects damaged bytes."""
-        check_md5(md5)
-        digest = hashlib.md5(data)
-        if not md5_matches(md5, digest.hexdigest()):
-            raise IntegrityError(f"bytes given for {md5} do not hash to it")
-        if self.size_of(md5) == len(data):
-            return
-        try:
-            self._client.put_object(
-                Bucket=self.bucket,
-                Key=self.key_of(md5),
-                Body=data,
-                ContentMD5=base64.b64encode(digest.digest()).decode("ascii"),
-            )
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise self._error(exc, "write") from None
+            raise self._error(exc, doing) from None
 
     def abort_recorded_uploads(self) -> int:
         """Abort the uploads our journal says we started and never finished (a crash, or an

@@ -72,14 +72,14 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_contents(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in (
-        "cpvd/service.py",
+        "cpvd/service/install.py",
         "cpvd/service/sdnotify.py",
         "cpvd/py.typed",
         "cpvctl/py.typed",
-        "cpvd/service_files/cpvd-system.service",
-        "cpvd/service_files/cpvd-user.service",
-        "cpvd/service_files/cpvd-system.toml",
-        "cpvd/service_files/io.cpv.cpvd.plist",
+        "cpvd/service/units/systemd/system/cpvd.service",
+        "cpvd/service/units/systemd/user/cpvd.service",
+        "cpvd/service/units/systemd/system/cpvd.toml",
+        "cpvd/service/units/launchd/io.cpv.cpvd.plist",
     ):
         assert f in names, f
     assert not any(n.startswith("tests/") for n in names)

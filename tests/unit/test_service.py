@@ -23,12 +23,40 @@ import pytest
 from cpvd.config import paths
 from cpvd.config.load import parse_config
 from cpvd.config.model import DaemonConfig
-from cpvd.service import install as service
-from cpvd.service.install import CommandResult, Host, Run, WriteFile
+from cpvd.service.install import CommandResult, Runner, run_action, run_command, service_command
+from cpvd.service.plan import (
+    SYSTEM_CONFIG,
+    Host,
+    Plan,
+    RemoveFile,
+    Run,
+    ServiceError,
+    WriteFile,
+    executable_problems,
+    find_cpvd,
+    log_commands,
+    plan_install,
+    plan_uninstall,
+    resolve_mode,
+    status_argv,
+    system_config_problems,
+    systemctl_argv,
+    useradd_argv,
+)
+from cpvd.service.units import (
+    LAUNCHD_LABEL,
+    SYSTEM_TOML,
+    SYSTEM_UNIT,
+    SYSTEM_UNIT_FILE,
+    USER_UNIT,
+    daemon_argv,
+    render_systemd_unit,
+    systemd_quote,
+    template,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_DIR = REPO / "service"
-PACKAGED = REPO / "cpvd" / "service_files"
 #: the field's default, read without building a DaemonConfig (whose socket default needs a
 #: runtime dir)
 DRAIN = float(
@@ -84,11 +112,11 @@ def host(tmp: Path, **kw: object) -> Host:
     return Host(**defaults)  # type: ignore[arg-type]
 
 
-def written(plan: service.Plan) -> dict[Path, bytes]:
+def written(plan: Plan) -> dict[Path, bytes]:
     return {s.path: s.content for s in plan.steps if isinstance(s, WriteFile)}
 
 
-def commands(plan: service.Plan) -> list[list[str]]:
+def commands(plan: Plan) -> list[list[str]]:
     return [list(s.argv) for s in plan.steps if isinstance(s, Run)]
 
 
@@ -103,18 +131,6 @@ def user_unit() -> dict[str, dict[str, list[str]]]:
 
 
 # ---------------------------------------------------------------- the files themselves
-
-
-def test_packaged_files_are_the_canonical_ones() -> None:
-    """service/ is canonical; cpvd/service_files/ ships it in the wheel (packaging/README.md)."""
-    shipped = sorted(p.name for p in PACKAGED.iterdir())
-    assert shipped == sorted(service.TEMPLATES)
-    for name, source in service.TEMPLATES.items():
-        assert (PACKAGED / name).read_bytes() == (SERVICE_DIR / source).read_bytes(), (
-            f"cpvd/service_files/{name} differs from service/{source}: "
-            "run packaging/sync-service-files.sh"
-        )
-        assert service.template(name) == (SERVICE_DIR / source).read_bytes()
 
 
 @pytest.mark.parametrize("unit", ["system_unit", "user_unit"])
@@ -160,7 +176,7 @@ def test_user_unit_is_private(user_unit: dict[str, dict[str, list[str]]]) -> Non
 
 def test_launchd_plist() -> None:
     plist = plistlib.loads((SERVICE_DIR / "launchd/io.cpv.cpvd.plist").read_bytes())
-    assert plist["Label"] == service.LAUNCHD_LABEL
+    assert plist["Label"] == LAUNCHD_LABEL
     assert plist["ProgramArguments"][1:] == ["run"], "foreground daemon, no forking flags"
     assert plist["RunAtLoad"] is True
     assert plist["KeepAlive"] == {"SuccessfulExit": False}
@@ -184,7 +200,7 @@ def test_system_config_agrees_with_the_unit(system_unit: dict[str, dict[str, lis
     for p in (cfg.daemon.state_dir, cfg.registry.path, Path(cfg.storage.url)):
         assert any(p.is_relative_to(w) for w in writable), p
     assert cfg.registry.path == Path("/var/lib/cpv/registry")
-    assert service.system_config_problems(text, path) == []
+    assert system_config_problems(text, path) == []
 
 
 def test_user_unit_directories_are_the_daemon_defaults(
@@ -226,22 +242,16 @@ def verify(unit_text: str, where: Path, user: bool, rc: int = 0) -> str:
 
 
 @needs_analyze
-@pytest.mark.parametrize(
-    ("name", "user"), [("cpvd-system.service", False), ("cpvd-user.service", True)]
-)
+@pytest.mark.parametrize(("name", "user"), [(SYSTEM_UNIT, False), (USER_UNIT, True)])
 def test_systemd_analyze_accepts_rendered_units(name: str, user: bool, short_tmp: Path) -> None:
     # verify checks that ExecStart exists: render with a program that does
-    text = service.render_systemd_unit(
-        service.template(name).decode(), [sys.executable, "-m", "cpvd", "run"]
-    )
+    text = render_systemd_unit(template(name).decode(), [sys.executable, "-m", "cpvd", "run"])
     assert verify(text, short_tmp, user) == ""
 
 
 @needs_analyze
 def test_systemd_analyze_check_can_fail(short_tmp: Path) -> None:
-    text = service.render_systemd_unit(
-        service.template("cpvd-system.service").decode(), ["/bin/true"]
-    )
+    text = render_systemd_unit(template(SYSTEM_UNIT).decode(), ["/bin/true"])
     broken = text.replace("WatchdogSec=60", "WatchdogSec=sixty")
     assert "sixty" in verify(broken, short_tmp, False)
 
@@ -254,9 +264,9 @@ def test_exec_start_quoting_survives_systemd(short_tmp: Path) -> None:
     program = odd / "cpvd"
     program.write_text("#!/bin/sh\n")
     program.chmod(0o755)
-    text = service.render_systemd_unit(
-        service.template("cpvd-system.service").decode(),
-        service.daemon_argv((str(program),), Path("/etc/cpv/a b.toml")),
+    text = render_systemd_unit(
+        template(SYSTEM_UNIT).decode(),
+        daemon_argv((str(program),), Path("/etc/cpv/a b.toml")),
     )
     assert verify(text, short_tmp / "v", False) == ""
     program.unlink()  # the same unit must now fail on the (correctly unquoted) missing path
@@ -267,20 +277,20 @@ def test_exec_start_quoting_survives_systemd(short_tmp: Path) -> None:
 
 
 def test_systemd_quote() -> None:
-    assert service.systemd_quote("/opt/cpv/bin/cpvd") == "/opt/cpv/bin/cpvd"
-    assert service.systemd_quote("/a b/cpvd") == '"/a b/cpvd"'
-    assert service.systemd_quote("/x%i$y") == "/x%%i$$y"
-    assert service.systemd_quote("/x%i$y", program=True) == "/x%%i$y"
-    assert service.systemd_quote('a"b\\c') == '"a\\"b\\\\c"'
+    assert systemd_quote("/opt/cpv/bin/cpvd") == "/opt/cpv/bin/cpvd"
+    assert systemd_quote("/a b/cpvd") == '"/a b/cpvd"'
+    assert systemd_quote("/x%i$y") == "/x%%i$$y"
+    assert systemd_quote("/x%i$y", program=True) == "/x%%i$y"
+    assert systemd_quote('a"b\\c') == '"a\\"b\\\\c"'
 
 
 def test_render_replaces_only_exec_start() -> None:
     text = "[Service]\nType=notify\nExecStart=/old run\nRestart=on-failure\n"
-    assert service.render_systemd_unit(text, ["/new/cpvd", "run"]) == (
+    assert render_systemd_unit(text, ["/new/cpvd", "run"]) == (
         "[Service]\nType=notify\nExecStart=/new/cpvd run\nRestart=on-failure\n"
     )
     with pytest.raises(ValueError):
-        service.render_systemd_unit("[Service]\nType=notify\n", ["/x"])
+        render_systemd_unit("[Service]\nType=notify\n", ["/x"])
 
 
 def test_find_cpvd(short_tmp: Path) -> None:
@@ -291,13 +301,13 @@ def test_find_cpvd(short_tmp: Path) -> None:
     link = short_tmp / "cpvd"
     link.symlink_to(script)
     # the running script wins over PATH, symlinks resolved (pipx's ~/.local/bin/cpvd)
-    assert service.find_cpvd(str(link), "/usr/bin/cpvd", "/py") == (str(script),)
+    assert find_cpvd(str(link), "/usr/bin/cpvd", "/py") == (str(script),)
     # not run as the cpvd script (python -m cpvd, pytest): PATH
-    assert service.find_cpvd("/x/pytest", str(link), "/py") == (str(script),)
+    assert find_cpvd("/x/pytest", str(link), "/py") == (str(script),)
     # nothing on PATH: the running interpreter, not resolved (a venv's python is a symlink)
     venv_py = short_tmp / "venv-python"
     venv_py.symlink_to(sys.executable)
-    assert service.find_cpvd("-m", None, str(venv_py)) == (str(venv_py), "-m", "cpvd")
+    assert find_cpvd("-m", None, str(venv_py)) == (str(venv_py), "-m", "cpvd")
 
 
 @pytest.mark.parametrize(
@@ -312,33 +322,33 @@ def test_find_cpvd(short_tmp: Path) -> None:
     ],
 )
 def test_resolve_mode(requested: str | None, platform: str, uid: int, mode: str) -> None:
-    assert service.resolve_mode(requested, platform, uid) == mode
+    assert resolve_mode(requested, platform, uid) == mode
 
 
 @pytest.mark.parametrize(("requested", "platform"), [("system", "darwin"), (None, "win32")])
 def test_resolve_mode_refuses(requested: str | None, platform: str) -> None:
-    with pytest.raises(service.ServiceError):
-        service.resolve_mode(requested, platform, 0)
+    with pytest.raises(ServiceError):
+        resolve_mode(requested, platform, 0)
 
 
 def test_argv_builders() -> None:
-    assert service.systemctl_argv("user", "daemon-reload") == [
+    assert systemctl_argv("user", "daemon-reload") == [
         "systemctl",
         "--user",
         "daemon-reload",
     ]
-    assert service.systemctl_argv("system", "daemon-reload") == ["systemctl", "daemon-reload"]
-    assert service.status_argv("user", 1000) == [
+    assert systemctl_argv("system", "daemon-reload") == ["systemctl", "daemon-reload"]
+    assert status_argv("user", 1000) == [
         "systemctl", "--user", "status", "--no-pager", "--lines=20", "cpvd.service",
     ]  # fmt: skip
-    assert service.status_argv("launchd", 501) == ["launchctl", "print", "gui/501/io.cpv.cpvd"]
-    assert service.useradd_argv() == [
+    assert status_argv("launchd", 501) == ["launchctl", "print", "gui/501/io.cpv.cpvd"]
+    assert useradd_argv() == [
         "useradd", "--system", "--user-group", "--home-dir", "/var/lib/cpv", "--no-create-home",
         "--shell", "/usr/sbin/nologin", "--comment", "CPV checkpoint versioning daemon", "cpv",
     ]  # fmt: skip
-    assert service.log_commands("system", Path("/h")) == ["journalctl -u cpvd -f"]
-    assert service.log_commands("user", Path("/h")) == ["journalctl --user -u cpvd -f"]
-    assert service.log_commands("launchd", Path("/h"))[0] == "tail -F /h/Library/Logs/cpv/cpvd.log"
+    assert log_commands("system", Path("/h")) == ["journalctl -u cpvd -f"]
+    assert log_commands("user", Path("/h")) == ["journalctl --user -u cpvd -f"]
+    assert log_commands("launchd", Path("/h"))[0] == "tail -F /h/Library/Logs/cpv/cpvd.log"
 
 
 # ---------------------------------------------------------------- plans
@@ -346,7 +356,7 @@ def test_argv_builders() -> None:
 
 def test_user_install_plan(tmp_path: Path) -> None:
     h = host(tmp_path)
-    plan = service.plan_install("user", h, Path("rel/cpvd.toml"))
+    plan = plan_install("user", h, Path("rel/cpvd.toml"))
     target = tmp_path / "config/systemd/user/cpvd.service"
     unit = parse_unit(written(plan)[target].decode())
     assert one(unit, "Service", "ExecStart") == (
@@ -359,14 +369,14 @@ def test_user_install_plan(tmp_path: Path) -> None:
 
 
 def test_system_install_plan_creates_user_and_default_config(tmp_path: Path) -> None:
-    plan = service.plan_install("system", host(tmp_path, uid=0, service_user_exists=False), None)
+    plan = plan_install("system", host(tmp_path, uid=0, service_user_exists=False), None)
     files = written(plan)
-    unit = parse_unit(files[service.SYSTEM_UNIT_FILE].decode())
+    unit = parse_unit(files[SYSTEM_UNIT_FILE].decode())
     assert one(unit, "Service", "ExecStart") == f"{CPVD} run --config /etc/cpv/cpvd.toml"
-    if not service.SYSTEM_CONFIG.exists():
-        assert files[service.SYSTEM_CONFIG] == service.template("cpvd-system.toml")
+    if not SYSTEM_CONFIG.exists():
+        assert files[SYSTEM_CONFIG] == template(SYSTEM_TOML)
     assert commands(plan) == [
-        service.useradd_argv(),
+        useradd_argv(),
         ["systemctl", "daemon-reload"],
         ["systemctl", "enable", "--now", "cpvd.service"],
     ]
@@ -375,13 +385,11 @@ def test_system_install_plan_creates_user_and_default_config(tmp_path: Path) -> 
 def test_system_install_warns_about_a_config_outside_the_sandbox(tmp_path: Path) -> None:
     config = tmp_path / "cpvd.toml"
     config.write_text('[daemon]\nstate_dir = "/srv/cpv"\nallow_group = "cpv"\n')
-    plan = service.plan_install("system", host(tmp_path, uid=0), config)
+    plan = plan_install("system", host(tmp_path, uid=0), config)
     assert any("ReadWritePaths=/srv/cpv" in n for n in plan.notes)
-    assert service.SYSTEM_CONFIG not in written(plan)
+    assert SYSTEM_CONFIG not in written(plan)
     config.write_text("[daemon\n")
-    assert any(
-        "not valid TOML" in n for n in service.plan_install("system", host(tmp_path), config).notes
-    )
+    assert any("not valid TOML" in n for n in plan_install("system", host(tmp_path), config).notes)
 
 
 def test_executable_problems(short_tmp: Path) -> None:
@@ -390,17 +398,14 @@ def test_executable_problems(short_tmp: Path) -> None:
     private.mkdir(mode=0o700)
     (private / "cpvd").write_text("")
     (private / "cpvd").chmod(0o755)
-    assert (
-        "private is not executable by others"
-        in service.executable_problems(str(private / "cpvd"))[0]
-    )
+    assert "private is not executable by others" in executable_problems(str(private / "cpvd"))[0]
     private.chmod(0o755)
-    assert service.executable_problems(str(private / "cpvd")) == []
+    assert executable_problems(str(private / "cpvd")) == []
 
 
 def test_launchd_plan(tmp_path: Path) -> None:
     h = host(tmp_path, platform="darwin", uid=501)
-    plan = service.plan_install("launchd", h, Path("/etc/c.toml"))
+    plan = plan_install("launchd", h, Path("/etc/c.toml"))
     target = tmp_path / "home/Library/LaunchAgents/io.cpv.cpvd.plist"
     plist = plistlib.loads(written(plan)[target])
     assert plist["ProgramArguments"] == [CPVD, "run", "--config", "/etc/c.toml"]
@@ -412,20 +417,18 @@ def test_launchd_plan(tmp_path: Path) -> None:
         ["launchctl", "enable", "gui/501/io.cpv.cpvd"],
         ["launchctl", "bootstrap", "gui/501", str(target)],
     ]
-    assert commands(service.plan_uninstall("launchd", h)) == [
+    assert commands(plan_uninstall("launchd", h)) == [
         ["launchctl", "bootout", "gui/501/io.cpv.cpvd"]
     ]
 
 
 def test_uninstall_plan(tmp_path: Path) -> None:
-    plan = service.plan_uninstall("system", host(tmp_path, uid=0))
+    plan = plan_uninstall("system", host(tmp_path, uid=0))
     assert commands(plan) == [
         ["systemctl", "disable", "--now", "cpvd.service"],
         ["systemctl", "daemon-reload"],
     ]
-    assert [s.path for s in plan.steps if isinstance(s, service.RemoveFile)] == [
-        service.SYSTEM_UNIT_FILE
-    ]
+    assert [s.path for s in plan.steps if isinstance(s, RemoveFile)] == [SYSTEM_UNIT_FILE]
 
 
 # ---------------------------------------------------------------- the command
@@ -437,10 +440,10 @@ def run(
     mode: str | None,
     dry_run: bool,
     config: Path | None = None,
-    runner: service.Runner = service.run_command,
+    runner: Runner = run_command,
 ) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = service.run_action(action, mode, config, dry_run, h, out, err, runner)
+    code = run_action(action, mode, config, dry_run, h, out, err, runner)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -522,12 +525,12 @@ def test_status(tmp_path: Path) -> None:
 
 
 def test_run_command_is_bounded() -> None:
-    assert service.run_command(["true"]) == CommandResult(0, "")
-    assert service.run_command(["sh", "-c", "echo out; echo err >&2; exit 3"]) == CommandResult(
+    assert run_command(["true"]) == CommandResult(0, "")
+    assert run_command(["sh", "-c", "echo out; echo err >&2; exit 3"]) == CommandResult(
         3, "out\nerr\n"
     )
-    assert service.run_command(["/nonexistent/systemctl"]).returncode == 127
-    timed_out = service.run_command(["sleep", "30"], timeout=0.2)
+    assert run_command(["/nonexistent/systemctl"]).returncode == 127
+    timed_out = run_command(["sleep", "30"], timeout=0.2)
     assert timed_out.returncode == 124 and "no answer" in timed_out.output
 
 
@@ -540,7 +543,7 @@ def test_service_command_renders_the_installed_cpvd(
         pytest.skip("cpvd console script not installed (pip install -e .)")
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    assert service.service_command("install", "user", None, True) == 0
+    assert service_command("install", "user", None, True) == 0
     out = capsys.readouterr().out
     assert f"ExecStart={Path(installed).resolve()} run\n" in out
     assert not (tmp_path / "cfg").exists()
