@@ -7,7 +7,7 @@
 #   --out DIR    where the .deb goes (default: dist/ in the repository)
 #   --worktree   package the working tree (tracked + untracked, not ignored files) instead of
 #                the committed HEAD: for trying uncommitted changes and for the test suite
-#   --no-deps    install only cpv into the venv, not its dependencies (dvc, boto3, ...): a
+#   --no-deps    install only cpv into the venv, not its dependencies (boto3, aiohttp, ...): a
 #                package that does not run, built in seconds instead of minutes; the test suite
 #                uses it to check the layout. Never ship one.
 # environment:

@@ -8,6 +8,7 @@ HTTP here; the handlers call one method each.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +24,20 @@ from cpvd.state.queue import JobQueue
 from cpvd.watch.settle import signature_of, walk
 
 
+@dataclass(eq=False)
 class Operations:
-    def __init__(
-        self,
-        engine: Engine,
-        queue: JobQueue,
-        ledger: Ledger,
-        executors: Executors,
-        health: Health,
-        pause: Pause,
-        wakeups: Wakeups,
-        bus: EventBus,
-    ) -> None:
-        self._engine = engine
-        self._queue = queue
-        self._ledger = ledger
-        self._ex = executors
-        self._health = health
-        self._pause = pause
-        self._wakeups = wakeups
-        self._bus = bus
+    engine: Engine
+    queue: JobQueue
+    ledger: Ledger
+    executors: Executors
+    health: Health
+    paused: Pause
+    wakeups: Wakeups
+    bus: EventBus
 
     def retry(self, job_id: str) -> dict[str, Any]:
-        job = self._queue.retry(job_id)
-        self._wakeups.work.set()
+        job = self.queue.retry(job_id)
+        self.wakeups.work.set()
         return job.to_dict()
 
     async def revert(
@@ -55,17 +46,19 @@ class Operations:
         validate_name(artifact)
         version = str(Version.parse(version))
         target = request_path(to, "to") if to is not None else None
-        engine = self._engine
-        results = await self._ex.on_registry(engine.revert, artifact, version, with_data, target)
+        engine = self.engine
+        results = await self.executors.on_registry(
+            engine.revert, artifact, version, with_data, target
+        )
         for r in results:
             files = walk(Path(r.path))
-            info = await self._ex.on_registry(engine.show, r.artifact, r.version)
+            info = await self.executors.on_registry(engine.show, r.artifact, r.version)
             if files:
                 sig = signature_of(files)
-                self._ledger.record(
+                self.ledger.record(
                     r.artifact, r.path, info.md5, sig.size, sig.mtime_ns, r.version, "reverted"
                 )
-            self._bus.publish(
+            self.bus.publish(
                 "reverted", artifact=r.artifact, version=r.version, path=r.path, backup=r.backup
             )
         await self._refresh_unpushed()
@@ -76,32 +69,32 @@ class Operations:
     ) -> dict[str, Any]:
         validate_name(artifact)
         version = str(Version.parse(version))
-        made = await self._ex.on_registry(
-            self._engine.promote, artifact, version, stage, with_data
+        made = await self.executors.on_registry(
+            self.engine.promote, artifact, version, stage, with_data
         )
         for m in made:
-            self._bus.publish("promoted", **m)
+            self.bus.publish("promoted", **m)
         return {"promoted": made}
 
     def pause(self, artifact: str | None) -> dict[str, Any]:
-        self._pause.pause(None if artifact is None else validate_name(artifact))
-        return {"paused": self._pause.describe()}
+        self.paused.pause(None if artifact is None else validate_name(artifact))
+        return {"paused": self.paused.describe()}
 
     def resume(self, artifact: str | None) -> dict[str, Any]:
-        self._pause.resume(None if artifact is None else validate_name(artifact))
-        self._wakeups.work.set()
-        return {"paused": self._pause.describe()}
+        self.paused.resume(None if artifact is None else validate_name(artifact))
+        self.wakeups.work.set()
+        return {"paused": self.paused.describe()}
 
     async def verify(self, sample: int | None, artifact: str | None) -> dict[str, Any]:
         if artifact is not None:
             validate_name(artifact)
         if sample is not None and (not isinstance(sample, int) or sample < 1):
             raise InputError("sample must be a positive integer")
-        infos = await self._ex.on_registry(self._engine.verify_targets, sample, artifact)
-        return await self._ex.on_io(self._engine.verify_objects, infos)  # the long part
+        infos = await self.executors.on_registry(self.engine.verify_targets, sample, artifact)
+        return await self.executors.on_io(self.engine.verify_objects, infos)  # the long part
 
     async def _refresh_unpushed(self) -> None:
         with contextlib.suppress(CpvError):
-            self._health.unpushed = await self._ex.on_registry(self._engine.unpushed)
-        if self._health.unpushed:
-            self._wakeups.push.set()
+            self.health.unpushed = await self.executors.on_registry(self.engine.unpushed)
+        if self.health.unpushed:
+            self.wakeups.push.set()

@@ -8,6 +8,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -28,28 +29,28 @@ def _version_arg(version: str | None) -> str | None:
     return None if version is None else str(Version.parse(version))
 
 
+@dataclass(eq=False)
 class Queries:
-    def __init__(
-        self, config: Callable[[], Config], engine: Engine, queue: JobQueue, executors: Executors
-    ) -> None:
-        self._config = config
-        self._engine = engine
-        self._queue = queue
-        self._ex = executors
+    config: Callable[[], Config]
+    engine: Engine
+    queue: JobQueue
+    executors: Executors
+
+    def __post_init__(self) -> None:
         self._versions_cache: dict[str, tuple[tuple[str, int], bytes]] = {}
 
     async def versions_json(self, artifact: str) -> bytes:
         """The ``versions`` answer, serialised; cached until the engine's generation moves
         (10,000 versions took ~0.5 s to build and serialise on every call)."""
-        return await self._ex.on_registry(self._versions_json, validate_name(artifact))
+        return await self.executors.on_registry(self._versions_json, validate_name(artifact))
 
     def _versions_json(self, artifact: str) -> bytes:  # on the registry thread
-        key = (artifact, self._engine.generation)
+        key = (artifact, self.engine.generation)
         hit = self._versions_cache.get(artifact)
         if hit is not None and hit[0] == key:
             return hit[1]
-        infos = self._engine.versions(artifact)
-        if not infos and artifact not in self._config().artifact_kinds():
+        infos = self.engine.versions(artifact)
+        if not infos and artifact not in self.config().artifact_kinds():
             raise NotFound(f"unknown artifact {artifact!r}", "unknown_artifact")
         body = json.dumps([i.to_json() for i in infos]).encode()
         self._versions_cache[artifact] = (key, body)
@@ -57,71 +58,66 @@ class Queries:
 
     async def show(self, artifact: str, version: str | None) -> dict[str, Any]:
         validate_name(artifact)
-        info = await self._ex.on_registry(self._engine.show, artifact, _version_arg(version))
+        info = await self.executors.on_registry(self.engine.show, artifact, _version_arg(version))
         return info.to_json()
 
     async def artifacts(self) -> list[dict[str, Any]]:
-        return await self._ex.on_registry(self._engine.artifacts)
+        return await self.executors.on_registry(self.engine.artifacts)
 
     def job(self, job_id: str) -> dict[str, Any]:
-        job = self._queue.get(job_id)
+        job = self.queue.get(job_id)
         if job is None:
             raise NotFound(f"no job {job_id}", "unknown_job")
         return job.to_dict()
 
     async def manifest(self, artifact: str, version: str | None) -> dict[str, Any]:
         validate_name(artifact)
-        m = await self._ex.on_registry(self._engine.manifest, artifact, _version_arg(version))
+        m = await self.executors.on_registry(self.engine.manifest, artifact, _version_arg(version))
         return m.to_json()
 
     async def open_object(self, md5: str) -> BinaryIO:
         """A stored object's bytes, for ``pull`` (read on an io thread by the caller)."""
-        return await self._ex.on_io(self._engine.storage.open_object, md5)
+        return await self.executors.on_io(self.engine.storage.open_object, md5)
 
     async def read(self, stream: BinaryIO, size: int) -> bytes:
-        return await self._ex.on_io(stream.read, size)
+        return await self.executors.on_io(stream.read, size)
 
     async def close(self, stream: BinaryIO) -> None:
-        await self._ex.on_io(stream.close)
+        await self.executors.on_io(stream.close)
 
 
+@dataclass(eq=False)
 class Status:
     """The ``status`` answer: daemon, queue, watches, waiting checkpoints, storage, registry."""
 
-    def __init__(
-        self,
-        config: Callable[[], Config],
-        queue: JobQueue,
-        health: Health,
-        pause: Pause,
-        waiting: Waiting,
-    ) -> None:
-        self._config = config
-        self._queue = queue
-        self._health = health
-        self._pause = pause
-        self._waiting = waiting
+    config: Callable[[], Config]
+    queue: JobQueue
+    health: Health
+    pause: Pause
+    waiting: Waiting
+
+    def __post_init__(self) -> None:
         self.started = time.time()
 
     def report(self) -> dict[str, Any]:
-        cfg, health = self._config(), self._health
+        cfg, health = self.config(), self.health
         return {
             "daemon": {
                 "pid": os.getpid(),
                 "version": CPV_VERSION,
                 "api_version": API_VERSION,
                 "uptime": round(time.time() - self.started, 1),
-                "paused": self._pause.describe(),
+                "paused": self.pause.describe(),
                 "state_dir": str(cfg.daemon.state_dir),
             },
-            "queue": {**self._queue.counts(), "depth": self._queue.depth()},
+            "queue": {**self.queue.counts(), "depth": self.queue.depth()},
             "jobs": [
                 j.to_dict()
-                for j in self._queue.list(states=("queued", "running", "failed"), limit=50)
+                for j in self.queue.list(states=("queued", "running", "failed"), limit=50)
             ],
             "watches": [self._watch(w) for w in cfg.watches],
             "waiting": [
-                {"artifact": w.artifact, "path": str(p), "reason": r} for w, p, r in self._waiting()
+                {"artifact": w.artifact, "path": str(p), "reason": r} for w, p, r in self.waiting()
             ],
             "storage": {
                 "url": mask_url(cfg.storage.url),
@@ -144,5 +140,5 @@ class Status:
             "kind": w.kind,
             "poll": w.poll,
             "exists": w.path.is_dir(),
-            "paused": self._pause.is_paused(w.artifact),
+            "paused": self.pause.is_paused(w.artifact),
         }

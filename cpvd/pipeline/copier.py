@@ -42,37 +42,32 @@ class Taken:
     batch: UploadBatch
 
 
+@dataclass(eq=False)
 class Copier:
-    def __init__(
-        self,
-        snapshots: SnapshotStore,
-        uploads: FileUploads,
-        executors: Executors,
-        pause: Pause,
-        health: Health,
-    ) -> None:
-        self.snapshots = snapshots
-        self._uploads = uploads
-        self._ex = executors
-        self._pause = pause
-        self._health = health
+    snapshots: SnapshotStore
+    uploads: FileUploads
+    executors: Executors
+    pause: Pause
+    health: Health
 
     def batch(self, artifact: str) -> UploadBatch:
         """A batch of early uploads for a new snapshot of ``artifact``'s checkpoint."""
-        batch = self._uploads.batch()
+        batch = self.uploads.batch()
         batch.enabled = self.uploads_allowed(artifact)
         return batch
 
     def uploads_allowed(self, artifact: str) -> bool:
         """No bytes leave early for a paused artifact or while the storage is failing."""
-        return not (self._pause.is_paused(artifact) or self._health.storage_ok is False)
+        return not (self.pause.is_paused(artifact) or self.health.storage_ok is False)
 
     async def take(self, artifact: str, path: Path) -> Taken:
         """Snapshot ``path`` now, on the snapshot thread. Raises :class:`Vanished`."""
         key = uuid.uuid4().hex
         batch = self.batch(artifact)
         try:
-            snap, content, _ = await self._ex.on_snapshot(self.copy_and_hash, path, key, batch)
+            snap, content, _ = await self.executors.on_snapshot(
+                self.copy_and_hash, path, key, batch
+            )
         except NotFound as exc:
             raise Vanished(f"{path} vanished before it could be snapshotted") from exc
         except OSError as exc:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,32 +37,23 @@ log = logging.getLogger(__name__)
 Defer = Callable[[WatchConfig, Path, str], None]
 
 
+@dataclass(eq=False)
 class Intake:
-    def __init__(
-        self,
-        config: Callable[[], Config],
-        queue: JobQueue,
-        ledger: Ledger,
-        copier: Copier,
-        speculative: SpeculativeSnapshots,
-        prepared: PreparedJobs,
-        bus: EventBus,
-        wakeups: Wakeups,
-        defer: Defer,
-    ) -> None:
-        self._config = config
-        self._queue = queue
-        self._ledger = ledger
-        self._copier = copier
-        self._speculative = speculative
-        self._prepared = prepared
-        self._bus = bus
-        self._wakeups = wakeups
-        self._defer = defer
+    config: Callable[[], Config]
+    queue: JobQueue
+    ledger: Ledger
+    copier: Copier
+    speculative: SpeculativeSnapshots
+    prepared: PreparedJobs
+    bus: EventBus
+    wakeups: Wakeups
+    defer: Defer
+
+    def __post_init__(self) -> None:
         self._tasks: set[asyncio.Task[Job | None]] = set()
 
     def handled(self, artifact: str, source: str, size: int, mtime_ns: int) -> str | None:
-        return why_handled(self._queue, self._ledger, artifact, source, size, mtime_ns)
+        return why_handled(self.queue, self.ledger, artifact, source, size, mtime_ns)
 
     def accept(self, watch: WatchConfig, path: Path, size: int, mtime_ns: int) -> None:
         """Called on the loop thread for each complete checkpoint the watcher reports."""
@@ -74,7 +66,7 @@ class Intake:
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             log.warning("could not queue a checkpoint: %s", exc)
-            self._bus.publish("failed", error=str(exc))
+            self.bus.publish("failed", error=str(exc))
 
     async def on_checkpoint(
         self, watch: WatchConfig, path: Path, size: int, mtime_ns: int
@@ -84,21 +76,21 @@ class Intake:
         why = self.handled(watch.artifact, source, size, mtime_ns)
         if why is not None:
             log.debug("%s: %s", why, source)
-            self._speculative.discard(watch.artifact, source)
+            self.speculative.discard(watch.artifact, source)
             return None
-        self._bus.publish("detected", artifact=watch.artifact, path=source)
+        self.bus.publish("detected", artifact=watch.artifact, path=source)
         try:
-            taken = await self._speculative.claim(watch.artifact, path)
+            taken = await self.speculative.claim(watch.artifact, path)
             return await self._enqueue(
                 watch.artifact, path, origin="watch", signature=(size, mtime_ns), taken=taken
             )
         except CpvError as exc:
             # never queued: the watcher offers it again after a backoff (status: waiting)
             log.warning("could not queue %s: %s; retrying", source, exc.message)
-            self._bus.publish(
+            self.bus.publish(
                 "failed", artifact=watch.artifact, path=source, error=exc.message, will_retry=True
             )
-            self._defer(watch, path, exc.message)
+            self.defer(watch, path, exc.message)
             return None
 
     async def submit(
@@ -130,7 +122,7 @@ class Intake:
 
     def _watch_of(self, path: Path) -> WatchConfig | None:
         real = Path(os.path.realpath(path))
-        for w in self._config().watches:
+        for w in self.config().watches:
             root = Path(os.path.realpath(w.path))
             if real == root or root in real.parents:
                 return w
@@ -151,15 +143,15 @@ class Intake:
         early = taken is not None
         if taken is None:
             try:
-                taken = await self._copier.take(artifact, path)
+                taken = await self.copier.take(artifact, path)
             except Vanished as exc:
                 log.warning("%s; skipped", exc.message)
-                self._bus.publish("skipped", artifact=artifact, path=str(path), reason="vanished")
+                self.bus.publish("skipped", artifact=artifact, path=str(path), reason="vanished")
                 return None
         found = read_metrics(taken.snap, path)
         merged = {**found, **(metrics or {})}
         try:
-            job = self._queue.add(
+            job = self.queue.add(
                 artifact,
                 str(path),
                 snapshot=str(taken.snap),
@@ -170,14 +162,14 @@ class Intake:
                 signature=signature,
             )
         except CpvError:
-            self._copier.snapshots.release(taken.key)  # no job owns it: keep no disk full
+            self.copier.snapshots.release(taken.key)  # no job owns it: keep no disk full
             raise
         if taken.content is not None:
-            self._prepared.put(job.id, taken.content, taken.batch)
-        self._bus.publish(
+            self.prepared.put(job.id, taken.content, taken.batch)
+        self.bus.publish(
             "queued", job_id=job.id, artifact=artifact, path=str(path), early_snapshot=early
         )
-        self._wakeups.work.set()
+        self.wakeups.work.set()
         return job
 
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cpvd.errors import CpvError
@@ -32,16 +33,16 @@ log = logging.getLogger(__name__)
 Upload = Callable[[Path, ContentHash], None]
 
 
+@dataclass(eq=False)
 class NextJobUpload:
     """At most one upload ahead of the worker; owns its tasks, reads the queue only."""
 
-    def __init__(
-        self, queue: JobQueue, prepared: PreparedJobs, executors: Executors, upload: Upload
-    ) -> None:
-        self._queue = queue
-        self._prepared = prepared
-        self._ex = executors
-        self._upload_fn = upload
+    queue: JobQueue
+    prepared: PreparedJobs
+    executors: Executors
+    store: Upload
+
+    def __post_init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[bool]] = {}  # job id -> early upload
         self._all: set[asyncio.Task[bool]] = set()  # also those popped, until done
 
@@ -49,11 +50,11 @@ class NextJobUpload:
         """Start uploading the oldest queued job (not ``current``) whose hash is known."""
         if self._tasks:
             return  # one ahead is enough to keep storage and registry both busy
-        for job in self._queue.list(states=("queued",), limit=8, oldest_first=True):
-            content = self._prepared.content(job.id)
+        for job in self.queue.list(states=("queued",), limit=8, oldest_first=True):
+            content = self.prepared.content(job.id)
             if job.id == current or content is None or not job.snapshot:
                 continue
-            if self._prepared.uploading(job.id):
+            if self.prepared.uploading(job.id):
                 continue  # its files are being stored already (cpvd.pipeline.file_upload)
             snap = Path(job.snapshot)
             task = asyncio.create_task(self._upload(snap, content), name=f"upload-next-{job.id}")
@@ -64,7 +65,7 @@ class NextJobUpload:
 
     async def _upload(self, snap: Path, content: ContentHash) -> bool:
         try:
-            await self._ex.on_io(self._upload_fn, snap, content)
+            await self.executors.on_io(self.store, snap, content)
         except (CpvError, OSError) as exc:
             log.debug("early upload of %s failed (the job will upload itself): %s", snap, exc)
             return False

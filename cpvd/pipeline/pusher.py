@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from cpvd.api.events import EventBus
 from cpvd.config.model import Config
@@ -26,28 +27,22 @@ PUSH_BATCH_DELAY = 0.05  # let versions finishing together share one push
 PUSH_MAX_WAIT = 1.0
 
 
+@dataclass(eq=False)
 class Pusher:
-    def __init__(
-        self,
-        config: Callable[[], Config],
-        queue: JobQueue,
-        engine: Engine,
-        executors: Executors,
-        health: Health,
-        wakeups: Wakeups,
-        bus: EventBus,
-    ) -> None:
-        self._config = config
-        self._queue = queue
-        self._engine = engine
-        self._ex = executors
-        self._health = health
-        self._wanted = wakeups.push
-        self._bus = bus
+    config: Callable[[], Config]
+    queue: JobQueue
+    engine: Engine
+    executors: Executors
+    health: Health
+    wakeups: Wakeups
+    bus: EventBus
+
+    def __post_init__(self) -> None:
+        self._wanted = self.wakeups.push
         self.stopping = False
 
     async def run(self) -> None:
-        if not self._config().registry.remote:
+        if not self.config().registry.remote:
             return
         delay: float | None = None
         self._wanted.set()  # push whatever a previous run left behind
@@ -56,34 +51,34 @@ class Pusher:
             self._wanted.clear()
             await self._gather_burst()
             try:
-                report = await self._ex.on_registry(self._engine.push)
+                report = await self.executors.on_registry(self.engine.push)
             except CpvError as exc:
-                backoff = Backoff(base=1.0, cap=min(60.0, self._config().daemon.retry_max_seconds))
+                backoff = Backoff(base=1.0, cap=min(60.0, self.config().daemon.retry_max_seconds))
                 delay = backoff.after(delay)
                 await self._failed(exc, delay)
                 continue
             delay = None
-            self._health.remote_ok, self._health.remote_error = True, None
-            self._health.unpushed = 0
+            self.health.remote_ok, self.health.remote_error = True, None
+            self.health.unpushed = 0
             for old, new in report.renumbered:
                 log.info("renumbered %s -> %s (another machine took the number)", old, new)
-                self._bus.publish("renumbered", old=old, new=new)
+                self.bus.publish("renumbered", old=old, new=new)
             if report.pushed:
-                self._bus.publish("pushed", commits=report.pushed)
+                self.bus.publish("pushed", commits=report.pushed)
 
     async def _gather_burst(self) -> None:
         await asyncio.sleep(PUSH_BATCH_DELAY)
         waited = PUSH_BATCH_DELAY
-        while waited < PUSH_MAX_WAIT and not self.stopping and self._queue.depth() > 0:
+        while waited < PUSH_MAX_WAIT and not self.stopping and self.queue.depth() > 0:
             await asyncio.sleep(PUSH_BATCH_DELAY)
             waited += PUSH_BATCH_DELAY
 
     async def _failed(self, exc: CpvError, delay: float) -> None:
-        self._health.remote_ok, self._health.remote_error = False, exc.message
-        self._health.unpushed = await self._ex.on_registry(self._unpushed)
+        self.health.remote_ok, self.health.remote_error = False, exc.message
+        self.health.unpushed = await self.executors.on_registry(self._unpushed)
         log.warning(
             "push to %s failed: %s; retrying in %.0fs",
-            mask_url(self._config().registry.remote or ""),
+            mask_url(self.config().registry.remote or ""),
             exc.message,
             delay,
         )
@@ -94,6 +89,6 @@ class Pusher:
 
     def _unpushed(self) -> int:
         try:
-            return self._engine.unpushed()
+            return self.engine.unpushed()
         except CpvError:
-            return self._health.unpushed
+            return self.health.unpushed

@@ -61,33 +61,35 @@ class _Offer:
     future: asyncio.Future[tuple[Path, ContentHash | None, Layout]]
 
 
+@dataclass(eq=False)
 class SpeculativeSnapshots:
     """Speculative snapshots by (artifact, source path), on the loop thread. Owns its offers
     and their snapshots until claimed; never touches the queue."""
 
-    def __init__(self, copier: Copier, executors: Executors, handled: Handled) -> None:
-        self._copier = copier
-        self._snapshots = copier.snapshots
-        self._ex = executors
-        self._handled = handled
+    copier: Copier
+    executors: Executors
+    handled: Handled
+
+    def __post_init__(self) -> None:
+        self._snapshots = self.copier.snapshots
         self._offers: dict[tuple[str, str], _Offer] = {}
 
     def offer(self, watch: WatchConfig, path: Path, size: int, mtime_ns: int) -> None:
         """``path`` looks whole (it appeared, or its writer closed it): start its snapshot."""
         artifact, source = watch.artifact, str(path)
         self.discard(artifact, source)
-        if self._handled(artifact, source, size, mtime_ns) is not None:
+        if self.handled(artifact, source, size, mtime_ns) is not None:
             return
         if not self._snapshots.has_room(size):
             log.debug("no early snapshot of %s: the snapshot store is short of room", source)
             return
         key = uuid.uuid4().hex
-        batch = self._copier.batch(artifact)
+        batch = self.copier.batch(artifact)
         batch.hold()
         abandon = threading.Event()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(
-            self._ex.snapshot, self._copier.copy_and_hash, path, key, batch, abandon
+            self.executors.snapshot, self.copier.copy_and_hash, path, key, batch, abandon
         )
         offer = _Offer(key, batch, abandon, future)
         self._offers[(artifact, source)] = offer
@@ -112,7 +114,7 @@ class SpeculativeSnapshots:
         try:
             snap, content, layout = await asyncio.shield(offer.future)
             # a stat walk, on the snapshot thread: the io threads may be busy uploading
-            same = await self._ex.on_snapshot(self._snapshots.unchanged, path, layout)
+            same = await self.executors.on_snapshot(self._snapshots.unchanged, path, layout)
         except asyncio.CancelledError:
             self._drop(offer)
             raise
@@ -124,7 +126,7 @@ class SpeculativeSnapshots:
             log.info("%s changed after its early snapshot; taking it again", path)
             self._drop(offer)
             return None
-        if self._copier.uploads_allowed(artifact):
+        if self.copier.uploads_allowed(artifact):
             offer.batch.release()
         else:  # paused since, or the storage is failing: the job uploads by itself
             offer.batch.cancel()
@@ -143,7 +145,7 @@ class SpeculativeSnapshots:
     def _drop(self, offer: _Offer) -> None:
         offer.abandon.set()
         offer.batch.cancel()
-        snapshots, pool = self._snapshots, self._ex.io
+        snapshots, pool = self._snapshots, self.executors.io
 
         def done(f: asyncio.Future[tuple[Path, ContentHash | None, Layout]]) -> None:
             if not f.cancelled() and f.exception() is None:

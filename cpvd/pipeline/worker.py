@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -43,35 +44,25 @@ PROGRESS_EVERY = 0.25  # seconds between progress events of one job
 LOOP_BACKOFF = Backoff(base=1.0, cap=30.0)
 
 
+@dataclass(eq=False)
 class Worker:
-    def __init__(
-        self,
-        config: Callable[[], Config],
-        queue: JobQueue,
-        ledger: Ledger,
-        snapshots: SnapshotStore,
-        engine: Engine,
-        executors: Executors,
-        prepared: PreparedJobs,
-        health: Health,
-        pause: Pause,
-        wakeups: Wakeups,
-        bus: EventBus,
-        metrics: DaemonMetrics,
-    ) -> None:
-        self._config = config
-        self._queue = queue
-        self._ledger = ledger
-        self._snapshots = snapshots
-        self._engine = engine
-        self._ex = executors
-        self._prepared = prepared
-        self._health = health
-        self._pause = pause
-        self._wakeups = wakeups
-        self._bus = bus
-        self._metrics = metrics
-        self._next_upload = NextJobUpload(queue, prepared, executors, engine.upload)
+    config: Callable[[], Config]
+    queue: JobQueue
+    ledger: Ledger
+    snapshots: SnapshotStore
+    engine: Engine
+    executors: Executors
+    prepared: PreparedJobs
+    health: Health
+    pause: Pause
+    wakeups: Wakeups
+    bus: EventBus
+    metrics: DaemonMetrics
+
+    def __post_init__(self) -> None:
+        self._next_upload = NextJobUpload(
+            self.queue, self.prepared, self.executors, self.engine.upload
+        )
         self.stopping = False
         self.running: Job | None = None
 
@@ -93,7 +84,7 @@ class Worker:
         while not self.stopping:
             try:
                 if requeue:
-                    self._queue.recover()  # only this worker runs jobs: it left them
+                    self.queue.recover()  # only this worker runs jobs: it left them
                     requeue = False
                 await self._next()
                 delay = None
@@ -102,19 +93,19 @@ class Worker:
                 delay = LOOP_BACKOFF.after(delay)
                 message = exc.message if isinstance(exc, CpvError) else repr(exc)
                 log.error("worker: %s; retrying in %.0fs", message, delay)
-                self._bus.publish("failed", error=message, will_retry=True)
+                self.bus.publish("failed", error=message, will_retry=True)
                 await asyncio.sleep(delay)
 
     async def _next(self) -> None:
-        pause = self._pause
+        pause = self.pause
         paused = sorted(pause.artifacts)
-        job = None if pause.everything else self._queue.claim_next(paused=paused)
+        job = None if pause.everything else self.queue.claim_next(paused=paused)
         if job is None:
-            due = None if pause.everything else self._queue.next_due_at(paused=paused)
+            due = None if pause.everything else self.queue.next_due_at(paused=paused)
             timeout = None if due is None else max(0.0, due - time.time())
-            self._wakeups.work.clear()
+            self.wakeups.work.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeups.work.wait(), timeout)
+                await asyncio.wait_for(self.wakeups.work.wait(), timeout)
             return
         self.running = job
         try:
@@ -123,7 +114,7 @@ class Worker:
             self.running = None
 
     async def process(self, job: Job) -> None:
-        prepared = self._prepared.take(job.id)  # hashed, maybe stored, while snapshotted
+        prepared = self.prepared.take(job.id)  # hashed, maybe stored, while snapshotted
         batch = prepared.batch if prepared is not None else None
         try:
             await self._process(job, prepared.content if prepared else None, batch)
@@ -137,17 +128,17 @@ class Worker:
         started = time.monotonic()
         snap = Path(job.snapshot) if job.snapshot else None
         if snap is None or not snap.exists():
-            self._queue.finish(job.id, "skipped", {"reason": "snapshot missing"})
+            self.queue.finish(job.id, "skipped", {"reason": "snapshot missing"})
             self._publish_skipped(job, "snapshot missing")
             return
         try:
             if content is None:
                 hashing = self._progress(job, "hashing")
-                content = await self._ex.on_io(hash_checkpoint, snap, hashing)
-            self._queue.record_step(
+                content = await self.executors.on_io(hash_checkpoint, snap, hashing)
+            self.queue.record_step(
                 job.id, "hashed", md5=content.md5, size=content.size, nfiles=content.nfiles
             )
-            if job.origin == "watch" and self._ledger.seen_content(
+            if job.origin == "watch" and self.ledger.seen_content(
                 job.artifact, job.source, content.md5
             ):
                 self._finish(job, "skipped", {"reason": "already handled"}, content)
@@ -170,17 +161,17 @@ class Worker:
         if ahead is None or not await ahead:
             progress = self._progress(job, "uploading")
             stored = await _stored_early(batch, progress)
-            await self._ex.on_io(self._engine.upload, snap, content, progress, stored)
-        self._health.storage_up()
-        self._queue.record_step(job.id, "uploaded")
+            await self.executors.on_io(self.engine.upload, snap, content, progress, stored)
+        self.health.storage_up()
+        self.queue.record_step(job.id, "uploaded")
 
     async def _version(self, job: Job, snap: Path, content: ContentHash) -> VersionResult:
-        watch = self._config().watch_for(job.artifact)
+        watch = self.config().watch_for(job.artifact)
         req = VersionRequest(
             artifact=job.artifact,
             path=snap,
             source=job.source,
-            kind=self._config().artifact_kinds().get(job.artifact, "model"),
+            kind=self.config().artifact_kinds().get(job.artifact, "model"),
             job_id=job.id,
             metrics=job.metrics,
             bump=job.bump,
@@ -191,8 +182,8 @@ class Worker:
         # only a job that got past "uploaded" before (a crash, a retry) may have a commit
         # already; searching history for it is O(history) per version
         resume = job.attempts > 0 or job.step not in (None, "snapshotted", "hashed")
-        version = partial(self._engine.version, req, content, resume=resume)
-        return await self._ex.on_registry(version)
+        version = partial(self.engine.version, req, content, resume=resume)
+        return await self.executors.on_registry(version)
 
     def _versioned(self, job: Job, result: VersionResult, seconds: float) -> None:
         info, content = result.info, result.content
@@ -200,8 +191,8 @@ class Worker:
         self._finish(
             job, state, {"status": result.status, **info.to_json()}, content, version=info.version
         )
-        self._metrics.job_done(state, seconds, content.size, job.artifact)
-        self._bus.publish(
+        self.metrics.job_done(state, seconds, content.size, job.artifact)
+        self.bus.publish(
             "versioned" if state == "done" else "unchanged",
             job_id=job.id,
             artifact=job.artifact,
@@ -212,8 +203,8 @@ class Worker:
             path=job.source,
         )
         if state == "done":
-            self._health.unpushed += 1 if self._config().registry.remote else 0
-            self._wakeups.push.set()
+            self.health.unpushed += 1 if self.config().registry.remote else 0
+            self.wakeups.push.set()
 
     def _finish(
         self,
@@ -223,23 +214,23 @@ class Worker:
         content: ContentHash,
         version: str | None = None,
     ) -> None:
-        end_job(self._queue, self._ledger, job, state, result, content.md5, version)
-        self._snapshots.release(snapshot_key(job))
+        end_job(self.queue, self.ledger, job, state, result, content.md5, version)
+        self.snapshots.release(snapshot_key(job))
         if state == "skipped":
             self._publish_skipped(job, str(result.get("reason")))
 
     def _publish_skipped(self, job: Job, reason: str) -> None:
-        self._bus.publish(
+        self.bus.publish(
             "skipped", job_id=job.id, artifact=job.artifact, path=job.source, reason=reason
         )
 
     def _failed(self, job: Job, exc: CpvError, retryable: bool | None = None) -> None:
         retry = exc.retryable if retryable is None else retryable
         if isinstance(exc, StorageError):
-            self._health.storage_down(exc.message)
+            self.health.storage_down(exc.message)
         outage = isinstance(exc, StorageError) and exc.outage
-        updated = self._queue.fail(job.id, exc.message, retryable=retry, outage=outage)
-        self._metrics.failure(type(exc).__name__)
+        updated = self.queue.fail(job.id, exc.message, retryable=retry, outage=outage)
+        self.metrics.failure(type(exc).__name__)
         log.warning(
             "job %s (%s) failed: %s%s",
             job.id[:8],
@@ -249,7 +240,7 @@ class Worker:
             if updated.state == "queued"
             else "",
         )
-        self._bus.publish(
+        self.bus.publish(
             "failed",
             job_id=job.id,
             artifact=job.artifact,
@@ -259,10 +250,10 @@ class Worker:
             attempts=updated.attempts,
         )
         if updated.state == "failed":
-            self._snapshots.release(snapshot_key(job))
+            self.snapshots.release(snapshot_key(job))
 
     def _progress(self, job: Job, phase: str) -> Progress:
-        bus = self._bus
+        bus = self.bus
         done = 0
         last = 0.0
         total = job.size or 0
