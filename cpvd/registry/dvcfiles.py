@@ -13,7 +13,7 @@ This module only renders and parses text; reading and writing the files is ``rep
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,8 @@ from configobj import ConfigObj  # type: ignore[import-untyped]
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from cpvd.errors import CpvError
+from cpvd.errors import CpvError, InputError
+from cpvd.registry.safety import UnsafeInput, safe_artifact, safe_md5, safe_text
 
 DVC_REMOTE = "storage"
 POINTER_STEM = "checkpoint"
@@ -57,6 +58,33 @@ def output_path(artifact: str) -> str:
     return f"{artifact_dir(artifact)}/{POINTER_STEM}"
 
 
+def overlapping(a: str, b: str) -> bool:
+    """Whether two artifacts' paths collide: one's folder is, or is inside, the other's
+    pulled output (``t1`` and ``t1/checkpoint``: ``artifacts/t1/checkpoint`` is both).
+    DVC refuses overlapping outputs and git would ignore the inner pointer."""
+    if a == b:
+        return False
+    a_out, b_out = output_path(a) + "/", output_path(b) + "/"
+    return (artifact_dir(b) + "/").startswith(a_out) or (artifact_dir(a) + "/").startswith(b_out)
+
+
+def refuse_overlaps(new: Iterable[str], known: Iterable[str]) -> None:
+    """InputError ``artifact_overlaps`` naming both when a new artifact collides with any
+    known one (checked before anything is written, so nothing needs undoing)."""
+    known = list(known)
+    for a in new:
+        for b in known:
+            if overlapping(a, b):
+                outer = a if len(a) < len(b) else b
+                raise InputError(
+                    f"artifact {a!r} cannot live in this registry next to {b!r}: their "
+                    f"pointers {pointer_file(a)} and {pointer_file(b)} overlap ({outer!r}'s "
+                    f"pulled bytes at {output_path(outer)} would hold the other's pointer); "
+                    f"choose a name that is not nested under '<artifact>/{POINTER_STEM}'",
+                    "artifact_overlaps",
+                )
+
+
 def render_pointer(p: Pointer) -> str:
     """A DVC 3 ``.dvc`` file, field order as ``dvc add`` writes it."""
     out: dict[str, Any] = {"md5": p.md5, "size": p.size}
@@ -75,6 +103,10 @@ def parse_pointer(text: str, where: str = ".dvc file") -> Pointer:
     md5, size, nfiles = out.get("md5"), out.get("size", 0), out.get("nfiles", 1)
     if not isinstance(md5, str) or not md5:
         raise DvcFileError(f"{where}: the output has no md5")
+    try:
+        safe_md5(md5)
+    except UnsafeInput as exc:
+        raise DvcFileError(f"{where}: {exc.message}") from exc
     if not _is_count(size) or not _is_count(nfiles):
         raise DvcFileError(f"{where}: size and nfiles must be non-negative integers")
     return Pointer(md5=md5, size=size, nfiles=nfiles, is_dir=md5.endswith(".dir"))
@@ -102,6 +134,11 @@ def parse_dvc_yaml(text: str, where: str = "dvc.yaml") -> dict[str, str]:
         kind = entry.get("type", "model")
         if not isinstance(kind, str):
             raise DvcFileError(f"{where}: artifact {name!r} has a type that is not text")
+        try:
+            safe_artifact(name)
+            safe_text(kind, "type")
+        except UnsafeInput as exc:
+            raise DvcFileError(f"{where}: {exc.message}") from exc
         out[name] = kind
     return out
 

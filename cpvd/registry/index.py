@@ -7,10 +7,11 @@ second, where a process per tag (or ``gto show``) takes seconds.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cpvctl.protocol import ProtocolError, Version
+from cpvctl.protocol import ProtocolError, Version, validate_name, validate_stage
 from cpvd.registry.git import run_git
 from cpvd.registry.metadata import VersionInfo
 
@@ -96,7 +97,7 @@ def read_index(repo: Path) -> RegistryIndex:
                 index.versions.setdefault(info.artifact, []).append(info)
             continue
         s = _STAGE_RE.match(name)
-        if s:
+        if s and _valid(validate_name, s["artifact"]) and _valid(validate_stage, s["stage"]):
             index.stage_tags.append(
                 StageTag(s["artifact"], s["stage"], int(s["n"]), commit, bool(s["cancel"]))
             )
@@ -104,6 +105,15 @@ def read_index(repo: Path) -> RegistryIndex:
         vs.sort(key=lambda v: _semver(v.version), reverse=True)
     _assign_stages(index)
     return index
+
+
+def _valid(check: Callable[[str], str], name: str) -> bool:
+    """Whether a stage tag names an artifact and stage by GTO's rules; others are not ours."""
+    try:
+        check(name)
+    except ProtocolError:
+        return False
+    return True
 
 
 def _semver(text: str) -> Version:

@@ -7,12 +7,24 @@ humans read the message), so anything a query shows comes from here.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from cpvctl.protocol import CPV_VERSION
+from cpvd.registry.safety import (
+    UnsafeInput,
+    safe_artifact,
+    safe_component,
+    safe_count,
+    safe_md5,
+    safe_text,
+    safe_version,
+)
+
+log = logging.getLogger(__name__)
 
 SCHEMA = 1
 
@@ -71,10 +83,16 @@ class VersionInfo:
 
     @classmethod
     def from_message(cls, artifact: str, version: str, message: str) -> VersionInfo | None:
-        """Parse a tag message; None when the tag was not made by CPV (e.g. by hand)."""
+        """Parse a tag message; None when the tag was not made by CPV (e.g. by hand).
+
+        The message is untrusted (anyone who can push a tag wrote it): a message that looks
+        like ours (JSON with an ``md5``) but breaks any rule of :func:`checked` is skipped
+        with a warning, so one bad tag hides one version instead of breaking every query.
+        Its number still counts as taken (the index keeps every tag name).
+        """
         try:
             body = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         if not isinstance(body, dict) or "md5" not in body:
             return None
@@ -83,9 +101,49 @@ class VersionInfo:
         kwargs["artifact"] = artifact
         kwargs["version"] = version
         try:
-            return cls(**kwargs)
+            return checked(cls(**kwargs))
         except TypeError:
             return None
+        except UnsafeInput as exc:
+            log.warning("skipping tag %r: %s", f"{artifact}@{version}"[:300], exc.message)
+            return None
+
+
+def checked(info: VersionInfo) -> VersionInfo:
+    """``info`` if every field has the type and form cpvd writes; UnsafeInput otherwise.
+
+    What matters most: ``name`` is one path component (revert and pull write it below a
+    directory), md5s are DVC md5s (they become storage keys), sizes are counts.
+    """
+    safe_artifact(info.artifact)
+    safe_version(info.version)
+    safe_md5(info.md5, is_dir=_flag(info.is_dir, "is_dir"))
+    safe_count(info.size, "size")
+    safe_count(info.nfiles, "nfiles")
+    safe_component(info.name, "name")
+    for label in ("source", "kind", "host", "created_at", "cpv_version"):
+        safe_text(getattr(info, label), label)
+    for label in ("parent", "job_id"):
+        if getattr(info, label) is not None:
+            safe_text(getattr(info, label), label)
+    if info.kind not in ("model", "data"):
+        raise UnsafeInput(f"kind {info.kind!r} is neither model nor data")
+    if info.parent is not None:
+        safe_version(info.parent)
+    if not isinstance(info.metrics, dict):
+        raise UnsafeInput("metrics is not a mapping")
+    if not isinstance(info.lineage, dict):
+        raise UnsafeInput("lineage is not a mapping")
+    for data_name, data_version in info.lineage.items():
+        safe_artifact(data_name)
+        safe_version(data_version)
+    return info
+
+
+def _flag(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise UnsafeInput(f"{what} {value!r} is not true or false")
+    return value
 
 
 _QUERY_ONLY = {"commit", "stages", "current"}

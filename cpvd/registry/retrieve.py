@@ -26,6 +26,14 @@ from cpvd.errors import IntegrityError, NotFound
 from cpvd.registry.core import EngineCore
 from cpvd.registry.metadata import VersionInfo
 from cpvd.registry.model import Manifest
+from cpvd.registry.safety import (
+    UnsafeInput,
+    create_below,
+    safe_component,
+    safe_count,
+    safe_md5,
+    safe_relpath,
+)
 from cpvd.storage.base import Storage
 from cpvd.storage.hashing import FileEntry
 
@@ -41,7 +49,7 @@ def manifest(core: EngineCore, artifact: str, version: str | None = None) -> Man
             for e in dir_entries(core.storage, info.md5)
         ]
     else:
-        files = [FileEntry(info.name, info.md5, info.size)]
+        files = [FileEntry(safe_component(info.name), safe_md5(info.md5), info.size)]
     return Manifest(
         artifact,
         info.version,
@@ -54,18 +62,43 @@ def manifest(core: EngineCore, artifact: str, version: str | None = None) -> Man
 
 
 def dir_entries(storage: Storage, md5: str) -> list[FileEntry]:
-    """The files of a stored ``.dir`` manifest; IntegrityError when it is corrupt."""
+    """The files of a stored ``.dir`` manifest; IntegrityError when it is corrupt,
+    UnsafeInput when an entry's path could leave the directory it is written into."""
+    safe_md5(md5, is_dir=True)
     with storage.open_object(md5) as fh:
         data = fh.read()
     if hashlib.md5(data).hexdigest() + ".dir" != md5:
         raise IntegrityError(f"directory manifest {md5} is corrupt in the storage")
     try:
-        entries = [
-            FileEntry(str(e["relpath"]), str(e["md5"]), int(e.get("size", 0)))
-            for e in json.loads(data)
-        ]
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        listed = json.loads(data)
+    except (ValueError, RecursionError) as exc:
         raise IntegrityError(f"directory manifest {md5} is not a DVC .dir list: {exc}") from exc
+    if not isinstance(listed, list) or not all(isinstance(e, dict) for e in listed):
+        raise IntegrityError(f"directory manifest {md5} is not a DVC .dir list")
+    return checked_entries(listed, md5)
+
+
+def checked_entries(listed: list[dict[str, Any]], md5: str) -> list[FileEntry]:
+    """The entries of a ``.dir`` list once each is safe to write below a directory: a
+    normalised relative path, a file md5, a count for a size; no path twice, and no file
+    that is also another entry's parent directory."""
+    where = f"directory manifest {md5}"
+    entries = [
+        FileEntry(
+            safe_relpath(e.get("relpath"), f"{where}: path"),
+            safe_md5(e.get("md5"), is_dir=False, what=f"{where}: md5"),
+            safe_count(e.get("size", 0), f"{where}: size"),
+        )
+        for e in listed
+    ]
+    files = {e.relpath for e in entries}
+    if len(files) != len(entries):
+        raise UnsafeInput(f"{where} lists a path twice")
+    for e in entries:
+        parts = e.relpath.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in files:
+                raise UnsafeInput(f"{where}: {e.relpath!r} is below a file of the same version")
     return entries
 
 
@@ -76,18 +109,13 @@ def download(storage: Storage, info: VersionInfo, where: Path) -> Path:
     try:
         if not info.is_dir:
             target = tmp / "f"
-            _fetch_object(storage, info.md5, target)
+            _fetch_object(storage, safe_md5(info.md5, is_dir=False), tmp, "f")
             final = where / f".cpv-restore-{uuid.uuid4().hex}"
             os.replace(target, final)
             tmp.rmdir()
             return final
         for entry in dir_entries(storage, info.md5):
-            rel = Path(entry.relpath)
-            if rel.is_absolute() or ".." in rel.parts:
-                raise IntegrityError(f"manifest of {info.tag} has an unsafe path {entry.relpath!r}")
-            target = tmp / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _fetch_object(storage, entry.md5, target)
+            _fetch_object(storage, entry.md5, tmp, entry.relpath)
         return tmp
     except BaseException:
         remove_path(tmp)
@@ -139,9 +167,10 @@ def _stored_size(storage: Storage, md5: str) -> int:
     return size
 
 
-def _fetch_object(storage: Storage, md5: str, target: Path) -> None:
+def _fetch_object(storage: Storage, md5: str, root: Path, rel: str) -> None:
+    """Download object ``md5`` to the new file ``root/rel``, never following a symlink."""
     h = hashlib.md5()
-    with storage.open_object(md5) as src, open(target, "wb") as dst:
+    with storage.open_object(md5) as src, os.fdopen(create_below(root, rel), "wb") as dst:
         while chunk := src.read(8 << 20):
             h.update(chunk)
             dst.write(chunk)

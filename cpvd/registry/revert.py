@@ -23,6 +23,7 @@ from cpvd.registry.core import EngineCore
 from cpvd.registry.metadata import VersionInfo
 from cpvd.registry.model import Reverted
 from cpvd.registry.retrieve import download, remove_path
+from cpvd.registry.safety import child_of
 from cpvd.registry.sync import push
 from cpvd.registry.versioning import commit_revert
 from cpvd.storage.hashing import hash_checkpoint
@@ -69,7 +70,9 @@ def _revert_target(core: EngineCore, info: VersionInfo, to: Path | None) -> Path
             "path_outside_watch",
         )
     real.mkdir(parents=True, exist_ok=True)
-    return real / info.name
+    # the name comes from a tag message anyone with push access wrote: one component, or
+    # nothing is written (the index skips such tags; this is the last line of defence)
+    return child_of(real, info.name)
 
 
 def _content_md5(path: Path) -> str | None:
