@@ -49,9 +49,18 @@ def registry_git_env(cfg: RegistryConfig) -> dict[str, str]:
     return env
 
 
-def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
+#: variables that would point git at another repository than the one it runs in
+_REPO_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_NAMESPACE")
+
+
+def git_env(extra: Mapping[str, str] | None = None, cwd: Path | None = None) -> dict[str, str]:
+    """The environment git runs in. With ``cwd``, git may not look for a repository above
+    ``cwd``: a registry whose ``.git`` went missing must fail, not commit and tag in an
+    enclosing repository (a home directory under version control, a project checkout)."""
+    env = {k: v for k, v in os.environ.items() if k not in _REPO_VARS}
     env.update(_BASE_ENV)
+    if cwd is not None:
+        env["GIT_CEILING_DIRECTORIES"] = os.path.dirname(os.path.realpath(cwd))
     if extra:
         env.update(extra)
     return env
@@ -77,7 +86,7 @@ def run_git(
         proc = subprocess.run(
             argv,
             cwd=cwd,
-            env=git_env(env),
+            env=git_env(env, cwd),
             input=input,
             capture_output=True,
             timeout=timeout,
