@@ -46,6 +46,8 @@ class EngineCore:
         self.storage = storage
         self.registry = registry
         self.state_dir = Path(config.daemon.state_dir)
+        # start-up's reset of the work tree moves hand edits here instead of dropping them
+        registry.backups = self.state_dir / "backups"
         roots = writable_roots if writable_roots is not None else [w.path for w in config.watches]
         self.writable_roots = [Path(os.path.realpath(r)) for r in roots]
         self._index: RegistryIndex | None = None

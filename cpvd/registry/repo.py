@@ -18,11 +18,12 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from cpvd.config.model import RegistryConfig
-from cpvd.errors import GitError
+from cpvd.errors import GitError, StateError
 from cpvd.redact import mask_url
 from cpvd.registry.dvcfiles import (
     POINTER_STEM,
@@ -31,11 +32,13 @@ from cpvd.registry.dvcfiles import (
     parse_dvc_yaml,
     parse_pointer,
     pointer_file,
+    refuse_overlaps,
     render_dvc_config,
     render_dvc_yaml,
     render_pointer,
 )
 from cpvd.registry.git import git_out, registry_git_env, run_git
+from cpvd.registry.worktree import put_back, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +122,10 @@ class RegistryRepo:
         self.path = Path(cfg.path)
         self.remote_settings = dict(remote_settings)
         self._env = registry_git_env(cfg)
+        #: where :meth:`reset_worktree` moves uncommitted edits (the engine sets it to the
+        #: state dir's ``backups``); None discards them
+        self.backups: Path | None = None
+        self._written: list[str] | None = None  # paths written inside :meth:`unchanged_on_failure`
 
     # -- git plumbing -------------------------------------------------------------------
     def git(self, *args: str, check: bool = True, input: bytes | None = None) -> str:
@@ -137,7 +144,13 @@ class RegistryRepo:
     # -- creation -----------------------------------------------------------------------
     def open(self, artifacts: Mapping[str, str]) -> None:
         """Clone or create the registry, then make sure config and ``dvc.yaml`` are current."""
-        if not (self.path / ".git").is_dir():
+        if not (self.path / ".git").exists():
+            if self.path.is_dir() and any(self.path.iterdir()):
+                raise StateError(
+                    f"the registry {self.path} is not a git repository: restore its .git or "
+                    "move the directory aside (cpvd clones or creates a registry only in an "
+                    "empty or missing directory)"
+                )
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.cfg.remote:
                 self._clone()
@@ -177,13 +190,34 @@ class RegistryRepo:
         }
         for name in merged:
             files[f"{artifact_dir(name)}/.gitignore"] = f"/{POINTER_STEM}\n"
-        for rel, text in files.items():
-            if self._write_work(rel, text):
-                changed.append(rel)
-        if changed or self.head() is None:
-            self.commit(changed or ["README.md"], message, trailers={})
-            return True
+        refuse_overlaps([a for a in artifacts if a not in current], merged)
+        with self.unchanged_on_failure():
+            for rel, text in files.items():
+                if self._write_work(rel, text):
+                    changed.append(rel)
+            if changed or self.head() is None:
+                self.commit(changed or ["README.md"], message, trailers={})
+                return True
         return False
+
+    @contextmanager
+    def unchanged_on_failure(self) -> Iterator[None]:
+        """Run a registry step; when it fails, every file it wrote or staged is put back as
+        HEAD has it, so the next step (and a restart) starts from a clean work tree."""
+        if self._written is not None:  # nested: the outermost block restores
+            yield
+            return
+        self._written = []
+        try:
+            yield
+        except BaseException:
+            try:
+                put_back(self.path, self._written)
+            except Exception:
+                log.exception("could not restore the registry work tree after a failed step")
+            raise
+        finally:
+            self._written = None
 
     def _read_work(self, rel: str) -> str | None:
         try:
@@ -196,6 +230,8 @@ class RegistryRepo:
         dest = self.path / rel
         if self._read_work(rel) == text and self._is_tracked(rel):
             return False
+        if self._written is not None:
+            self._written.append(rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.cpv-tmp")
         tmp.write_text(text)
@@ -209,7 +245,10 @@ class RegistryRepo:
         )
 
     def reset_worktree(self) -> None:
-        """Drop uncommitted changes (after a crash between writing and committing)."""
+        """Drop uncommitted changes (after a crash between writing and committing), once
+        whatever they were is moved to :attr:`backups`: a hand edit may be someone's work."""
+        if self.backups is not None:
+            set_aside(self.path, self.backups)
         if self.head() is not None:
             run_git(["reset", "-q", "--hard", "HEAD"], self.path)
         run_git(["clean", "-q", "-fd", "--", "artifacts", "dvc.yaml"], self.path, check=False)
@@ -244,6 +283,8 @@ class RegistryRepo:
         argv = ["-c", "core.abbrev=40", "commit", "--no-verify", "--allow-empty", "-F", "-"]
         proc = run_git([*argv, "--", *paths] if paths else argv, self.path, check=False, input=body)
         if proc.returncode != 0 and paths and _UNKNOWN_PATH in proc.stderr:
+            if self._written is not None:
+                self._written.extend(paths)
             run_git(["add", "-A", "--", *paths], self.path)
             proc = run_git(argv, self.path, check=False, input=body)
         if proc.returncode != 0:
@@ -255,13 +296,28 @@ class RegistryRepo:
         return head
 
     def find_job_commit(self, job_id: str) -> str | None:
-        """The commit carrying ``Cpv-Job: <job_id>`` on the current branch, if any."""
+        """The newest commit whose ``Cpv-Job`` trailer is ``job_id`` on the current branch.
+
+        ``--grep`` only narrows the search; the match is on the parsed trailer, so a
+        ``Cpv-Job:`` line inside a message's text (a crafted file name) names nothing.
+        """
         if self.head() is None:
             return None
         out = git_out(
-            ["log", "--format=%H", "-F", f"--grep=Cpv-Job: {job_id}", "-n", "1", "HEAD"], self.path
+            [
+                "log",
+                "--format=%H%x00%(trailers:key=Cpv-Job,valueonly,separator=%x01)",
+                "-F",
+                f"--grep=Cpv-Job: {job_id}",
+                "HEAD",
+            ],
+            self.path,
         )
-        return out or None
+        for line in out.splitlines():
+            sha, _, values = line.partition("\x00")
+            if job_id in (v.strip() for v in values.split("\x01")):
+                return sha
+        return None
 
     def trailers(self, commit: str) -> dict[str, list[str]]:
         out = git_out(["show", "-s", "--format=%(trailers:only,unfold)", commit], self.path)

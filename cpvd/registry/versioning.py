@@ -12,6 +12,7 @@ is ``sync``'s job, batched by the daemon's pusher.
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from cpvd.registry.core import EngineCore
 from cpvd.registry.dvcfiles import Pointer
 from cpvd.registry.metadata import VersionInfo, version_tag
 from cpvd.registry.model import VersionRequest, VersionResult
+from cpvd.registry.safety import UnsafeInput, safe_component, safe_text
 from cpvd.storage.hashing import ContentHash
 
 
@@ -36,17 +38,58 @@ def version(
     validate_name(req.artifact)
     if req.bump not in ("minor", "major"):
         raise InputError(f"unknown bump {req.bump!r}: use minor or major")
+    _check_names(req)
     commit = core.registry.find_job_commit(req.job_id) if resume else None
     if commit is not None:
-        return VersionResult("versioned", tag_version(core, req, content, commit), content)
+        try:
+            return VersionResult("versioned", tag_version(core, req, content, commit), content)
+        except TagTaken:
+            if not _undo_commit(core, commit):
+                raise
     cur = core.current_version(req.artifact)
     pointer = core.pointer_at_head(req.artifact)
     if pointer is not None and pointer.md5 == content.md5 and cur is not None:
         return VersionResult("unchanged", core.show(req.artifact, cur), content)
-    commit, tag = commit_version(core, req, content)
-    # just made: its tag and parent are known, no need to read them back from git
-    info = tag_version(core, req, content, commit, made=(tag, cur))
-    return VersionResult("versioned", info, content)
+    for _ in range(MAX_REPICKS):
+        commit, tag = commit_version(core, req, content)
+        # just made: its tag and parent are known, no need to read them back from git
+        try:
+            info = tag_version(core, req, content, commit, made=(tag, cur))
+        except TagTaken:  # made meanwhile (by hand, or fetched): drop the commit, re-pick
+            _undo_commit(core, commit)
+            continue
+        return VersionResult("versioned", info, content)
+    raise GitError(f"{req.artifact}: every version number tried was taken meanwhile")
+
+
+class TagTaken(GitError):
+    """The version tag a commit was made for exists on another commit. Never moved: the
+    number is re-picked when the commit is still ours alone (unpushed, at HEAD)."""
+
+    retryable = False
+
+
+#: re-picks of a taken number within one job (each re-reads every tag, so one is usual)
+MAX_REPICKS = 10
+
+
+def _check_names(req: VersionRequest) -> None:
+    """Refuse names the index would refuse to read back (see ``metadata.checked``)."""
+    try:
+        safe_component(_name_of(req), "checkpoint name")
+        safe_text(str(req.source or req.path), "checkpoint path")
+    except UnsafeInput as exc:
+        raise InputError(exc.message, "invalid_name") from exc
+
+
+def _undo_commit(core: EngineCore, commit: str) -> bool:
+    """Drop ``commit`` when it is HEAD and was never pushed; False when it must stay."""
+    reg = core.registry
+    if reg.head() != commit or commit not in reg.unpushed_commits():
+        return False
+    reg.reset_hard(f"{commit}^")
+    core.invalidate()
+    return True
 
 
 def next_version(core: EngineCore, artifact: str, bump: str) -> Version:
@@ -67,25 +110,33 @@ def next_version(core: EngineCore, artifact: str, bump: str) -> Version:
 
 
 def commit_version(core: EngineCore, req: VersionRequest, content: ContentHash) -> tuple[str, str]:
-    """Commit the artifact's pointer for a new version; returns (commit, version tag)."""
+    """Commit the artifact's pointer for a new version; returns (commit, version tag).
+
+    The number is checked against git's own tags, not only the cached index: a tag made by
+    hand (or fetched) since the index was read is skipped, never fought over."""
     reg = core.registry
     number = str(next_version(core, req.artifact, req.bump))
+    if reg.tag_target(version_tag(req.artifact, number)) is not None:
+        core.invalidate()
+        number = str(next_version(core, req.artifact, req.bump))
     if req.artifact not in core.laid_out:
         reg.ensure_layout({req.artifact: req.kind}, message="cpv: register artifact")
         core.laid_out.add(req.artifact)
     pointer = pointer_of(content)
-    rel = reg.write_pointer(req.artifact, pointer)
     tag = version_tag(req.artifact, number)
-    commit = reg.commit(
-        [rel],
-        f"cpv: {req.artifact} {number} from {_name_of(req)}",
-        trailers={
-            "Cpv-Job": req.job_id,
-            "Cpv-Action": "version",
-            "Cpv-Version": tag,
-            "Cpv-Current": tag,
-        },
-    )
+    with reg.unchanged_on_failure():
+        rel = reg.write_pointer(req.artifact, pointer)
+        commit = reg.commit(
+            [rel],
+            # the name is quoted: a newline in it must not start a line (or a trailer)
+            f"cpv: {req.artifact} {number} from {json.dumps(_name_of(req))}",
+            trailers={
+                "Cpv-Job": req.job_id,
+                "Cpv-Action": "version",
+                "Cpv-Version": tag,
+                "Cpv-Current": tag,
+            },
+        )
     core.note_committed(req.artifact, number, pointer)
     return commit, tag
 
@@ -109,8 +160,10 @@ def tag_version(
             return existing
         tag = core.registry.trailers(commit).get("Cpv-Version", [""])[0]
         target = core.registry.tag_target(tag) if tag else None
-        if not tag or (target is not None and target != commit):
-            raise GitError(f"version tag {tag!r} for job {req.job_id} is taken by another commit")
+        if not tag:
+            raise GitError(f"commit {commit} of job {req.job_id} names no version tag")
+        if target is not None and target != commit:
+            raise TagTaken(f"version tag {tag!r} for job {req.job_id} is taken by another commit")
         parent = core.version_at(req.artifact, core.registry.git("rev-parse", f"{commit}^").strip())
     info = VersionInfo(
         artifact=req.artifact,
@@ -128,7 +181,12 @@ def tag_version(
         job_id=req.job_id,
     )
     if target is None:
-        core.registry.create_tag(tag, commit, info.message())
+        try:
+            core.registry.create_tag(tag, commit, info.message())
+        except GitError:
+            if core.registry.tag_target(tag) not in (None, commit):
+                raise TagTaken(f"version tag {tag} was made on another commit meanwhile") from None
+            raise
     info.commit = commit
     core.note_tagged(info)
     return info
@@ -136,16 +194,17 @@ def tag_version(
 
 def commit_revert(core: EngineCore, targets: list[VersionInfo]) -> None:
     """One commit moving each target's pointer back to it (``Cpv-Current`` names them)."""
-    rels = [core.registry.write_pointer(i.artifact, pointer_of_info(i)) for i in targets]
-    core.registry.commit(
-        rels,
-        "cpv: revert " + ", ".join(i.tag for i in targets),
-        trailers={
-            "Cpv-Job": uuid.uuid4().hex,
-            "Cpv-Action": "revert",
-            "Cpv-Current": [i.tag for i in targets],
-        },
-    )
+    with core.registry.unchanged_on_failure():
+        rels = [core.registry.write_pointer(i.artifact, pointer_of_info(i)) for i in targets]
+        core.registry.commit(
+            rels,
+            "cpv: revert " + ", ".join(i.tag for i in targets),
+            trailers={
+                "Cpv-Job": uuid.uuid4().hex,
+                "Cpv-Action": "revert",
+                "Cpv-Current": [i.tag for i in targets],
+            },
+        )
     core.note_moved(i.artifact for i in targets)
 
 
