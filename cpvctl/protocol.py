@@ -134,6 +134,7 @@ ERROR_STATUS: dict[str, int] = {
     "method_not_allowed": 405,
     "conflict": 409,
     "unchanged": 409,
+    "artifact_overlaps": 409,
     "body_too_large": 413,
     "insufficient_storage": 507,
     "unsupported_media_type": 415,
