@@ -35,6 +35,7 @@ from cpvd.config.model import (
     StorageConfig,
     WatchConfig,
 )
+from cpvd.config.overlap import overlap_problems
 from cpvd.errors import ConfigError
 
 KINDS = ("model", "data")
@@ -344,13 +345,22 @@ def parse_config(text: str, source: Path | str) -> Config:
         )
     watches = [_watch(w, _Where(source, f"[[watch]] #{i}")) for i, w in enumerate(raw_watches, 1)]
     _cross_check(watches, source)
-    return Config(
+    cfg = Config(
         daemon=parts["daemon"],
         registry=parts["registry"],
         storage=parts["storage"],
         watches=tuple(watches),
         source=Path(source) if isinstance(source, Path) else None,
     )
+    _refuse_overlaps(cfg, source)
+    return cfg
+
+
+def _refuse_overlaps(cfg: Config, source: Path | str) -> None:
+    """Paths and artifact names that would overlap (cpvd.config.overlap), all at once."""
+    problems = overlap_problems(cfg)
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -410,7 +420,9 @@ def config_from_flags(
     watches = [w for w in cfg.watches if w.artifact != artifact]
     watches.append(new)
     _cross_check(watches, cfg.source or "command line")
-    return dataclasses.replace(cfg, watches=tuple(watches))
+    out = dataclasses.replace(cfg, watches=tuple(watches))
+    _refuse_overlaps(out, cfg.source or "command line")
+    return out
 
 
 # ---------------------------------------------------------------- writing

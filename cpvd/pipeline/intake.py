@@ -99,11 +99,19 @@ class Intake:
         """A manual ``cpvctl push``: only paths inside a watch root are read."""
         validate_name(artifact)
         p = request_path(path, "path")
-        if self._watch_of(p) is None:
+        watch = self._watch_of(p)
+        if watch is None:
             raise InputError(
                 f"{path} is outside every watched directory; cpvd only reads checkpoints inside "
                 "its [[watch]] paths (add one, or copy the checkpoint into one)",
                 "path_outside_watch",
+            )
+        if os.path.realpath(p) == os.path.realpath(watch.path):
+            # the whole watch would be one version, temporary and hidden files included
+            raise InputError(
+                f"{path} is the watched directory itself; push a checkpoint inside it "
+                f"(a file or directory below {watch.path})",
+                "invalid_path",
             )
         if not p.exists():
             raise NotFound(f"no such file or directory: {path}", "not_found")

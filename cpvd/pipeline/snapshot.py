@@ -32,22 +32,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cpvd.errors import CpvError, InputError, IntegrityError, NotFound
-from cpvd.pipeline.writeback import Writeback
-from cpvd.storage.hashing import list_files
+from cpvd.pipeline.copyfile import Changed as _Changed
+from cpvd.pipeline.copyfile import OnChunk, feed, stream
+from cpvd.pipeline.writeback import Writeback, sync_tree
+from cpvd.storage.nofollow import DIR_FLAGS as _DIR_FLAGS
+from cpvd.storage.nofollow import FILE_FLAGS as _FILE_FLAGS
+from cpvd.storage.nofollow import Swapped, TreeFile, list_tree, open_file, open_top
 
 log = logging.getLogger(__name__)
 
 #: ioctl FICLONE: make ``dst_fd`` share ``src_fd``'s extents (btrfs, XFS, bcachefs, …)
 FICLONE = 0x40049409
-COPY_CHUNK = 8 * 1024 * 1024
-#: bytes copied between two requests to write the copy back (cpvd.pipeline.writeback)
-FLUSH_STEP = 128 * 1024 * 1024
 #: attempts when the source changes during the copy, before giving up
 COPY_ATTEMPTS = 4
 STAGING_PREFIX = ".staging-"
 
-#: ``(relpath inside the checkpoint, bytes)``; relpath is the file name for a file checkpoint
-OnChunk = Callable[[str, bytes], None]
 #: "forget every chunk seen so far": the source changed and the copy starts over
 OnRestart = Callable[[], None]
 #: ``(relpath, path of its copy in the staging area)``: that file is copied whole
@@ -121,23 +120,22 @@ class SnapshotStore:
                 if on_restart is not None:
                     on_restart()
             try:
-                layout = self._layout(src)
-            except _Changed as exc:
+                listing = self._listing(src)
+            except (_Changed, Swapped) as exc:
                 last_change = str(exc)
                 continue
-            need = sum(size for _, size, _, _ in layout)
+            need = sum(f.st.st_size for f in listing[1])
             self._reserve(key, need, deadline)
             staging = self.root / f"{STAGING_PREFIX}{key}-{uuid.uuid4().hex[:8]}"
             try:
                 staging.mkdir(mode=0o700)
-                self._copy(src, staging / src.name, layout, on_chunk, on_file)
-                after = self._layout(src)
-                if after == layout:
+                self._copy(src, staging, listing, on_chunk, on_file)
+                last_change = self._still(src, listing)
+                if not last_change:
                     if on_layout is not None:
-                        on_layout(layout)
+                        on_layout(_as_layout(listing))
                     return self._commit(key, staging, need)
-                last_change = _describe_change(layout, after)
-            except _Changed as exc:
+            except (_Changed, Swapped) as exc:
                 last_change = str(exc)
             finally:
                 with self._cond:
@@ -154,7 +152,7 @@ class SnapshotStore:
         """Is ``src`` still, file by file (path, size, mtime, inode), what ``layout`` says?"""
         try:
             return self._layout(Path(src)) == layout
-        except (CpvError, _Changed, OSError):
+        except (CpvError, _Changed, Swapped, OSError):
             return False
 
     def release(self, key: str) -> None:
@@ -250,70 +248,100 @@ class SnapshotStore:
         if final.exists():
             self.release(key)
         os.rename(staging, final)
+        sync_tree([], [self.root])  # the rename itself: the queue will point at root/key
         with self._cond:
             self._sizes[key] = size
         return self.path(key) or final
 
     def _layout(self, src: Path) -> Layout:
         """What the source is now, file by file; NotFound when it is gone."""
+        return _as_layout(self._listing(src))
+
+    def _listing(self, src: Path) -> _Listing:
+        """``src``'s own lstat and its files, listed without following any symlink
+        (cpvd.storage.nofollow); NotFound when it is gone, InputError for a symlink."""
         try:
-            st = os.stat(src)
+            st = os.lstat(src)
         except FileNotFoundError:
             raise NotFound(f"{src}: checkpoint vanished before it was snapshotted") from None
         except OSError as exc:
             raise InputError(f"{src}: cannot access: {exc.strerror}", code="invalid_path") from None
         if stat.S_ISREG(st.st_mode):
-            return [(src.name, st.st_size, st.st_mtime_ns, st.st_ino)]
+            return st, [TreeFile(src.name, (src.name,), st)]
         if not stat.S_ISDIR(st.st_mode):
-            raise InputError(f"{src}: not a regular file or directory", code="invalid_path")
-        out: Layout = []
+            what = "a symlink (version the file it points to)" if stat.S_ISLNK(st.st_mode) else (
+                "not a regular file or directory"
+            )
+            raise InputError(f"{src}: {what}", code="invalid_path")
         try:
-            for rel, full in list_files(src):
-                fst = os.stat(full)
-                out.append((rel, fst.st_size, fst.st_mtime_ns, fst.st_ino))
-        except FileNotFoundError as exc:
-            if not src.exists():
+            fd = open_top(src, _DIR_FLAGS, st)
+            try:
+                return st, list_tree(src, fd)
+            finally:
+                os.close(fd)
+        except (FileNotFoundError, Swapped, InputError) as exc:
+            if not os.path.lexists(src):
                 raise NotFound(f"{src}: checkpoint vanished while snapshotted") from None
-            raise _Changed(f"{exc.filename} vanished") from None
-        except InputError:
-            if not src.exists():
-                raise NotFound(f"{src}: checkpoint vanished while snapshotted") from None
-            raise
-        return out
+            if isinstance(exc, InputError):
+                raise
+            raise _Changed(str(exc)) from None
+
+    def _still(self, src: Path, before: _Listing) -> str:
+        """'' when ``src`` is still exactly what ``before`` listed, else what changed."""
+        try:
+            after = self._listing(src)
+        except (InputError, NotFound) as exc:  # now a symlink, or gone: retry (and see)
+            return exc.message
+        if _keys(after) == _keys(before):
+            return ""
+        return _describe_change(_as_layout(before), _as_layout(after)) if after[1] else (
+            "layout changed"
+        )
 
     def _copy(
         self,
         src: Path,
-        dst: Path,
-        layout: Layout,
+        staging: Path,
+        listing: _Listing,
         on_chunk: OnChunk | None,
         on_file: OnFile | None,
     ) -> None:
-        if len(layout) == 1 and src.is_file():
-            self._copy_file(src, dst, layout[0], on_chunk)
+        """Copy what ``listing`` lists, opening each file without following a link and only
+        if it is the very file listed (a swap is a change: retried, never copied)."""
+        root_st, files = listing
+        dst = staging / src.name
+        if stat.S_ISREG(root_st.st_mode):
+            self._copy_file(_source(lambda: open_top(src, _FILE_FLAGS, root_st)), dst, files[0],
+                            on_chunk)
             if on_file is not None:
-                on_file(layout[0][0], dst)
+                on_file(files[0].rel, dst)
+            sync_tree([dst], [staging])
             return
-        dst.mkdir(mode=0o700)
-        for item in layout:
-            target = dst.joinpath(*item[0].split("/"))
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._copy_file(src.joinpath(*item[0].split("/")), target, item, on_chunk)
-            if on_file is not None:
-                on_file(item[0], target)
+        root_fd = _source(lambda: open_top(src, _DIR_FLAGS, root_st))
+        dirs = {staging, dst}
+        copies = []
+        try:
+            dst.mkdir(mode=0o700)
+            for f in files:
+                target = dst.joinpath(*f.rel.split("/"))
+                for parent in reversed(target.relative_to(dst).parents):
+                    if parent.parts and dst / parent not in dirs:
+                        (dst / parent).mkdir(mode=0o700, exist_ok=True)
+                        dirs.add(dst / parent)
+                sfd = _source(functools.partial(open_file, root_fd, f))
+                self._copy_file(sfd, target, f, on_chunk)
+                copies.append(target)
+                if on_file is not None:
+                    on_file(f.rel, target)
+        finally:
+            os.close(root_fd)
+        sync_tree(copies, sorted(dirs))
 
     def _copy_file(
-        self,
-        src: Path,
-        dst: Path,
-        expect: tuple[str, int, int, int],
-        on_chunk: OnChunk | None,
+        self, sfd: int, dst: Path, f: TreeFile, on_chunk: OnChunk | None
     ) -> None:
-        rel, size, mtime_ns, _ = expect
-        try:
-            sfd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise _Changed(f"{rel} vanished") from None
+        """Copy the file open as ``sfd`` (closed here), listed as ``f``, to ``dst``."""
+        rel, size, mtime_ns = f.rel, f.st.st_size, f.st.st_mtime_ns
         try:
             st = os.fstat(sfd)
             if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
@@ -322,10 +350,10 @@ class SnapshotStore:
             try:
                 if self._reflink(sfd, dfd):
                     if on_chunk is not None:
-                        _feed(dfd, rel, on_chunk)  # read the clone: exactly the snapshot
+                        feed(dfd, rel, on_chunk)  # read the clone: exactly the snapshot
                 else:
                     flush = functools.partial(self.writeback.start, dfd, size)
-                    _stream(sfd, dfd, size, rel, on_chunk, flush)
+                    stream(sfd, dfd, size, rel, on_chunk, flush)
             finally:
                 os.close(dfd)
             st2 = os.fstat(sfd)
@@ -356,99 +384,27 @@ class SnapshotStore:
         return True
 
 
-class _Changed(Exception):
-    """The source changed under us: retry the whole snapshot."""
 
 
-def _stream(
-    sfd: int,
-    dfd: int,
-    size: int,
-    rel: str,
-    on_chunk: OnChunk | None,
-    flush: Callable[[], object],
-) -> None:
-    """Copy exactly ``size`` bytes (what the layout said): a file still being appended must
-    not make the copy chase its end; the after-check then sees the change and retries.
-
-    The bytes are copied in the kernel (``copy_file_range``) and, when ``on_chunk`` wants
-    them, read back from the copy chunk by chunk, so what is hashed is exactly what the
-    snapshot holds. Why not read and write through Python: measured in a 1 GiB end-to-end
-    run (perf), the write() of each chunk into new page-cache pages kept the snapshot thread
-    busy ~3 s, twice the md5 it feeds; shutil.copyfile's in-kernel copy of the same GiB took
-    0.33 s. Where the kernel cannot copy (another filesystem type, an old kernel, not Linux)
-    it falls back to reading and writing.
-
-    ``flush`` is called every ``FLUSH_STEP`` bytes and at the end, so the copy's pages go
-    to disk while the rest is still being copied and hashed (cpvd.pipeline.writeback).
-    """
-    if _kernel_copy(sfd, dfd, size, rel, on_chunk, flush):
-        return
-    os.lseek(sfd, 0, os.SEEK_SET)
-    os.lseek(dfd, 0, os.SEEK_SET)
-    os.ftruncate(dfd, 0)
-    with (
-        open(sfd, "rb", buffering=0, closefd=False) as fin,
-        open(dfd, "wb", buffering=0, closefd=False) as fout,
-    ):
-        buf = bytearray(COPY_CHUNK)
-        view = memoryview(buf)
-        left = size
-        while left > 0:
-            n = fin.readinto(view[: min(left, COPY_CHUNK)])
-            if not n:
-                break
-            left -= n
-            fout.write(view[:n])
-            if on_chunk is not None:
-                on_chunk(rel, bytes(view[:n]))
-            if (size - left) % FLUSH_STEP < n:
-                flush()
-    flush()
+#: the source's own lstat and its files (cpvd.storage.nofollow)
+_Listing = tuple[os.stat_result, list[TreeFile]]
 
 
-def _kernel_copy(
-    sfd: int,
-    dfd: int,
-    size: int,
-    rel: str,
-    on_chunk: OnChunk | None,
-    flush: Callable[[], object],
-) -> bool:
-    """Copy with ``copy_file_range``, feeding ``on_chunk`` from the copy; False when the
-    kernel refuses before anything is copied (the caller then copies through Python)."""
-    copy_range = getattr(os, "copy_file_range", None)
-    if copy_range is None:
-        return False
-    done = 0
-    # one chunk per call when someone reads along; bigger steps when nobody does
-    step = COPY_CHUNK if on_chunk is not None else COPY_CHUNK * 8
-    while done < size:
-        try:
-            n = copy_range(sfd, dfd, min(size - done, step))
-        except OSError:
-            if done == 0:
-                return False
-            raise
-        if n == 0:
-            break  # shorter than the layout said: the after-check sees the change
-        if on_chunk is not None:
-            data = os.pread(dfd, n, done)
-            if len(data) != n:
-                raise _Changed(f"{rel}: the copy read back short")
-            on_chunk(rel, data)
-        done += n
-        if done % FLUSH_STEP < n:
-            flush()
-    flush()
-    return True
+def _as_layout(listing: _Listing) -> Layout:
+    return [(f.rel, f.st.st_size, f.st.st_mtime_ns, f.st.st_ino) for f in listing[1]]
 
 
-def _feed(fd: int, rel: str, on_chunk: OnChunk) -> None:
-    os.lseek(fd, 0, os.SEEK_SET)
-    with open(os.dup(fd), "rb", buffering=0) as f:
-        while chunk := f.read(COPY_CHUNK):
-            on_chunk(rel, chunk)
+def _keys(listing: _Listing) -> tuple[object, ...]:
+    st = listing[0]
+    return (st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode), *(f.key() for f in listing[1]))
+
+
+def _source(opener: Callable[[], int]) -> int:
+    """Open a source file or directory; it vanishing is a change like any other."""
+    try:
+        return opener()
+    except FileNotFoundError as exc:
+        raise _Changed(f"{exc.filename or 'a file'} vanished") from None
 
 
 def _describe_change(before: Layout, after: Layout) -> str:

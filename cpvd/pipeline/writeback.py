@@ -17,8 +17,9 @@ copy most of it is on disk already.
 Small files are left to the kernel: their dirty pages cost nothing worth a disk flush each
 (a burst of 200 small checkpoints would otherwise force 200 journal commits).
 
-This starts writeback early; it is not a durability promise (the snapshot's directory entry
-is not synced).
+This starts writeback early; the durability promise is :func:`sync_tree`, called by the
+snapshot store once a snapshot is whole and before it is handed over (the queue then points
+at it): each copy's ``fdatasync`` finds the big files already on disk, so it costs little.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,24 @@ MIN_BYTES = 32 * 1024 * 1024
 def _datasync(fd: int) -> None:
     sync = getattr(os, "fdatasync", None) or os.fsync  # macOS has no fdatasync
     sync(fd)
+
+
+def sync_tree(files: list[Path], dirs: list[Path]) -> None:
+    """Make a finished snapshot durable across power loss: the data of each file in
+    ``files``, then the entries of each directory in ``dirs`` (the ones holding them).
+
+    Why here and not per write: a job is committed to the queue right after the snapshot is
+    taken; without this a power loss could leave the queue pointing at empty or missing
+    files. One ``fdatasync`` per file (metadata such as mtime is not needed) and one
+    ``fsync`` per directory, nothing more: a burst of small checkpoints must keep up.
+    """
+    for paths, sync in ((files, _datasync), (dirs, os.fsync)):
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                sync(fd)
+            finally:
+                os.close(fd)
 
 
 class Writeback:

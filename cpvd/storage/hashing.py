@@ -23,6 +23,7 @@ dropping part of a checkpoint is worse than refusing it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -37,6 +38,14 @@ from typing import Any
 
 from cpvd.errors import InputError, IntegrityError
 from cpvd.storage.base import Progress
+from cpvd.storage.nofollow import (
+    DIR_FLAGS,
+    FILE_FLAGS,
+    Swapped,
+    list_tree,
+    open_file,
+    open_top,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +54,6 @@ OnHashed = Callable[[str, str, int, Path], None]
 
 #: read size: large enough that md5 runs at memory speed, small enough to never matter in RAM
 CHUNK_SIZE = 8 * 1024 * 1024
-
-#: names DVC ignores inside a tracked directory by default (dvc/ignore.py)
-_IGNORED_ANY = frozenset({".git"})
-_IGNORED_DIRS = frozenset({".git", ".hg", ".dvc"})
 
 
 @dataclass(frozen=True)
@@ -94,15 +99,20 @@ def md5_file(path: Path | str, progress: Progress | None = None) -> tuple[str, i
 
     ``progress`` is called with the number of bytes of each chunk as it is hashed.
     Raises IntegrityError when the file's size or mtime changed while it was being read
-    (a writer still at work), InputError when it cannot be opened.
+    (a writer still at work), InputError when it cannot be opened or is a symlink.
     """
     p = Path(path)
     try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(p, FILE_FLAGS)
     except FileNotFoundError:
         raise InputError(f"{p}: no such file", code="invalid_path") from None
     except OSError as exc:
         raise InputError(f"{p}: cannot read: {exc.strerror}", code="invalid_path") from None
+    return _md5_fd(fd, p, progress)
+
+
+def _md5_fd(fd: int, p: Path, progress: Progress | None) -> tuple[str, int]:
+    """md5 of the file open as ``fd`` (closed here); ``p`` names it in errors."""
     try:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
@@ -157,62 +167,23 @@ def dir_manifest(entries: Iterable[FileEntry]) -> tuple[str, bytes]:
 
 
 def list_files(root: Path) -> list[tuple[str, Path]]:
-    """Every file DVC would track under directory ``root``: ``(posix relpath, real path)``.
+    """Every file DVC would track under directory ``root``: ``(posix relpath, path)``.
 
-    Sorted by relpath. Applies the symlink rules in the module docstring.
+    Sorted by relpath. Applies the symlink rules in the module docstring. IntegrityError when
+    the tree changed while it was listed.
     """
-    real_root = os.path.realpath(root)
-    out: list[tuple[str, Path]] = []
-
-    def onerror(exc: OSError) -> None:
-        raise InputError(
-            f"{exc.filename}: cannot read directory: {exc.strerror}", code="invalid_path"
-        )
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
-        rel_dir = os.path.relpath(dirpath, root)
-        kept_dirs = []
-        for name in dirnames:
-            full = os.path.join(dirpath, name)
-            if name in _IGNORED_DIRS:
-                continue
-            if os.path.islink(full):
-                _check_link(full, real_root, root)
-                raise InputError(
-                    f"{full}: symlink to a directory inside a checkpoint is not supported "
-                    "(DVC would skip it); replace it with a real directory",
-                    code="invalid_path",
-                )
-            kept_dirs.append(name)
-        dirnames[:] = kept_dirs
-        for name in filenames:
-            if name in _IGNORED_ANY:
-                continue
-            full = os.path.join(dirpath, name)
-            if os.path.islink(full):
-                target = _check_link(full, real_root, root)
-                if not os.path.isfile(target):
-                    raise InputError(
-                        f"{full}: symlink to something that is not a regular file",
-                        code="invalid_path",
-                    )
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-            out.append((rel.replace(os.sep, "/"), Path(full)))
-    out.sort(key=lambda t: t[0])
-    return out
-
-
-def _check_link(link: str, real_root: str, root: Path) -> str:
-    """Resolve ``link``; refuse it when dangling or when it leaves the checkpoint root."""
-    target = os.path.realpath(link)
-    if not os.path.exists(target):
-        raise InputError(f"{link}: dangling symlink in checkpoint", code="invalid_path")
-    if os.path.commonpath([real_root, target]) != real_root:
-        raise InputError(
-            f"{link}: symlink resolves outside the checkpoint {root} (to {target})",
-            code="invalid_path",
-        )
-    return target
+    p = Path(root)
+    try:
+        fd = open_top(p, DIR_FLAGS, os.lstat(p))
+        try:
+            files = list_tree(p, fd)
+        finally:
+            os.close(fd)
+    except Swapped as exc:
+        raise IntegrityError(f"{p}: changed while listed ({exc})") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read directory: {exc.strerror}", "invalid_path") from None
+    return [(f.rel, p.joinpath(*f.rel.split("/"))) for f in files]
 
 
 def hash_checkpoint(path: Path, progress: Progress | None = None) -> ContentHash:
@@ -220,22 +191,44 @@ def hash_checkpoint(path: Path, progress: Progress | None = None) -> ContentHash
 
     ``progress`` receives byte counts as data is hashed (across all files of a directory).
     Raises InputError for a missing/unreadable path or a refused symlink, IntegrityError when
-    a file changed while it was read.
+    a file changed while it was read or was swapped for another one (cpvd.storage.nofollow:
+    no link is ever followed, so a swap can never hash outside bytes).
     """
     p = Path(path)
     try:
-        st = p.stat()
+        st = os.lstat(p)
     except FileNotFoundError:
         raise InputError(f"{p}: no such file or directory", code="invalid_path") from None
     except OSError as exc:
         raise InputError(f"{p}: cannot access: {exc.strerror}", code="invalid_path") from None
-    if stat.S_ISREG(st.st_mode):
-        return ContentHash.of_file(FileEntry(p.name, *md5_file(p, progress)))
-    if not stat.S_ISDIR(st.st_mode):
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
         raise InputError(f"{p}: not a regular file or directory", code="invalid_path")
-    return ContentHash.of_dir(
-        FileEntry(rel, *md5_file(full, progress)) for rel, full in list_files(p)
-    )
+    try:
+        if stat.S_ISREG(st.st_mode):
+            fd = _opened(p, lambda: open_top(p, FILE_FLAGS, st))
+            return ContentHash.of_file(FileEntry(p.name, *_md5_fd(fd, p, progress)))
+        root_fd = _opened(p, lambda: open_top(p, DIR_FLAGS, st))
+        try:
+            entries = []
+            for f in list_tree(p, root_fd):
+                full = p.joinpath(*f.rel.split("/"))
+                fd = _opened(full, functools.partial(open_file, root_fd, f))
+                entries.append(FileEntry(f.rel, *_md5_fd(fd, full, progress)))
+        finally:
+            os.close(root_fd)
+    except Swapped as exc:
+        raise IntegrityError(f"{p}: changed while hashed ({exc})") from None
+    return ContentHash.of_dir(entries)
+
+
+def _opened(p: Path, opener: Callable[[], int]) -> int:
+    """``opener()``, with OSErrors as InputErrors naming ``p`` (Swapped passes through)."""
+    try:
+        return opener()
+    except FileNotFoundError:
+        raise Swapped(f"{p} vanished") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read: {exc.strerror}", code="invalid_path") from None
 
 
 class StreamHasher:
@@ -334,7 +327,7 @@ class StreamHasher:
                 if got != size:
                     return None
                 entries.append(FileEntry(rel, md5, size))
-        except (OSError, InputError):
+        except (OSError, InputError, IntegrityError):
             return None
         if seen:  # bytes for a file the snapshot does not hold
             return None
