@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cpvd.api.events import EventBus
 from cpvd.api.handlers import Services
+from cpvd.api.limits import connection_cap, raise_open_file_limit
 from cpvd.api.metrics import DaemonMetrics
 from cpvd.api.operations import Operations
 from cpvd.api.queries import Queries, Status
@@ -97,7 +98,8 @@ def run_daemon(cfg: Config, log_level: str = "INFO", rebuild_queue: bool = False
     setup_logging(log_level)
     os.environ.update(DAEMON_ENV)
     try:
-        return asyncio.run(Daemon(cfg, rebuild_queue=rebuild_queue).serve())
+        daemon = Daemon(cfg, rebuild_queue=rebuild_queue, open_files=raise_open_file_limit())
+        return asyncio.run(daemon.serve())
     except CpvError as exc:
         log.error("%s", exc.message)
         print(f"cpvd: {exc.message}", file=sys.stderr)
@@ -105,8 +107,9 @@ def run_daemon(cfg: Config, log_level: str = "INFO", rebuild_queue: bool = False
 
 
 class Daemon:
-    def __init__(self, cfg: Config, rebuild_queue: bool = False) -> None:
+    def __init__(self, cfg: Config, rebuild_queue: bool = False, open_files: int = 1024) -> None:
         self.cfg = cfg
+        self.open_files = open_files  # the soft RLIMIT_NOFILE: API connections get a share
         self.rebuild_queue = rebuild_queue
         self.stop = asyncio.Event()
         self.reload = asyncio.Event()
@@ -197,7 +200,7 @@ class Daemon:
             bus=bus,
             metrics=metrics,
         )
-        api = ApiServer(services, d)
+        api = ApiServer(services, d, connection_cap(self.open_files))
         await api.start()
         stack.push_async_callback(api.stop)
         log.info(
