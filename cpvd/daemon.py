@@ -176,7 +176,7 @@ class Daemon:
             self.config, queue, ledger, copier, speculative, prepared, bus, wakeups, watcher.defer
         )
         worker = Worker(
-            self.config, queue, ledger, snapshots, engine, ex, prepared,
+            self.config, queue, ledger, snapshots, copier, engine, ex, prepared,
             health, pause, wakeups, bus, metrics,
         )  # fmt: skip
         pusher = Pusher(self.config, queue, engine, ex, health, wakeups, bus)
