@@ -33,8 +33,11 @@ REQUEST_TIMEOUT = 10.0
 FLOOD_LOG_EVERY = 60.0
 #: connections accepted in one go, before any of them is admitted (descriptors in flight)
 ACCEPT_BURST = 8
-#: connections the kernel queues until they are accepted (they hold none of our descriptors)
-LISTEN_BACKLOG = 128
+#: connections the kernel queues until they are accepted (they hold none of our descriptors).
+#: Large: a full queue refuses a client's non-blocking connect at once (EAGAIN), and a
+#: burst of idle connections must not do that to ``cpvctl status`` (the kernel caps it at
+#: net.core.somaxconn)
+LISTEN_BACKLOG = 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
