@@ -13,10 +13,12 @@ import os
 import signal
 import sys
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from cpvd.api.events import EventBus
 from cpvd.api.handlers import Services
+from cpvd.api.limits import connection_cap, raise_open_file_limit
 from cpvd.api.metrics import DaemonMetrics
 from cpvd.api.operations import Operations
 from cpvd.api.queries import Queries, Status
@@ -34,6 +36,7 @@ from cpvd.pipeline.speculative_snapshot import SpeculativeSnapshots
 from cpvd.pipeline.threads import Executors
 from cpvd.pipeline.watch_relay import WatchRelay
 from cpvd.pipeline.worker import Worker
+from cpvd.registry.engine import Engine
 from cpvd.service.instance import InstanceLock, clear_stale_socket, prepare_socket_dir
 from cpvd.service.sdnotify import Notifier
 from cpvd.startup import open_registry, open_state, release_finished_snapshots
@@ -45,6 +48,39 @@ from cpvd.watch.watcher import Watcher
 log = logging.getLogger("cpvd")
 
 DAEMON_ENV = {"DVC_NO_ANALYTICS": "1", "ITERATIVE_DO_NOT_TRACK": "1", "GTO_NO_ANALYTICS": "1"}
+
+#: [daemon] keys a SIGHUP applies to the running daemon. Every other [daemon] key, and all
+#: of [registry] and [storage], are opened once at start (socket, state database, registry
+#: work tree, storage client): a SIGHUP keeps their running values and reports them as
+#: needing a restart, so ``status`` always shows what is in use.
+LIVE_DAEMON_KEYS = frozenset(
+    {"allow_uids", "allow_group", "rescan_seconds", "drain_timeout", "retry_max_seconds",
+     "snapshot_limit_bytes"}
+)  # fmt: skip
+
+
+def split_reload(running: Config, new: Config) -> tuple[Config, list[str]]:
+    """The config to run after a SIGHUP (watches and live keys from ``new``, the rest kept
+    from ``running``) and the dotted names of the kept keys whose value ``new`` changes."""
+    changed = [
+        f"{section}.{f.name}"
+        for section in ("daemon", "registry", "storage")
+        for f in fields(getattr(running, section))
+        if (section != "daemon" or f.name not in LIVE_DAEMON_KEYS)
+        and getattr(getattr(running, section), f.name) != getattr(getattr(new, section), f.name)
+    ]
+    kept = {
+        f.name: getattr(running.daemon, f.name)
+        for f in fields(running.daemon)
+        if f.name not in LIVE_DAEMON_KEYS
+    }
+    applied = replace(
+        new,
+        daemon=replace(new.daemon, **kept),
+        registry=running.registry,
+        storage=running.storage,
+    )
+    return applied, changed
 
 
 def setup_logging(level: str) -> None:
@@ -62,7 +98,8 @@ def run_daemon(cfg: Config, log_level: str = "INFO", rebuild_queue: bool = False
     setup_logging(log_level)
     os.environ.update(DAEMON_ENV)
     try:
-        return asyncio.run(Daemon(cfg, rebuild_queue=rebuild_queue).serve())
+        daemon = Daemon(cfg, rebuild_queue=rebuild_queue, open_files=raise_open_file_limit())
+        return asyncio.run(daemon.serve())
     except CpvError as exc:
         log.error("%s", exc.message)
         print(f"cpvd: {exc.message}", file=sys.stderr)
@@ -70,12 +107,15 @@ def run_daemon(cfg: Config, log_level: str = "INFO", rebuild_queue: bool = False
 
 
 class Daemon:
-    def __init__(self, cfg: Config, rebuild_queue: bool = False) -> None:
+    def __init__(self, cfg: Config, rebuild_queue: bool = False, open_files: int = 1024) -> None:
         self.cfg = cfg
+        self.open_files = open_files  # the soft RLIMIT_NOFILE: API connections get a share
         self.rebuild_queue = rebuild_queue
         self.stop = asyncio.Event()
         self.reload = asyncio.Event()
         self.notifier = Notifier(unset_environment=True)
+        #: keys a SIGHUP changed that only a restart applies (shown by ``status``)
+        self.restart_needed: list[str] = []
 
     def config(self) -> Config:
         """The running config (SIGHUP replaces it); every component reads it through here."""
@@ -136,7 +176,7 @@ class Daemon:
             self.config, queue, ledger, copier, speculative, prepared, bus, wakeups, watcher.defer
         )
         worker = Worker(
-            self.config, queue, ledger, snapshots, engine, ex, prepared,
+            self.config, queue, ledger, snapshots, copier, engine, ex, prepared,
             health, pause, wakeups, bus, metrics,
         )  # fmt: skip
         pusher = Pusher(self.config, queue, engine, ex, health, wakeups, bus)
@@ -153,12 +193,14 @@ class Daemon:
         services = Services(
             intake=intake,
             queries=Queries(self.config, engine, queue, ex),
-            status=Status(self.config, queue, health, pause, watcher.waiting),
+            status=Status(
+                self.config, queue, health, pause, watcher.waiting, lambda: self.restart_needed
+            ),
             operations=Operations(engine, queue, ledger, ex, health, pause, wakeups, bus),
             bus=bus,
             metrics=metrics,
         )
-        api = ApiServer(services, d)
+        api = ApiServer(services, d, connection_cap(self.open_files))
         await api.start()
         stack.push_async_callback(api.stop)
         log.info(
@@ -168,11 +210,11 @@ class Daemon:
         self.notifier.ready()
         heartbeat = asyncio.create_task(self._heartbeat(queue, health), name="heartbeat")
         stack.callback(heartbeat.cancel)
-        await self._main_loop(watcher, api)
+        await self._main_loop(Live(watcher, api, engine, queue, snapshots, ex))
         self.notifier.stopping()
         log.info("stopping")
 
-    async def _main_loop(self, watcher: Watcher, api: ApiServer) -> None:
+    async def _main_loop(self, live: Live) -> None:
         while not self.stop.is_set():
             stop_wait = asyncio.create_task(self.stop.wait())
             reload_wait = asyncio.create_task(self.reload.wait())
@@ -181,9 +223,9 @@ class Daemon:
             reload_wait.cancel()
             if self.reload.is_set() and not self.stop.is_set():
                 self.reload.clear()
-                self._reload(watcher, api)
+                await self._reload(live)
 
-    def _reload(self, watcher: Watcher, api: ApiServer) -> None:
+    async def _reload(self, live: Live) -> None:
         from cpvd.config.load import load_config
 
         source = self.cfg.source
@@ -195,10 +237,15 @@ class Daemon:
         except CpvError as exc:
             log.error("SIGHUP: keeping the running config: %s", exc.message)
             return
-        self.cfg = new
-        watcher.update_watches(new.watches)
-        api.reconfigure(new.daemon.allow_uids, new.daemon.allow_group)
-        log.info("SIGHUP: reloaded %s (%d watches)", source, len(new.watches))
+        applied, self.restart_needed = split_reload(self.cfg, new)
+        self.cfg = applied
+        await live.apply(applied)
+        log.info("SIGHUP: reloaded %s (%d watches)", source, len(applied.watches))
+        if self.restart_needed:
+            log.warning(
+                "SIGHUP: %s changed; still running on the old values until a restart",
+                ", ".join(self.restart_needed),
+            )
 
     async def _heartbeat(self, queue: JobQueue, health: Health) -> None:
         interval = self.notifier.watchdog_interval()
@@ -219,6 +266,33 @@ class Daemon:
         for t in pending:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@dataclass(eq=False)
+class Live:
+    """What a SIGHUP changes in the running daemon: each live key, applied completely."""
+
+    watcher: Watcher
+    api: ApiServer
+    engine: Engine
+    queue: JobQueue
+    snapshots: SnapshotStore
+    executors: Executors
+
+    async def apply(self, cfg: Config) -> None:
+        d = cfg.daemon
+        self.watcher.update_watches(cfg.watches)
+        self.watcher.rescan_seconds = max(0.1, float(d.rescan_seconds))
+        self.api.reconfigure(d.allow_uids, d.allow_group)
+        self.queue.backoff_cap = d.retry_max_seconds
+        self.snapshots.limit_bytes = max(0, int(d.snapshot_limit_bytes))
+        await self.executors.on_registry(self._apply_to_engine, cfg)
+
+    def _apply_to_engine(self, cfg: Config) -> None:  # on the registry thread
+        """The engine knows the new artifacts, and revert may write into the new watches
+        (and no longer into removed ones)."""
+        self.engine.config = cfg
+        self.engine.writable_roots = [Path(os.path.realpath(w.path)) for w in cfg.watches]
 
 
 async def _abort_incomplete_uploads(ex: Executors, storage: Storage) -> None:

@@ -3,6 +3,7 @@ the intake, the queries or the operations, and returns JSON. No business logic h
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from cpvctl.protocol import (
     validate_stage,
 )
 from cpvd.api.events import EventBus, format_sse
+from cpvd.api.limits import REQUEST_TIMEOUT
 from cpvd.api.metrics import CONTENT_TYPE, DaemonMetrics
 from cpvd.api.operations import Operations
 from cpvd.api.queries import Queries, Status
@@ -49,7 +51,12 @@ def services(request: web.Request) -> Services:
 async def body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ProtocolError("body_too_large", f"request body over {MAX_BODY} bytes")
-    raw = await request.content.read(MAX_BODY + 1)
+    try:
+        raw = await asyncio.wait_for(request.content.read(MAX_BODY + 1), REQUEST_TIMEOUT)
+    except TimeoutError:
+        raise ProtocolError(
+            "bad_request", f"request body not received within {REQUEST_TIMEOUT:.0f}s"
+        ) from None
     if len(raw) > MAX_BODY:
         raise ProtocolError("body_too_large", f"request body over {MAX_BODY} bytes")
     if not raw:

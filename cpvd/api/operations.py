@@ -8,6 +8,7 @@ HTTP here; the handlers call one method each.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class Operations:
         version = str(Version.parse(version))
         target = request_path(to, "to") if to is not None else None
         engine = self.engine
+        await self.executors.on_registry(self._expect, artifact, version, with_data, target)
         results = await self.executors.on_registry(
             engine.revert, artifact, version, with_data, target
         )
@@ -63,6 +65,22 @@ class Operations:
             )
         await self._refresh_unpushed()
         return {"reverted": [r.__dict__ for r in results]}
+
+    def _expect(self, artifact: str, version: str, with_data: bool, to: Path | None) -> None:
+        """Record each path a revert will restore, with the content it will hold, before the
+        bytes land (on the registry thread). A kill between the restore and the ledger row
+        written after it, with ``--to`` inside a watch, let the rescan version the restored
+        bytes again. Size and mtime are not known yet (-1): the rescan hashes the file once
+        and the worker finds its md5 handled (``seen_content``). A revert refused later
+        leaves a row naming bytes that are a version of that artifact anyway."""
+        engine = self.engine
+        for info in engine.with_lineage(engine.show(artifact, version), with_data):
+            base = to if to is not None else Path(info.source).parent
+            if info.source and base.is_absolute():
+                dest = Path(os.path.realpath(base)) / info.name
+                self.ledger.record(
+                    info.artifact, str(dest), info.md5, -1, -1, info.version, "reverted"
+                )
 
     async def promote(
         self, artifact: str, version: str, stage: str, with_data: bool

@@ -95,6 +95,8 @@ class Status:
     health: Health
     pause: Pause
     waiting: Waiting
+    #: config keys a SIGHUP changed that the daemon applies only at its next start
+    restart_needed: Callable[[], list[str]] = list
 
     def __post_init__(self) -> None:
         self.started = time.time()
@@ -109,6 +111,7 @@ class Status:
                 "uptime": round(time.time() - self.started, 1),
                 "paused": self.pause.describe(),
                 "state_dir": str(cfg.daemon.state_dir),
+                "restart_needed": list(self.restart_needed()),
             },
             "queue": {**self.queue.counts(), "depth": self.queue.depth()},
             "jobs": [

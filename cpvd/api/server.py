@@ -23,6 +23,14 @@ from aiohttp import web
 
 from cpvctl.protocol import ERROR_STATUS, MAX_BODY, ProtocolError, error_body
 from cpvd.api.handlers import SERVICES, Services, add_routes
+from cpvd.api.limits import (
+    ACCEPT_BURST,
+    CONNECTIONS,
+    LISTEN_BACKLOG,
+    REQUEST_TIMEOUT,
+    Connections,
+    mark_busy,
+)
 from cpvd.config.model import DaemonConfig
 from cpvd.errors import CpvError
 
@@ -111,11 +119,15 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def build_app(
-    services: Services, allow_uids: tuple[int, ...], allow_group: str | None
+    services: Services,
+    allow_uids: tuple[int, ...],
+    allow_group: str | None,
+    connections: Connections,
 ) -> web.Application:
-    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[mark_busy, guard], client_max_size=MAX_BODY)
     app[SERVICES] = services
     app[ALLOWED] = Peers(allow_uids, allow_group)
+    app[CONNECTIONS] = connections
     add_routes(app)
     return app
 
@@ -139,7 +151,7 @@ def bind_socket(path: Path, group: str | None = None) -> socket.socket:
     finally:
         os.umask(old)
     os.chmod(path, mode)
-    sock.listen(128)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -157,20 +169,32 @@ def _socket_access(group: str | None) -> tuple[int, int | None]:
 class ApiServer:
     """The API on its Unix socket: started after the pipeline, stopped before it."""
 
-    def __init__(self, services: Services, daemon: DaemonConfig) -> None:
-        self.app = build_app(services, daemon.allow_uids, daemon.allow_group)
+    def __init__(self, services: Services, daemon: DaemonConfig, max_connections: int) -> None:
+        self.connections = Connections(max_connections)
+        self.app = build_app(services, daemon.allow_uids, daemon.allow_group, self.connections)
         self.services = services
         self.path = daemon.socket
         self.group = daemon.allow_group
         self.runner = web.AppRunner(
-            self.app, handle_signals=False, access_log=None, shutdown_timeout=2.0
+            self.app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=2.0,
+            keepalive_timeout=REQUEST_TIMEOUT,  # also bounds the wait for a first request
         )
 
     async def start(self) -> None:
         await self.runner.setup()
+        assert self.runner.server is not None
+        self.connections.watch(self.runner.server)
         sock = bind_socket(self.path, self.group)
-        site = web.SockSite(self.runner, sock)
+        # asyncio accepts up to ``backlog`` connections per wake-up before any of them is
+        # admitted (or another closed to make room): a small one bounds that burst of
+        # descriptors. It also listen()s with it; a second listen() gives clients the usual
+        # kernel queue back (a full one refuses a non-blocking connect at once).
+        site = web.SockSite(self.runner, sock, backlog=ACCEPT_BURST)
         await site.start()
+        sock.listen(LISTEN_BACKLOG)
 
     def reconfigure(self, allow_uids: tuple[int, ...], allow_group: str | None) -> None:
         """SIGHUP: answer the uids the reloaded config allows, and give the socket the

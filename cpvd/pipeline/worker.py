@@ -22,6 +22,7 @@ from cpvd.api.events import EventBus
 from cpvd.api.metrics import DaemonMetrics
 from cpvd.config.model import Config
 from cpvd.errors import CpvError, StorageError
+from cpvd.pipeline.copier import Copier, Vanished
 from cpvd.pipeline.file_upload import Stored, UploadBatch
 from cpvd.pipeline.health import Health, Pause, Wakeups
 from cpvd.pipeline.next_upload import NextJobUpload
@@ -36,6 +37,7 @@ from cpvd.state.outcome import end_job
 from cpvd.state.queue import Job, JobQueue
 from cpvd.storage.base import Progress
 from cpvd.storage.hashing import ContentHash, hash_checkpoint
+from cpvd.watch.settle import signature_of, walk
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class Worker:
     queue: JobQueue
     ledger: Ledger
     snapshots: SnapshotStore
+    copier: Copier
     engine: Engine
     executors: Executors
     prepared: PreparedJobs
@@ -116,21 +119,51 @@ class Worker:
     async def process(self, job: Job) -> None:
         prepared = self.prepared.take(job.id)  # hashed, maybe stored, while snapshotted
         batch = prepared.batch if prepared is not None else None
+        content = prepared.content if prepared is not None else None
         try:
-            await self._process(job, prepared.content if prepared else None, batch)
+            if not (job.snapshot and Path(job.snapshot).exists()):
+                if batch is not None:
+                    await _cancel_early(batch)
+                    batch = None
+                taken = await self._snapshot_again(job)
+                if taken is None:
+                    return
+                job, content, batch = taken
+            await self._process(job, content, batch)
         finally:
             if batch is not None:  # a job that ends without waiting for them (skipped, failed)
                 await _cancel_early(batch)
+
+    async def _snapshot_again(
+        self, job: Job
+    ) -> tuple[Job, ContentHash | None, UploadBatch] | None:
+        """A job whose snapshot is gone (released when it failed, and now retried) takes a
+        new one of its checkpoint as it is now, as the intake would; None when it ended."""
+        source = Path(job.source)
+        files = walk(source)
+        try:
+            if not files:
+                raise Vanished(f"{source} is gone")
+            taken = await self.copier.take(job.artifact, source)
+        except Vanished:
+            reason = "snapshot and source both gone"
+            self.queue.finish(job.id, "skipped", {"reason": reason})
+            self._publish_skipped(job, reason)
+            return None
+        except CpvError as exc:  # no space to snapshot: retried like any failed attempt
+            self._failed(job, exc)
+            return None
+        sig = signature_of(files)
+        job = self.queue.resnapshot(job.id, str(taken.snap), (sig.size, sig.mtime_ns))
+        log.info("job %s: its snapshot was gone; took a new one of %s", job.id[:8], source)
+        return job, taken.content, taken.batch
 
     async def _process(
         self, job: Job, content: ContentHash | None, batch: UploadBatch | None
     ) -> None:
         started = time.monotonic()
-        snap = Path(job.snapshot) if job.snapshot else None
-        if snap is None or not snap.exists():
-            self.queue.finish(job.id, "skipped", {"reason": "snapshot missing"})
-            self._publish_skipped(job, "snapshot missing")
-            return
+        assert job.snapshot
+        snap = Path(job.snapshot)
         try:
             if content is None:
                 hashing = self._progress(job, "hashing")

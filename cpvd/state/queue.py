@@ -326,6 +326,16 @@ class JobQueue:
             )
             return self._get(conn, id)
 
+    def resnapshot(self, id: str, snapshot: str, signature: tuple[int, int] | None) -> Job:
+        """A job whose snapshot was released (it failed, then was retried) got a new one of
+        its source as it is now; it keeps its step, so a commit it made is still found."""
+        with self.db.write() as conn:
+            self._update(conn, id, "snapshot = ?, updated_at = ?", [snapshot, time.time()])
+            conn.execute("DELETE FROM job_signatures WHERE job_id = ?", (id,))
+            if signature is not None:
+                conn.execute("INSERT INTO job_signatures VALUES (?, ?, ?)", (id, *signature))
+            return self._get(conn, id)
+
     def recover(self) -> list[Job]:
         """At start-up: jobs left ``running`` by a crash go back to the queue, due now.
 
