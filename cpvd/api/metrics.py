@@ -17,6 +17,9 @@ DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600
 
 
 class DaemonMetrics:
+    """One registry of the daemon's metrics. The worker reports finished jobs and failures;
+    the gauges read the queue and health at scrape time; nothing else writes here."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         reg = self.registry = registry or CollectorRegistry(auto_describe=True)
         self.queue_depth = Gauge("cpv_queue_depth", "Jobs queued or running.", registry=reg)

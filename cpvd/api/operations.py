@@ -27,6 +27,9 @@ from cpvd.watch.settle import signature_of, walk
 
 @dataclass(eq=False)
 class Operations:
+    """Owns no state: each verb changes the registry (on its thread), the ledger, the pause
+    state or a job, and publishes what happened. Never touches the watcher or a snapshot."""
+
     engine: Engine
     queue: JobQueue
     ledger: Ledger

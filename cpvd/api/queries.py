@@ -31,6 +31,9 @@ def _version_arg(version: str | None) -> str | None:
 
 @dataclass(eq=False)
 class Queries:
+    """Read-only: registry answers (on the registry thread, cached by engine generation) and
+    job lookups. Never writes the queue, the ledger or the registry."""
+
     config: Callable[[], Config]
     engine: Engine
     queue: JobQueue

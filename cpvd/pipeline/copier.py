@@ -44,6 +44,9 @@ class Taken:
 
 @dataclass(eq=False)
 class Copier:
+    """Owns no state: copies into the snapshot store it is given and starts early uploads
+    through the batches it makes. Never queues a job and never touches the registry."""
+
     snapshots: SnapshotStore
     uploads: FileUploads
     executors: Executors

@@ -39,6 +39,9 @@ Defer = Callable[[WatchConfig, Path, str], None]
 
 @dataclass(eq=False)
 class Intake:
+    """Owns the tasks that queue checkpoints; reads the ledger and queue (to not queue twice),
+    writes only new jobs and the prepared work for them. Never runs a job."""
+
     config: Callable[[], Config]
     queue: JobQueue
     ledger: Ledger

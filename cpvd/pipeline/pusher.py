@@ -29,6 +29,9 @@ PUSH_MAX_WAIT = 1.0
 
 @dataclass(eq=False)
 class Pusher:
+    """Owns its loop and backoff; writes only the remote part of :class:`Health`. The push
+    (atomic, replayed when another machine won) is the engine's."""
+
     config: Callable[[], Config]
     queue: JobQueue
     engine: Engine

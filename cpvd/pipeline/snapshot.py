@@ -35,6 +35,7 @@ from cpvd.errors import CpvError, InputError, IntegrityError, NotFound
 from cpvd.pipeline.copyfile import Changed as _Changed
 from cpvd.pipeline.copyfile import OnChunk, feed, stream
 from cpvd.pipeline.writeback import Writeback, sync_tree
+from cpvd.retry import Backoff
 from cpvd.storage.nofollow import DIR_FLAGS as _DIR_FLAGS
 from cpvd.storage.nofollow import FILE_FLAGS as _FILE_FLAGS
 from cpvd.storage.nofollow import Swapped, TreeFile, list_tree, open_file, open_top
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 FICLONE = 0x40049409
 #: attempts when the source changes during the copy, before giving up
 COPY_ATTEMPTS = 4
+#: the pause before each new attempt: 0.1 s, 0.2 s, 0.4 s
+RETRY = Backoff(base=0.1, cap=1.0)
 STAGING_PREFIX = ".staging-"
 
 #: "forget every chunk seen so far": the source changed and the copy starts over
@@ -116,7 +119,7 @@ class SnapshotStore:
         for attempt in range(COPY_ATTEMPTS):
             if attempt:
                 log.info("%s changed while snapshotting (%s); retrying", src, last_change)
-                time.sleep(0.05 * (2**attempt))
+                time.sleep(RETRY.delay(attempt))
                 if on_restart is not None:
                     on_restart()
             try:

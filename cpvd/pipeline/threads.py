@@ -22,6 +22,8 @@ def _pool(n: int, name: str) -> Callable[[], ThreadPoolExecutor]:
 
 @dataclass
 class Executors:
+    """The four pools; ``on_*`` runs a call on one of them from the event loop."""
+
     registry: ThreadPoolExecutor = field(default_factory=_pool(1, "cpv-registry"))
     io: ThreadPoolExecutor = field(default_factory=_pool(2, "cpv-io"))
     snapshot: ThreadPoolExecutor = field(default_factory=_pool(1, "cpv-snapshot"))

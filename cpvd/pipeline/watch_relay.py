@@ -17,6 +17,8 @@ from cpvd.watch.settle import Hint, Signature
 
 @dataclass(eq=False)
 class WatchRelay:
+    """Stateless: the watcher's three callbacks, each handed to the loop thread."""
+
     loop: asyncio.AbstractEventLoop
     intake: Intake
     speculative: SpeculativeSnapshots

@@ -48,6 +48,10 @@ LOOP_BACKOFF = Backoff(base=1.0, cap=30.0)
 
 @dataclass(eq=False)
 class Worker:
+    """Owns the job it runs (one at a time, in queue order) and the next job's early upload.
+    Ends every job through the queue and ledger together; never touches the watcher, the
+    intake's prepared work other than its own job's, or the API."""
+
     config: Callable[[], Config]
     queue: JobQueue
     ledger: Ledger

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from cpvd.retry import Backoff
 from cpvd.watch import formats
 
 log = logging.getLogger(__name__)
@@ -332,10 +333,7 @@ class Tracker:
             entry.emitted = None
         entry.reason = reason
         entry.reported = None
-        entry.recheck = min(
-            MAX_RECHECK_SECONDS, max(MIN_RECHECK_SECONDS, self.settle_seconds, entry.recheck * 2)
-        )
-        entry.next_check = now + entry.recheck
+        self._back_off(entry, now)
         return True
 
     def forget(self, path: Path) -> None:
@@ -403,11 +401,7 @@ class Tracker:
                 continue
             entry.reason = reason
             self._take_back(cp, entry)
-            entry.recheck = min(
-                MAX_RECHECK_SECONDS,
-                max(MIN_RECHECK_SECONDS, self.settle_seconds, entry.recheck * 2),
-            )
-            entry.next_check = now + entry.recheck
+            self._back_off(entry, now)
             if entry.reported != (sig, reason):
                 entry.reported = (sig, reason)
                 out.append(Decision(cp, "waiting", reason, sig))
@@ -435,6 +429,13 @@ class Tracker:
             self._take_back(cp, entry)
             return None
         return files
+
+    def _back_off(self, entry: _Entry, now: float) -> None:
+        """Check a waiting checkpoint again later: the shared policy, from the quiet period
+        (at least MIN_RECHECK_SECONDS) doubling up to MAX_RECHECK_SECONDS."""
+        policy = Backoff(max(MIN_RECHECK_SECONDS, self.settle_seconds), MAX_RECHECK_SECONDS)
+        entry.recheck = policy.after(entry.recheck)
+        entry.next_check = now + entry.recheck
 
     def _touch(self, entry: _Entry, now: float) -> None:
         entry.last_change = now
