@@ -152,7 +152,8 @@ class Client:
         if query:
             clean = {k: v for k, v in query.items() if v is not None}
             if clean:
-                url += "?" + urlencode(clean)
+                # surrogateescape: a file name that is not UTF-8 travels as its raw bytes
+                url += "?" + urlencode(clean, encoding="utf-8", errors="surrogateescape")
         return url
 
     def _unreachable(self, error: OSError) -> DaemonUnreachable:

@@ -7,6 +7,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from aiohttp import web
 
@@ -86,7 +87,15 @@ def field(
 
 
 def query(request: web.Request, name: str, required: bool = True) -> str | None:
-    value = request.query.get(name)
+    """A query parameter, decoded losslessly: percent-escaped bytes that are not UTF-8 (a
+    file name that is not text) come back as the surrogate escapes ``os.fsdecode`` gives."""
+    raw = parse_qs(
+        request.rel_url.raw_query_string,
+        keep_blank_values=True,
+        encoding="utf-8",
+        errors="surrogateescape",
+    )
+    value = raw[name][-1] if name in raw else None
     if value is None and required:
         raise ProtocolError("bad_request", f"missing query parameter {name!r}")
     return value

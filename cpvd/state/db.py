@@ -13,13 +13,48 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from cpvd.errors import StateError
 
 BUSY_TIMEOUT_S = 10.0
+
+
+def _bind(value: Any) -> Any:
+    """A parameter as SQLite can store it. A path whose name is not valid UTF-8 arrives as a
+    str holding surrogate escapes (``os.fsdecode``), which sqlite3 cannot encode: it is stored
+    as its raw bytes (a BLOB) instead, which compares equal only to the same bytes, and
+    :func:`_row` turns it back into the very same str. Lossless, and every valid name is
+    stored as text exactly as before."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return os.fsencode(value)
+    return value
+
+
+def _row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(os.fsdecode(v) if isinstance(v, bytes) else v for v in row)
+
+
+class _Connection(sqlite3.Connection):
+    """Binds every parameter through :func:`_bind` (the daemon stores no real BLOBs)."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return super().execute(sql, _params(parameters))
+
+    def executemany(self, sql: str, seq: Iterable[Any], /) -> sqlite3.Cursor:
+        return super().executemany(sql, (_params(p) for p in seq))
+
+
+def _params(parameters: Any) -> Any:
+    if isinstance(parameters, dict):
+        return {k: _bind(v) for k, v in parameters.items()}
+    return tuple(_bind(v) for v in parameters)
 
 _CORRUPT_HINTS = ("not a database", "malformed", "corrupt", "file is encrypted")
 
@@ -63,7 +98,9 @@ class StateDB:
                 timeout=busy_timeout,
                 isolation_level=None,  # explicit BEGIN IMMEDIATE / COMMIT below
                 check_same_thread=False,
+                factory=_Connection,
             )
+            self._conn.row_factory = _row
         except sqlite3.Error as exc:
             raise StateError(f"cannot open the state database {self.path}: {exc}") from exc
         try:
