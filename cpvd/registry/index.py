@@ -36,6 +36,9 @@ class RegistryIndex:
     versions: dict[str, list[VersionInfo]] = field(default_factory=dict)  # newest first
     tags: dict[str, str] = field(default_factory=dict)  # tag name -> target commit
     stage_tags: list[StageTag] = field(default_factory=list)
+    #: every number taken by a version tag, per artifact, whoever made the tag (not only ours)
+    numbers: dict[str, set[Version]] = field(default_factory=dict)
+    highest: dict[str, Version] = field(default_factory=dict)  # the max of ``numbers``
 
     def artifact_versions(self, artifact: str) -> list[VersionInfo]:
         return self.versions.get(artifact, [])
@@ -61,12 +64,23 @@ class RegistryIndex:
         """
         assert info.commit is not None
         self.tags[info.tag] = info.commit
+        self.take_number(info.artifact, info.version)
         vs = self.versions.setdefault(info.artifact, [])
         key = _semver(info.version)
         i = 0
         while i < len(vs) and _semver(vs[i].version) > key:  # newest first; new ones go in front
             i += 1
         vs.insert(i, info)
+
+    def take_number(self, artifact: str, version: str) -> None:
+        """Count a version tag's number as taken (a malformed one, like ``v01.0.0``, is not)."""
+        try:
+            number = Version.parse(version)
+        except ProtocolError:
+            return
+        self.numbers.setdefault(artifact, set()).add(number)
+        if artifact not in self.highest or number > self.highest[artifact]:
+            self.highest[artifact] = number
 
     def find_job(self, job_id: str) -> VersionInfo | None:
         for vs in self.versions.values():
@@ -90,6 +104,8 @@ def read_index(repo: Path) -> RegistryIndex:
         commit = peeled if objtype == "tag" else objname
         index.tags[name] = commit
         m = _VERSION_TAG_RE.match(name)
+        if m:
+            index.take_number(m["artifact"], m["version"])
         if m and objtype == "tag":
             info = VersionInfo.from_message(m["artifact"], m["version"], contents.strip())
             if info is not None:

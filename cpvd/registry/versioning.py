@@ -95,15 +95,10 @@ def _undo_commit(core: EngineCore, commit: str) -> bool:
 def next_version(core: EngineCore, artifact: str, bump: str) -> Version:
     """The next free number: every version tag counts, even one whose message is not ours."""
     index = core.index()
-    taken = {Version.parse(v.version) for v in index.artifact_versions(artifact)}
-    taken |= {
-        Version.parse(t.split("@", 1)[1])
-        for t in index.tags
-        if t.startswith(artifact + "@v") and _is_version(t.split("@", 1)[1])
-    }
-    if not taken:
+    if artifact not in index.highest:
         return FIRST_VERSION
-    candidate = max(taken).bump(bump)
+    taken = index.numbers[artifact]
+    candidate = index.highest[artifact].bump(bump)
     while candidate in taken:
         candidate = candidate.bump("minor")
     return candidate
@@ -218,11 +213,3 @@ def pointer_of_info(info: VersionInfo) -> Pointer:
 
 def _name_of(req: VersionRequest) -> str:
     return req.name or Path(req.source or req.path).name
-
-
-def _is_version(text: str) -> bool:
-    try:
-        Version.parse(text)
-    except ValueError:
-        return False
-    return text.count(".") == 2
