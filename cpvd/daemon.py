@@ -14,6 +14,7 @@ import signal
 import sys
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, fields, replace
+from functools import partial
 from pathlib import Path
 
 from cpvd.api.events import EventBus
@@ -169,7 +170,7 @@ class Daemon:
         stack.callback(prepared.cancel_all)  # queued jobs upload everything next start
         uploads = FileUploads(lambda: engine.storage, snapshots.root, ex.file_upload)
         copier = Copier(snapshots, uploads, ex, pause, health)
-        handled = lambda a, s, size, mtime: why_handled(queue, ledger, a, s, size, mtime)  # noqa: E731
+        handled = partial(why_handled, queue, ledger)
         speculative = SpeculativeSnapshots(copier, ex, handled)
         watcher = Watcher(cfg.watches, rescan_seconds=d.rescan_seconds)
         intake = Intake(

@@ -364,7 +364,10 @@ class JobQueue:
                 f"DELETE FROM jobs WHERE state IN ({marks}) AND updated_at < ?",
                 (*sorted(TERMINAL_STATES), before),
             )
-            conn.execute("DELETE FROM job_signatures WHERE job_id NOT IN (SELECT id FROM jobs)")
+            if cur.rowcount:  # a scan of every signature, only when jobs went
+                conn.execute(
+                    "DELETE FROM job_signatures WHERE job_id NOT IN (SELECT id FROM jobs)"
+                )
             return int(cur.rowcount)
 
     # -- reads ------------------------------------------------------------------------------
