@@ -107,13 +107,11 @@ def next_version(core: EngineCore, artifact: str, bump: str) -> Version:
 def commit_version(core: EngineCore, req: VersionRequest, content: ContentHash) -> tuple[str, str]:
     """Commit the artifact's pointer for a new version; returns (commit, version tag).
 
-    The number is checked against git's own tags, not only the cached index: a tag made by
-    hand (or fetched) since the index was read is skipped, never fought over."""
+    The number comes from the cached index. A tag made by hand (or fetched) since the index
+    was read makes ``git tag`` refuse; ``version`` then drops this commit and re-picks from
+    a fresh index: skipped, never fought over, one git process fewer per version."""
     reg = core.registry
     number = str(next_version(core, req.artifact, req.bump))
-    if reg.tag_target(version_tag(req.artifact, number)) is not None:
-        core.invalidate()
-        number = str(next_version(core, req.artifact, req.bump))
     if req.artifact not in core.laid_out:
         reg.ensure_layout({req.artifact: req.kind}, message="cpv: register artifact")
         core.laid_out.add(req.artifact)
