@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from cpvctl.protocol import (
     API_PREFIX,
@@ -49,11 +49,20 @@ def services(request: web.Request) -> Services:
     return request.app[SERVICES]
 
 
+async def read_body(content: StreamReader, limit: int) -> bytes:
+    """The whole body, or its first ``limit`` bytes. Why a loop: ``read(n)`` returns what has
+    arrived so far, so a body sent in two segments was cut at the first one."""
+    raw = b""
+    while len(raw) < limit and (chunk := await content.read(limit - len(raw))):
+        raw += chunk
+    return raw
+
+
 async def body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ProtocolError("body_too_large", f"request body over {MAX_BODY} bytes")
     try:
-        raw = await asyncio.wait_for(request.content.read(MAX_BODY + 1), REQUEST_TIMEOUT)
+        raw = await asyncio.wait_for(read_body(request.content, MAX_BODY + 1), REQUEST_TIMEOUT)
     except TimeoutError:
         raise ProtocolError(
             "bad_request", f"request body not received within {REQUEST_TIMEOUT:.0f}s"
