@@ -154,6 +154,10 @@ def test_pause_resume_events_metrics_and_manual_push(
             c.push(str(outside / "x.bin"), "s/m")
         assert err.value.code == "path_outside_watch" and err.value.status == 403
         assert str(outside / "x.bin") not in paths_seen(d)
+        # the watch root itself is refused (issue 15 #11): it would version the whole watch
+        res = cpvctl(d.socket, "push", str(manual), "--artifact", "s/manual")
+        assert res.returncode == 1 and "is the watched directory itself" in res.stderr, res
+        assert str(manual) not in paths_seen(d)
 
         # /metrics: Prometheus text with queue depth, bytes, durations, failures
         r = raw_request(d.socket, "GET", "/metrics")
