@@ -84,7 +84,7 @@ def watcher_factory(col: Collector) -> Iterator[Callable[..., Watcher]]:
 
 def cfg(root: Path, poll: bool = False, settle: float = SETTLE) -> WatchConfig:
     # one unit per top-level entry: these tests are about events, rescans and settling;
-    # what counts as a unit is tested in test_watcher_units.py
+    # what counts as a unit: tests/unit/test_units.py, tests/e2e/test_checkpoint_units.py
     return WatchConfig(
         path=root, artifact="team/model", settle_seconds=settle, poll=poll, layout="entries"
     )
