@@ -9,7 +9,6 @@ directory unit is not entered: it is one version, whatever it holds.
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,53 +38,60 @@ def find_units(root: Path, rules: UnitRules, *, ignored: bool = False, below: st
 
 
 def _visit(d: Path, rel: str, rules: UnitRules, out: UnitScan, want_ignored: bool) -> None:
+    _sort(_listing(d), rel, rules, out, want_ignored)
+
+
+def _listing(d: Path) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(d) as it:
-            entries = sorted(it, key=lambda e: e.name)
+            return sorted(it, key=lambda e: e.name)
     except OSError:
-        return
+        return []
+
+
+def _sort(
+    entries: list[os.DirEntry[str]], rel: str, rules: UnitRules, out: UnitScan, want: bool
+) -> None:
     for e in entries:
         r = f"{rel}/{e.name}" if rel else e.name
         try:
-            mode = e.stat(follow_symlinks=False).st_mode
+            # the kinds come from the listing (d_type): no stat per file
+            kind = "link" if e.is_symlink() else "dir" if e.is_dir(follow_symlinks=False) else ""
+            kind = kind or ("file" if e.is_file(follow_symlinks=False) else "other")
         except OSError:
             continue  # vanished meanwhile
-        reason = _classify(Path(e.path), r, mode, rules, out, want_ignored)
-        if reason is not None and want_ignored:
-            _note(out, r + ("/" if stat.S_ISDIR(mode) else ""), reason)
+        reason = _classify(Path(e.path), r, kind, rules, out, want)
+        if reason is not None and want:
+            _note(out, r + ("/" if kind == "dir" else ""), reason)
 
 
 def _classify(
-    p: Path, rel: str, mode: int, rules: UnitRules, out: UnitScan, want_ignored: bool
+    p: Path, rel: str, kind: str, rules: UnitRules, out: UnitScan, want: bool
 ) -> str | None:
     """Record ``p`` as a unit or descend into it; the reason when it is ignored."""
-    if stat.S_ISLNK(mode):
+    if kind == "link":
         return "symlink (the file it points at is versioned where it lives)"
-    is_dir = stat.S_ISDIR(mode)
-    if not is_dir and not stat.S_ISREG(mode):
+    if kind == "other":
         return "not a regular file"
-    why = rules.pruned(rel, is_dir)
+    why = rules.pruned(rel, kind == "dir")
     if why is not None:
         return why
-    if not is_dir:
+    if kind == "file":
         if rules.is_file_unit(rel):
             out.units.append(p)
             return None
         return rules.file_reason(rel)
-    if rules.is_dir_unit(rel, _names(p) if rules.layout == "auto" else ()):
+    if rules.layout == "entries":
+        if rules.is_dir_unit(rel):
+            out.units.append(p)
+            return None
+        return "not matched by include"
+    children = _listing(p)
+    if rules.is_dir_unit(rel, [c.name for c in children]):
         out.units.append(p)
         return None
-    if rules.layout == "entries":
-        return "not matched by include"
-    _visit(p, rel, rules, out, want_ignored)
+    _sort(children, rel, rules, out, want)
     return None
-
-
-def _names(d: Path) -> list[str]:
-    try:
-        return os.listdir(d)
-    except OSError:
-        return []
 
 
 def _note(out: UnitScan, rel: str, reason: str) -> None:
