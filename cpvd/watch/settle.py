@@ -419,8 +419,9 @@ class Tracker:
         return new != old
 
     def _observe_other(self, path: Path, now: float) -> None:
-        """Activity outside every unit: a sidecar, a marker, or a directory that appeared
-        (renamed in whole: its units may send no events of their own)."""
+        """Activity outside every unit: a sidecar or a marker matter, the rest is ignored.
+        (A directory renamed in whole needs nothing here: watchdog reports every file in
+        it as created, tests/integration/test_watcher_units.py.)"""
         owner = sidecar_owner(path.name)
         if owner is not None:
             entry = self._entries.get(path.with_name(owner))
@@ -434,8 +435,3 @@ class Tracker:
                 if entry.reason is not None:
                     entry.recheck = 0.0
                     entry.next_check = now + self.settle_seconds
-            return
-        if self.rules.layout == "auto" and path.is_dir() and not path.is_symlink():
-            rel = os.path.relpath(path, self.watch_root).replace(os.sep, "/")
-            for cp in find_units(self.watch_root, self.rules, below=rel).units:
-                self.observe(cp, now, modified=False)  # checks the path above it too

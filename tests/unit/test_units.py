@@ -285,16 +285,15 @@ def test_late_rank_file_rearms_the_directory_unit(tmp_path: Path) -> None:
     assert [(x.path, x.status, x.signature.files) for x in out] == [(d, "ready", 4)]
 
 
-def test_tracker_ignores_logs_and_discovers_a_tree_moved_in(tmp_path: Path) -> None:
+def test_tracker_ignores_logs_and_tracks_nested_checkpoints(tmp_path: Path) -> None:
     t = Tracker(tmp_path, 1.0, validate=lambda p: None, rules=AUTO)
-    touch(tmp_path, "train.log")
+    touch(tmp_path, "train.log", "run7/hparams.yaml", "run7/checkpoints/a.ckpt")
     assert t.observe(tmp_path / "train.log", 0.0) is None
-    touch(tmp_path, "run7/checkpoints/a.ckpt", "run7/checkpoints/b.ckpt", "run7/hparams.yaml")
-    assert t.observe(tmp_path / "run7", 0.0) is None  # a directory renamed in: no other event
-    assert t.tracked() == [
-        tmp_path / "run7/checkpoints/a.ckpt",
-        tmp_path / "run7/checkpoints/b.ckpt",
-    ]
+    assert t.observe(tmp_path / "run7", 0.0) is None
+    assert t.observe(tmp_path / "run7/hparams.yaml", 0.0) is None
+    ckpt = tmp_path / "run7/checkpoints/a.ckpt"
+    assert t.observe(ckpt, 0.0) == ckpt
+    assert t.tracked() == [ckpt]
 
 
 def test_tracker_sidecar_at_depth_delays_its_checkpoint(tmp_path: Path) -> None:
