@@ -27,12 +27,10 @@ class UnitScan:
     truncated: bool = False
 
 
-def find_units(root: Path, rules: UnitRules, *, ignored: bool = False, below: str = "") -> UnitScan:
-    """Every unit below ``root`` (sorted); with ``ignored``, also what is not part of one.
-    ``below``: walk only that directory (relative to ``root``; the path above it unchecked)."""
+def find_units(root: Path, rules: UnitRules, *, ignored: bool = False) -> UnitScan:
+    """Every unit below ``root`` (sorted); with ``ignored``, also what is not part of one."""
     out = UnitScan()
-    top = Path(os.path.normpath(os.fspath(root)))
-    _visit(top / below if below else top, below, rules, out, ignored)
+    _visit(Path(os.path.normpath(os.fspath(root))), "", rules, out, ignored)
     out.units.sort()
     return out
 
