@@ -212,7 +212,9 @@ class UnitRules:
         name = rel.rpartition("/")[2]
         if name.startswith("events.out.tfevents."):
             return "TensorBoard event file"
-        return "not a checkpoint file (" + ", ".join(sorted(CHECKPOINT_EXTS)) + ")"
+        ext = os.path.splitext(name)[1]
+        kind = f"{ext!r} is no checkpoint extension" if ext else "no extension"
+        return f"not a checkpoint file ({kind}; include can add it)"
 
     def _included(self, name: str, is_dir: bool) -> bool:
         if not self.include:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from tests.e2e.harness import DaemonProcess, Watch, cpvctl, queue_depth, wait_for
+from tests.e2e.harness import DaemonProcess, Watch, cpvctl, git, queue_depth, wait_for
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -214,6 +214,9 @@ def test_every_trainer_layout_gives_one_version_per_unit(
         assert out == short_tmp / "pull-lt" / "epoch=1-step=20.ckpt"
         assert out.read_bytes() == (root / "lt" / rel).read_bytes()
 
+        # the relpath is in the tag message, for anyone reading the registry with plain git
+        message = git(d.registry, "tag", "-l", "--format=%(contents)", f"units/lt@{v}")
+        assert json.loads(message)["relpath"] == rel
         # cpvctl show prints the relpath; status --ignored says why the rest is not a version
         shown = cpvctl(d.socket, "show", f"units/lt@{v}", check=True).stdout
         assert rel in shown
