@@ -433,6 +433,9 @@ class Daemon:
                 f"path = {toml_str(w.path)}",
                 f"artifact = {toml_str(w.artifact)}",
                 f"settle_seconds = {w.settle_seconds!r}",
+                # every top-level file or directory (shard-NN.bin dirs included) is one
+                # checkpoint, as the scenarios measure it, whatever its name
+                'layout = "entries"',
             ]
         self.config_path.write_text("\n".join(lines) + "\n")
 

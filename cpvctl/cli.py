@@ -87,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     def verb(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
 
-    verb("status", "queue, jobs, watches, storage and checkpoints waiting to be versioned")
+    p = verb("status", "queue, jobs, watches, storage and checkpoints waiting to be versioned")
+    p.add_argument(
+        "--ignored",
+        action="store_true",
+        help="also list the files in watches that are no checkpoint unit, and why",
+    )
     verb("artifacts", "list artifacts with their latest version")
     p = verb("versions", "list the versions of an artifact, newest first")
     p.add_argument("name", metavar="NAME")
@@ -222,9 +227,12 @@ def _emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> N
 
 
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
-    from cpvctl.render import render_status
+    from cpvctl.render import render_ignored, render_status
 
-    _emit(args, client.status(), render_status)
+    if not args.ignored:
+        _emit(args, client.status(), render_status)
+    else:
+        _emit(args, client.status(ignored=True), lambda d: render_status(d) + render_ignored(d))
     return EXIT_OK
 
 

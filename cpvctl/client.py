@@ -294,8 +294,9 @@ class Client:
 
     # --- reading -----------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        return dict(self.request("GET", "/status"))
+    def status(self, ignored: bool = False) -> dict[str, Any]:
+        """``ignored``: also list, per watch, the files that are in no checkpoint unit."""
+        return dict(self.request("GET", "/status?ignored=1" if ignored else "/status"))
 
     def artifacts(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/artifacts"))

@@ -131,6 +131,7 @@ def render_show(v: Mapping[str, Any]) -> str:
         ("files", v.get("files", v.get("nfiles", DASH))),
         ("md5", v.get("md5", DASH)),
         ("source", v.get("source", DASH)),
+        ("relpath", v.get("relpath") or DASH),
         ("host", v.get("host", DASH)),
         ("metrics", compact_metrics(v.get("metrics"))),
         ("stages", _stages(v.get("stages"))),
@@ -270,6 +271,24 @@ def render_status(st: Mapping[str, Any]) -> str:
             )
         )
     return "\n".join(out)
+
+
+def render_ignored(st: Mapping[str, Any]) -> str:
+    """``status --ignored``: per watch, what is in no checkpoint unit and why."""
+    rows = [
+        (
+            f"{w.get('path', DASH)}/{f.get('relpath', DASH)}",
+            w.get("artifact") or DASH,
+            f.get("reason") or DASH,
+        )
+        for w in st.get("ignored") or []
+        for f in w.get("files") or []
+    ]
+    if not rows:
+        return "\n\nno ignored files: every file in the watches is part of a checkpoint"
+    more = [w.get("path", DASH) for w in st.get("ignored") or [] if w.get("truncated")]
+    tail = "".join(f"\n(more not listed under {p})" for p in more)
+    return "\n\n" + table(("IGNORED", "ARTIFACT", "REASON"), rows) + tail
 
 
 def render_event(event: str, data: Mapping[str, Any]) -> str:

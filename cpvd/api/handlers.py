@@ -115,7 +115,10 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(services(request).status.report())
+    report = services(request).status.report()
+    if request.query.get("ignored") in ("1", "true"):
+        report["ignored"] = await services(request).status.ignored_report()
+    return web.json_response(report)
 
 
 async def artifacts(request: web.Request) -> web.Response:

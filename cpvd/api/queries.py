@@ -4,6 +4,7 @@ not thread-safe); nothing here changes state."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -20,9 +21,12 @@ from cpvd.pipeline.threads import Executors
 from cpvd.redact import mask_url
 from cpvd.registry.engine import Engine
 from cpvd.state.queue import JobQueue
+from cpvd.watch.unit_scan import UnitScan
 
 #: the checkpoints the watcher holds back, with the reason (cpvd.watch.watcher.Watcher.waiting)
 Waiting = Callable[[], list[tuple[WatchConfig, Path, str]]]
+#: what each watch holds outside every unit (cpvd.watch.watcher.Watcher.ignored)
+Ignored = Callable[[], list[tuple[WatchConfig, UnitScan]]]
 
 
 def _version_arg(version: str | None) -> str | None:
@@ -100,9 +104,25 @@ class Status:
     waiting: Waiting
     #: config keys a SIGHUP changed that the daemon applies only at its next start
     restart_needed: Callable[[], list[str]] = list
+    ignored: Ignored = list
 
     def __post_init__(self) -> None:
         self.started = time.time()
+
+    async def ignored_report(self) -> list[dict[str, Any]]:
+        """``status --ignored``: per watch, the files no unit holds and why (walks every
+        watch, so on a thread)."""
+        scans = await asyncio.to_thread(self.ignored)
+        return [
+            {
+                "artifact": w.artifact,
+                "path": str(w.path),
+                "layout": w.unit_layout,
+                "files": [{"relpath": rel, "reason": why} for rel, why in scan.ignored],
+                "truncated": scan.truncated,
+            }
+            for w, scan in scans
+        ]
 
     def report(self) -> dict[str, Any]:
         cfg, health = self.config(), self.health
@@ -144,6 +164,7 @@ class Status:
             "path": str(w.path),
             "artifact": w.artifact,
             "kind": w.kind,
+            "layout": w.unit_layout,
             "poll": w.poll,
             "exists": w.path.is_dir(),
             "paused": self.pause.is_paused(w.artifact),

@@ -37,6 +37,7 @@ from cpvd.config.model import (
 )
 from cpvd.config.overlap import overlap_problems
 from cpvd.errors import ConfigError
+from cpvd.watch.units import LAYOUTS, glob_problem
 
 KINDS = ("model", "data")
 #: AF_UNIX paths are limited to 108 bytes including the terminating NUL.
@@ -278,7 +279,20 @@ def _watch(data: object, where: _Where) -> WatchConfig:
     if kw["artifact"] in kw["data"]:
         raise where.error("data", f"lists the watch's own artifact {_show(kw['artifact'])}")
     _at_least(kw, "settle_seconds", 0, where, strict=False)
+    _unit_keys(kw, where)
     return WatchConfig(**kw)
+
+
+def _unit_keys(kw: dict[str, Any], where: _Where) -> None:
+    """``layout``, ``include`` and ``exclude`` (what becomes a version: cpvd.watch.units)."""
+    layout = kw.get("layout")
+    if layout is not None and layout not in LAYOUTS:
+        raise where.error("layout", f'must be "auto" or "entries", got {_show(layout)}')
+    for key in ("include", "exclude"):
+        for i, pattern in enumerate(kw.get(key, ()), start=1):
+            problem = glob_problem(pattern)
+            if problem is not None:
+                raise where.error(key, f"item {i}: {problem}")
 
 
 def _cross_check(watches: list[WatchConfig], source: Path | str) -> None:

@@ -79,6 +79,17 @@ class WatchConfig:
     data: tuple[str, ...] = ()
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
     poll: bool = False
+    #: what becomes a version (cpvd.watch.units): "auto" | "entries"; None = by kind
+    layout: str | None = None
+    #: globs relative to ``path`` ("dir/" marks directory units); exclude wins
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @property
+    def unit_layout(self) -> str:
+        """``layout``, or the kind's default: checkpoint files and trainer directories at any
+        depth for a model, each top-level entry (a split, a shard directory) for data."""
+        return self.layout or ("entries" if self.kind == "data" else "auto")
 
 
 @dataclass(frozen=True)

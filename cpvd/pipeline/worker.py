@@ -38,6 +38,7 @@ from cpvd.state.queue import Job, JobQueue
 from cpvd.storage.base import Progress
 from cpvd.storage.hashing import ContentHash, hash_checkpoint
 from cpvd.watch.settle import signature_of, walk
+from cpvd.watch.units import unit_relpath
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,7 @@ class Worker:
             bump=job.bump,
             name=Path(job.source).name,
             data=watch.data if watch else (),
+            relpath=unit_relpath(job.source, self.config().watches),
         )
         self._next_upload.start(job.id)  # the next job's upload overlaps this commit
         # only a job that got past "uploaded" before (a crash, a retry) may have a commit

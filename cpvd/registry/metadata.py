@@ -20,6 +20,7 @@ from cpvd.registry.safety import (
     safe_component,
     safe_count,
     safe_md5,
+    safe_relpath,
     safe_text,
     safe_version,
 )
@@ -57,6 +58,8 @@ class VersionInfo:
     created_at: str = field(default_factory=now_iso)
     cpv_version: str = CPV_VERSION
     job_id: str | None = None
+    #: the checkpoint's path below its watch path (None: pushed from outside, or older)
+    relpath: str | None = None
     # filled by queries, not stored in the message:
     commit: str | None = None
     stages: list[str] = field(default_factory=list)
@@ -123,6 +126,8 @@ def checked(info: VersionInfo) -> VersionInfo:
     safe_component(info.name, "name")
     for label in ("source", "kind", "host", "created_at", "cpv_version"):
         safe_text(getattr(info, label), label)
+    if info.relpath is not None:
+        safe_relpath(info.relpath, "relpath")
     for label in ("parent", "job_id"):
         if getattr(info, label) is not None:
             safe_text(getattr(info, label), label)

@@ -22,7 +22,7 @@ from cpvd.registry.core import EngineCore
 from cpvd.registry.dvcfiles import Pointer
 from cpvd.registry.metadata import VersionInfo, version_tag
 from cpvd.registry.model import VersionRequest, VersionResult
-from cpvd.registry.safety import UnsafeInput, safe_component, safe_text
+from cpvd.registry.safety import UnsafeInput, safe_component, safe_relpath, safe_text
 from cpvd.storage.hashing import ContentHash
 
 
@@ -78,6 +78,8 @@ def _check_names(req: VersionRequest) -> None:
     try:
         safe_component(_name_of(req), "checkpoint name")
         safe_text(str(req.source or req.path), "checkpoint path")
+        if req.relpath is not None:
+            safe_relpath(req.relpath, "checkpoint relpath")
     except UnsafeInput as exc:
         raise InputError(exc.message, "invalid_name") from exc
 
@@ -172,6 +174,7 @@ def tag_version(
         lineage={d: v for d in req.data if (v := core.current_version(d)) is not None},
         parent=parent,
         job_id=req.job_id,
+        relpath=req.relpath,
     )
     if target is None:
         try:

@@ -1,20 +1,22 @@
 """When is a checkpoint complete? Pure decisions, no threads, time passed in.
 
-The watcher feeds raw filesystem activity in; this module says which *checkpoint* (a top-level
-entry of a watch root) the activity belongs to, and after a quiet period whether it is ready to
-version. Modelled on syncthing's event aggregator (a quiet delay per path) and git-annex's
-watcher (decisions separate from the event source), so every rule is unit-testable with a fake
-clock.
+The watcher feeds raw filesystem activity in; this module says which *checkpoint unit* the
+activity belongs to (``cpvd.watch.units``: a top-level entry, or with the ``auto`` layout a
+checkpoint file or trainer directory at any depth), and after a quiet period whether it is
+ready to version. Modelled on syncthing's event aggregator (a quiet delay per path) and
+git-annex's watcher (decisions separate from the event source), so every rule is
+unit-testable with a fake clock.
 
 Rules:
 
-* A checkpoint is a top-level entry of the watch root; anything deeper maps to it, so a
-  directory checkpoint is one version, not one per file.
-* Temporary names at the top (``*.tmp``, ``*.part``, dot-files, ``tmp-checkpoint-*`` …),
-  sidecars (``<file>.metrics.json``), DeepSpeed's ``latest`` marker and ``zero_to_fp32.py``
-  are never checkpoints. Inside a checkpoint directory every file counts.
-* Symlinks at the top are not checkpoints (Lightning's ``last.ckpt`` link would duplicate the
-  file it points at); special files (fifos, sockets) never are (opening a fifo blocks).
+* Anything below a directory unit maps to it, so a directory checkpoint is one version, not
+  one per file, and a file landing late in it (another rank's ``rng_state_N.pth``) re-arms
+  its quiet period.
+* Temporary names (``*.tmp``, ``*.part``, dot-files, ``tmp-checkpoint-*`` …), sidecars
+  (``<file>.metrics.json``), DeepSpeed's ``latest`` marker and ``zero_to_fp32.py`` are never
+  checkpoints. Inside a checkpoint directory every file counts.
+* Symlinks are not checkpoints (Lightning's ``last.ckpt`` link would duplicate the file it
+  points at); special files (fifos, sockets) never are (opening a fifo blocks).
 * Ready = no activity for ``settle_seconds`` AND a fresh walk of the tree equals what the
   events told us (two looks agree: catches writes whose events were lost), AND
   ``formats.validate`` finds it complete, AND a third walk after validating still agrees
@@ -29,7 +31,6 @@ Rules:
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import logging
 import os
@@ -41,24 +42,16 @@ from typing import Literal, NamedTuple
 
 from cpvd.retry import Backoff
 from cpvd.watch import formats
+from cpvd.watch.unit_scan import find_units
+from cpvd.watch.units import UnitRules, is_ignored_name, sidecar_owner, unit_of
+
+__all__ = ["Tracker", "checkpoint_root", "is_ignored_name", "sidecar_owner", "walk"]
+
+#: one unit per top-level entry: the Tracker's default (and the ``entries`` layout)
+ENTRIES = UnitRules()
 
 log = logging.getLogger(__name__)
 
-#: top-level name patterns of files being written or owned by a writer, never versions
-TEMP_PATTERNS: tuple[str, ...] = (
-    "*.tmp",
-    "*.part",
-    "*.partial",
-    "*.crdownload",
-    "*.lock",
-    "*.swp",
-    "*~",
-    "tmp-checkpoint-*",
-)
-#: a ``<checkpoint>.metrics.json`` file belongs to ``<checkpoint>``
-SIDECAR_SUFFIX = ".metrics.json"
-#: top-level files trainers write next to checkpoints that are not checkpoints themselves
-MARKER_NAMES: frozenset[str] = frozenset({"latest", "zero_to_fp32.py"})
 #: a marker whose change can make a waiting checkpoint valid (DeepSpeed's ``latest``)
 _POKE_NAMES: frozenset[str] = frozenset({"latest"})
 
@@ -100,47 +93,10 @@ class Hint(NamedTuple):
     signature: Signature | None
 
 
-def is_ignored_name(name: str) -> bool:
-    """True for a top-level name that can never be a checkpoint (temp, sidecar, marker)."""
-    if not name or name.startswith(".") or name in MARKER_NAMES:
-        return True
-    if name.endswith(SIDECAR_SUFFIX):
-        return True
-    return any(fnmatch.fnmatchcase(name, pat) for pat in TEMP_PATTERNS)
-
-
-def sidecar_owner(name: str) -> str | None:
-    """``epoch-3.pt.metrics.json`` -> ``epoch-3.pt``; None when ``name`` is not a sidecar."""
-    if not name.endswith(SIDECAR_SUFFIX):
-        return None
-    owner = name[: -len(SIDECAR_SUFFIX)]
-    return None if not owner or is_ignored_name(owner) else owner
-
-
-def _top_name(watch_root: Path, path: Path) -> str | None:
-    """The first path component of ``path`` below ``watch_root`` (lexically), or None."""
-    root = os.path.normpath(os.fspath(watch_root))
-    p = os.path.normpath(os.fspath(path))
-    if p == root:
-        return None
-    prefix = root if root.endswith(os.sep) else root + os.sep
-    if not p.startswith(prefix):
-        return None
-    rel = p[len(prefix) :]
-    top = rel.split(os.sep, 1)[0]
-    return top if top not in ("", ".", "..") else None
-
-
-def checkpoint_root(watch_root: Path, path: Path) -> Path | None:
-    """The checkpoint that ``path`` belongs to: the top-level entry of ``watch_root`` holding it.
-
-    None for the root itself, paths outside it, and ignored top-level names. Purely lexical
-    (no filesystem access), so events for already-deleted paths map too.
-    """
-    top = _top_name(watch_root, path)
-    if top is None or is_ignored_name(top):
-        return None
-    return Path(os.path.normpath(os.fspath(watch_root))) / top
+def checkpoint_root(watch_root: Path, path: Path, rules: UnitRules = ENTRIES) -> Path | None:
+    """The checkpoint unit that ``path`` belongs to (see ``cpvd.watch.units``), or None for
+    the root itself, paths outside it and names that are never units."""
+    return unit_of(watch_root, path, rules)
 
 
 def walk(path: Path) -> Files | None:
@@ -232,8 +188,11 @@ class Tracker:
         watch_root: Path,
         settle_seconds: float,
         validate: Callable[[Path], str | None] = formats.validate,
+        rules: UnitRules = ENTRIES,
     ) -> None:
         self.watch_root = Path(os.path.normpath(os.fspath(watch_root)))
+        #: which paths are units; replaced on a config reload (the next scan applies it)
+        self.rules = rules
         self.settle_seconds = max(0.0, float(settle_seconds))
         self._validate = validate
         self._entries: dict[Path, _Entry] = {}
@@ -254,13 +213,10 @@ class Tracker:
         only for events known not to write: a creation, a rename). Both decide the early
         snapshot hints (:meth:`hints`).
         """
-        top = _top_name(self.watch_root, path)
-        if top is None:
+        cp = unit_of(self.watch_root, path, self.rules, self._entries.__contains__)
+        if cp is None:
+            self._observe_other(Path(os.path.normpath(os.fspath(path))), now)
             return None
-        if is_ignored_name(top):
-            self._observe_ignored(top, now)
-            return None
-        cp = self.watch_root / top
         entry = self._entries.get(cp)
         whole = closed and os.path.normpath(os.fspath(path)) == os.fspath(cp)
         if entry is None:
@@ -296,15 +252,8 @@ class Tracker:
         if events_lost:
             for path, old in self._entries.items():
                 self._take_back(path, old)
-        try:
-            names = os.listdir(self.watch_root)
-        except OSError:
-            names = []
         present: set[Path] = set()
-        for name in names:
-            if is_ignored_name(name):
-                continue
-            cp = self.watch_root / name
+        for cp in find_units(self.watch_root, self.rules).units:
             files = walk(cp)
             if files is None:
                 continue
@@ -469,15 +418,18 @@ class Tracker:
         entry.files.update(new)
         return new != old
 
-    def _observe_ignored(self, name: str, now: float) -> None:
-        owner = sidecar_owner(name)
+    def _observe_other(self, path: Path, now: float) -> None:
+        """Activity outside every unit: a sidecar or a marker matter, the rest is ignored.
+        (A directory renamed in whole needs nothing here: watchdog reports every file in
+        it as created, tests/integration/test_watcher_units.py.)"""
+        owner = sidecar_owner(path.name)
         if owner is not None:
-            entry = self._entries.get(self.watch_root / owner)
+            entry = self._entries.get(path.with_name(owner))
             if entry is not None and entry.next_check is not None and entry.reason is None:
                 # metrics written right after the checkpoint: let them land before emitting
                 self._touch(entry, now)
             return
-        if name in _POKE_NAMES:
+        if path.name in _POKE_NAMES:
             # DeepSpeed's marker lives outside the checkpoint dir: re-check waiting ones now
             for entry in self._entries.values():
                 if entry.reason is not None:

@@ -42,6 +42,8 @@ from watchdog.observers.polling import PollingObserver
 
 from cpvd.config.model import WatchConfig
 from cpvd.watch.settle import Decision, Hint, Signature, Tracker
+from cpvd.watch.unit_scan import UnitScan, find_units
+from cpvd.watch.units import UnitRules
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +214,7 @@ class Watcher:
                     poll_changed = w.config.poll != cfg.poll
                     w.config = cfg
                     w.tracker.settle_seconds = max(0.0, float(cfg.settle_seconds))
+                    w.tracker.rules = UnitRules.for_watch(cfg)
                     if poll_changed:
                         self._unschedule(w)
                 if self.running:
@@ -236,6 +239,13 @@ class Watcher:
                 for path, reason in w.tracker.waiting()
             ]
 
+    def ignored(self) -> list[tuple[WatchConfig, UnitScan]]:
+        """What each watch holds that is in no unit, with the reason (walks every root:
+        call it off the event loop)."""
+        with self._state:
+            roots = [(w.config, w.root, w.tracker.rules) for w in self._watches.values()]
+        return [(cfg, find_units(root, rules, ignored=True)) for cfg, root, rules in roots]
+
     def watches(self) -> list[WatchConfig]:
         with self._state:
             return [w.config for w in self._watches.values()]
@@ -244,7 +254,8 @@ class Watcher:
 
     def _add(self, cfg: WatchConfig) -> _Watch:
         key = _norm(cfg.path)
-        w = _Watch(config=cfg, root=key, tracker=Tracker(key, cfg.settle_seconds))
+        tracker = Tracker(key, cfg.settle_seconds, rules=UnitRules.for_watch(cfg))
+        w = _Watch(config=cfg, root=key, tracker=tracker)
         self._watches[key] = w
         return w
 

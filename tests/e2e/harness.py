@@ -33,6 +33,12 @@ class Watch:
     data: Sequence[str] = ()
     settle_seconds: float = 0.3
     poll: bool = False
+    #: what becomes a version: "entries" (every top-level entry, what these tests were
+    #: written for, whatever its name) unless a test says otherwise; None = the daemon's
+    #: default for the kind (auto for a model)
+    layout: str | None = "entries"
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
 
 
 def toml_str(value: object) -> str:
@@ -104,6 +110,11 @@ class DaemonProcess:
             ]
             if w.data:
                 lines.append(f"data = {toml_str(list(w.data))}")
+            if w.layout is not None:
+                lines.append(f"layout = {toml_str(w.layout)}")
+            for key in ("include", "exclude"):
+                if getattr(w, key):
+                    lines.append(f"{key} = {toml_str(list(getattr(w, key)))}")
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self, wait: bool = True, extra_args: Sequence[str] = ()) -> DaemonProcess:

@@ -83,7 +83,11 @@ def watcher_factory(col: Collector) -> Iterator[Callable[..., Watcher]]:
 
 
 def cfg(root: Path, poll: bool = False, settle: float = SETTLE) -> WatchConfig:
-    return WatchConfig(path=root, artifact="team/model", settle_seconds=settle, poll=poll)
+    # one unit per top-level entry: these tests are about events, rescans and settling;
+    # what counts as a unit: tests/unit/test_units.py, tests/e2e/test_checkpoint_units.py
+    return WatchConfig(
+        path=root, artifact="team/model", settle_seconds=settle, poll=poll, layout="entries"
+    )
 
 
 def zip_bytes(tmp: Path, size: int = 200_000) -> bytes:
