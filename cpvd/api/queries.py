@@ -12,21 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cpvctl.protocol import API_VERSION, CPV_VERSION, Version, validate_name
+from cpvctl.protocol import API_VERSION, CPV_VERSION, Ref, ref_of, validate_name
 from cpvd.config.model import Config, WatchConfig
 from cpvd.errors import NotFound
 from cpvd.pipeline.health import Health, Pause
 from cpvd.pipeline.threads import Executors
 from cpvd.redact import mask_url
-from cpvd.registry.engine import Engine
+from cpvd.registry.engine import Engine, Manifest
 from cpvd.state.queue import JobQueue
 
 #: the checkpoints the watcher holds back, with the reason (cpvd.watch.watcher.Watcher.waiting)
 Waiting = Callable[[], list[tuple[WatchConfig, Path, str]]]
-
-
-def _version_arg(version: str | None) -> str | None:
-    return None if version is None else str(Version.parse(version))
 
 
 @dataclass(eq=False)
@@ -60,8 +56,8 @@ class Queries:
         return body
 
     async def show(self, artifact: str, version: str | None) -> dict[str, Any]:
-        validate_name(artifact)
-        info = await self.executors.on_registry(self.engine.show, artifact, _version_arg(version))
+        """``version``: a reference's selector (``vX.Y.Z``, ``latest``, ``#STAGE``, None)."""
+        info = await self.executors.on_registry(self.engine.resolve, ref_of(artifact, version))
         return info.to_json()
 
     async def artifacts(self) -> list[dict[str, Any]]:
@@ -74,9 +70,11 @@ class Queries:
         return job.to_dict()
 
     async def manifest(self, artifact: str, version: str | None) -> dict[str, Any]:
-        validate_name(artifact)
-        m = await self.executors.on_registry(self.engine.manifest, artifact, _version_arg(version))
+        m = await self.executors.on_registry(self._manifest, ref_of(artifact, version))
         return m.to_json()
+
+    def _manifest(self, ref: Ref) -> Manifest:  # on the registry thread: resolve, then read
+        return self.engine.manifest(ref.name, self.engine.resolve(ref).version)
 
     async def open_object(self, md5: str) -> BinaryIO:
         """A stored object's bytes, for ``pull`` (read on an io thread by the caller)."""
