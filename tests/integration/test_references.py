@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,9 @@ from cpvd.storage.hashing import hash_checkpoint
 from tests.integration.engine_helpers import BIN, make_config, make_engine, run, version_checkpoint
 
 ART = "vision/r50"
+#: gto orders stage tags by their time in whole seconds (cpvd by the counter N): tags a
+#: second apart keep ``gto show`` from seeing a tie it breaks at random
+GTO_TICK = 1.1
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -62,6 +66,7 @@ def test_every_form_resolves_like_gto_show(short_tmp: Path, bare_remote: Path) -
     assert resolve(engine, ART) == "v1.2.0"
     # a stage moved twice (prod: v1.0 -> v1.2 -> v1.1) points at its last assignment
     for version in ("v1.0.0", "v1.2.0", "v1.1.0"):
+        time.sleep(GTO_TICK)
         engine.promote(ART, version, "prod")
         assert resolve(engine, f"{ART}#prod") == version == gto_show(reg, f"{ART}#prod")[0]
     engine.promote(ART, "v1.2.0", "best")
@@ -140,7 +145,9 @@ def test_withdrawn_stage_falls_back_like_gto(short_tmp: Path) -> None:
     engine = engine_with_versions(short_tmp, None, 2)
     reg = engine.registry.path
     engine.promote(ART, "v1.0.0", "prod")
+    time.sleep(GTO_TICK)
     engine.promote(ART, "v1.1.0", "prod")
+    time.sleep(GTO_TICK)
     run([str(BIN / "gto"), "deprecate", ART, "v1.1.0", "prod"], cwd=reg)
     engine.invalidate()
     assert resolve(engine, f"{ART}#prod") == "v1.0.0" == gto_show(reg, f"{ART}#prod")[0]
