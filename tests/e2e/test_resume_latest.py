@@ -12,7 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from cpvctl.client import Client
+from cpvctl.errors import NotFound
 from tests.e2e.harness import DaemonProcess, Watch, cpvctl, tags, wait_for
 from tests.integration.engine_helpers import BIN
 
@@ -130,5 +133,9 @@ def test_pull_by_reference_and_resume_on_a_fresh_machine(
         assert path == short_tmp / "resume" / "epoch-3.bin"
         assert path.read_bytes() == b"epoch four " * 800
         assert pulled(b.socket, f"{ART}#prod", short_tmp / "r2").read_bytes() == BYTES[1]
+        # the README's first-run rule: nothing to resume from is a NotFound, not a crash
+        with pytest.raises(NotFound) as err:
+            Client(str(b.socket)).pull("team/new@latest", short_tmp / "resume")
+        assert err.value.code == "unknown_artifact"
         # the bare name is the registry's current version: v1.3, made after the revert
         assert pulled(b.socket, ART, short_tmp / "r3").read_bytes() == b"epoch four " * 800
