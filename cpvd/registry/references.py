@@ -4,19 +4,24 @@ the meanings ``gto show`` gives them, plus "pushed" for ``@latest``.
 
 ``@latest`` is what a restarted training job resumes from, so it names only a version that
 another machine can pull too: tagged (tags are made after the bytes are uploaded and
-verified), and, when the registry has a remote, with its commit on the remote branch. A
-version still waiting for its push is skipped, never promised.
+verified), and, when the registry has a remote, with its commit on the remote branch as a
+fetch just found it (so versions other machines pushed count too). A version still waiting
+for its push is skipped, never promised.
 
 Reads the registry through the core's index and git; changes nothing.
 """
 
 from __future__ import annotations
 
+import logging
+
 from cpvctl.protocol import Ref
-from cpvd.errors import NotFound
+from cpvd.errors import GitError, NotFound
 from cpvd.registry.core import EngineCore
 from cpvd.registry.git import run_git
 from cpvd.registry.metadata import VersionInfo
+
+log = logging.getLogger(__name__)
 
 
 def resolve(core: EngineCore, ref: Ref) -> VersionInfo:
@@ -54,6 +59,8 @@ def _staged(core: EngineCore, name: str, stage: str) -> VersionInfo:
 
 
 def _latest(core: EngineCore, name: str) -> VersionInfo:
+    if core.registry.has_remote:
+        _fetch(core)
     versions = _known(core, name)
     if not core.registry.has_remote:
         return core.show(name, versions[0].version)
@@ -69,6 +76,17 @@ def _latest(core: EngineCore, name: str) -> VersionInfo:
         f"with {name}@VERSION to use it anyway",
         "no_pushed_version",
     )
+
+
+def _fetch(core: EngineCore) -> None:
+    """Learn what other machines pushed: a job resumed on this machine must get the newest
+    pushed version even when this daemon made none of them (nothing else fetches then).
+    An unreachable remote leaves the answer to what this clone knows, with a warning."""
+    try:
+        if core.registry.fetch():
+            core.invalidate()
+    except GitError as exc:
+        log.warning("@latest answered from what this clone knows: %s", exc.message)
 
 
 def _on_branch(core: EngineCore, commit: str, base: str) -> bool:

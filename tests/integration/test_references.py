@@ -151,3 +151,25 @@ def test_withdrawn_stage_falls_back_like_gto(short_tmp: Path) -> None:
     run([str(BIN / "gto"), "deprecate", ART, "v1.1.0", "prod"], cwd=reg)
     engine.invalidate()
     assert resolve(engine, f"{ART}#prod") == "v1.0.0" == gto_show(reg, f"{ART}#prod")[0]
+
+
+def test_latest_counts_versions_another_machine_pushed(short_tmp: Path, bare_remote: Path) -> None:
+    a = engine_with_versions(short_tmp / "a", bare_remote, 1)
+    storage = str(short_tmp / "a" / "storage")
+    b = make_engine(make_config(short_tmp / "b", storage, remote=bare_remote))
+    assert resolve(b, f"{ART}@latest") == "v1.0.0"
+    version_checkpoint(a, VersionRequest(ART, write(short_tmp / "a" / "work" / "n.pt", b"new")))
+    a.promote(ART, "v1.1.0", "prod")
+    # b made no version and pushed nothing, yet @latest sees a's push (and its stage tag)
+    assert resolve(b, f"{ART}@latest") == "v1.1.0"
+    assert resolve(b, f"{ART}#prod") == "v1.1.0"
+    assert b.manifest(ART, "v1.1.0").md5 == a.show(ART, "v1.1.0").md5
+
+
+def test_latest_with_the_remote_unreachable_answers_what_the_clone_knows(
+    short_tmp: Path, bare_remote: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = engine_with_versions(short_tmp, bare_remote, 2)
+    bare_remote.rename(short_tmp / "gone.git")
+    assert resolve(engine, f"{ART}@latest") == "v1.1.0"
+    assert "answered from what this clone knows" in caplog.text
