@@ -19,9 +19,11 @@ from collections.abc import Callable, Sequence
 from cpvctl.errors import EXIT_FAILED, EXIT_OK, CpvctlError, UsageError, validated
 from cpvctl.protocol import (
     CPV_VERSION,
+    ProtocolError,
+    Ref,
     job_id_of,
-    normalize_version,
-    split_ref,
+    parse_ref,
+    ref_of,
     validate_job_id,
     validate_name,
     validate_stage,
@@ -38,6 +40,12 @@ Handler = Callable[[argparse.Namespace, "Client"], int]
 
 
 # --- argument parsing ----------------------------------------------------------------------
+
+
+_REF_HELP = (
+    "NAME@vX.Y[.Z], NAME@latest (newest pushed version), NAME#STAGE, or NAME (its current "
+    "version)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("versions", "list the versions of an artifact, newest first")
     p.add_argument("name", metavar="NAME")
     p = verb("show", "show one version (metadata, metrics, stages, lineage)")
-    p.add_argument("ref", metavar="NAME@VERSION")
+    p.add_argument("ref", metavar="REF", help=_REF_HELP)
 
     p = verb("push", "submit a checkpoint file or directory as a new version")
     p.add_argument("path", metavar="PATH")
@@ -121,18 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = verb("pull", "download a version (default: the current one) into a directory")
-    p.add_argument("ref", metavar="NAME[@VERSION]")
+    p.add_argument("ref", metavar="REF", help=_REF_HELP)
     p.add_argument("-o", "--output", required=True, metavar="DIR")
     p.add_argument("--force", action="store_true", help="replace a different existing copy")
 
     p = verb("revert", "restore a version's bytes and point the registry back at it")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("version", metavar="VERSION", nargs="?")
+    p.add_argument("name", metavar="REF", help=_REF_HELP)
+    p.add_argument("version", metavar="VERSION", nargs="?", help="vX.Y[.Z], latest or '#STAGE'")
     p.add_argument("--with-data", action="store_true", help="also revert its data lineage")
     p.add_argument("--to", metavar="DIR", help="restore into DIR instead of the original place")
 
     p = verb("promote", "move a stage label (prod, best, ...) to a version")
-    p.add_argument("ref", metavar="NAME@VERSION")
+    p.add_argument("ref", metavar="REF", help=_REF_HELP)
     p.add_argument("stage", metavar="STAGE")
     p.add_argument("--with-data", action="store_true", help="also promote its data lineage")
 
@@ -169,14 +177,18 @@ def _positive_int(text: str) -> int:
 # --- local validation ----------------------------------------------------------------------
 
 
-def _ref(text: str, need_version: bool, example: str) -> tuple[str, str | None]:
-    name, version = split_ref(text)
-    name = validated(validate_name, name)
+def _ref(text: str, version: str | None = None) -> Ref:
+    """A reference (see ``_REF_HELP``), or a bare name plus ``version``; exit 2 when bad."""
     if version is None:
-        if need_version:
-            raise UsageError(f"expected NAME@VERSION, e.g. {name}@{example}", code="bad_request")
-        return name, None
-    return name, validated(normalize_version, version)
+        return validated_ref(parse_ref, text)
+    return validated_ref(lambda name: ref_of(name, version), text)
+
+
+def validated_ref(parse: Callable[[str], Ref], text: str) -> Ref:
+    try:
+        return parse(text)
+    except ProtocolError as e:
+        raise UsageError(e.message, code=e.code) from None
 
 
 def parse_metrics(metrics_json: str | None, pairs: Sequence[str]) -> dict[str, Any] | None:
@@ -253,9 +265,8 @@ def cmd_versions(args: argparse.Namespace, client: Client) -> int:
 def cmd_show(args: argparse.Namespace, client: Client) -> int:
     from cpvctl.render import render_show
 
-    name, version = _ref(args.ref, need_version=True, example="v1.2")
-    assert version is not None
-    _emit(args, client.show(name, version), render_show)
+    ref = _ref(args.ref)
+    _emit(args, client.show(ref.name, ref.selector), render_show)
     return EXIT_OK
 
 
@@ -312,11 +323,11 @@ def _wait_with_progress(
 def cmd_pull(args: argparse.Namespace, client: Client) -> int:
     from cpvctl.progress import Progress
 
-    name, version = _ref(args.ref, need_version=False, example="v1.2")
-    bar = Progress(f"pull {name}@{version or 'current'}")
+    ref = _ref(args.ref)
+    bar = Progress(f"pull {ref}")
     try:
         result = client.pull_detailed(
-            name, version, args.output, progress=bar.update, force=args.force
+            ref.name, ref.selector, args.output, progress=bar.update, force=args.force
         )
     finally:
         bar.finish()
@@ -340,24 +351,24 @@ def cmd_pull(args: argparse.Namespace, client: Client) -> int:
 def cmd_revert(args: argparse.Namespace, client: Client) -> int:
     from cpvctl.render import render_reverted
 
-    if args.version is None:
-        name, version = _ref(args.name, need_version=True, example="v1.2")
-    else:
-        name = validated(validate_name, args.name)
-        version = validated(normalize_version, args.version)
-    assert version is not None
+    ref = _ref(args.name, args.version)
+    if ref.is_current:
+        raise UsageError(
+            f"name the version to revert to, e.g. {ref.name}@v1.2 or {ref.name}#prod",
+            code="bad_request",
+        )
     to = os.path.abspath(args.to) if args.to else None
-    _emit(args, client.revert(name, version, with_data=args.with_data, to=to), render_reverted)
+    answer = client.revert(ref.name, ref.selector, with_data=args.with_data, to=to)
+    _emit(args, answer, render_reverted)
     return EXIT_OK
 
 
 def cmd_promote(args: argparse.Namespace, client: Client) -> int:
     from cpvctl.render import render_promoted
 
-    name, version = _ref(args.ref, need_version=True, example="v1.2")
-    assert version is not None
+    ref = _ref(args.ref)
     stage = validated(validate_stage, args.stage)
-    answer = client.promote(name, version, stage, with_data=args.with_data)
+    answer = client.promote(ref.name, ref.selector, stage, with_data=args.with_data)
     _emit(args, answer, render_promoted)
     return EXIT_OK
 

@@ -37,8 +37,11 @@ from cpvctl.protocol import (
     CPV_VERSION,
     JOB_FINAL_EVENTS,
     JOB_FINAL_STATES,
+    ProtocolError,
+    Ref,
     job_id_of,
-    normalize_version,
+    parse_ref,
+    ref_of,
     validate_job_id,
     validate_name,
     validate_stage,
@@ -146,8 +149,13 @@ def _name(value: object) -> str:
     return validated(validate_name, value)
 
 
-def _version(value: object) -> str:
-    return validated(normalize_version, value)
+def reference(ref: str, version: str | None = None) -> Ref:
+    """``ref`` as ``NAME@v1.2``/``NAME@latest``/``NAME#prod``/``NAME``, or (``version``
+    given) a bare name plus ``v1.2``, ``latest`` or ``#prod``; a UsageError when invalid."""
+    try:
+        return parse_ref(ref) if version is None else ref_of(ref, version)
+    except ProtocolError as e:
+        raise UsageError(e.message, code=e.code) from None
 
 
 class Client:
@@ -304,9 +312,11 @@ class Client:
     def versions(self, name: str) -> list[dict[str, Any]]:
         return list(self.request("GET", "/versions", {"artifact": _name(name)}))
 
-    def show(self, name: str, version: str) -> dict[str, Any]:
-        query = {"artifact": _name(name), "version": _version(version)}
-        return dict(self.request("GET", "/show", query))
+    def show(self, ref: str, version: str | None = None) -> dict[str, Any]:
+        """One version: ``show("vision/r50@latest")``, ``show("vision/r50#prod")``,
+        ``show("vision/r50", "v1.2")``; a bare name shows the current version."""
+        r = reference(ref, version)
+        return dict(self.request("GET", "/show", {"artifact": r.name, "version": r.selector}))
 
     def metrics(self) -> str:
         """The daemon's Prometheus text (``GET /metrics``)."""
@@ -443,30 +453,55 @@ class Client:
     # --- data --------------------------------------------------------------------------
 
     def pull(
-        self, name: str, version: str | None, out_dir: PathArg, **options: Unpack[PullOptions]
+        self,
+        ref: str,
+        version_or_dir: str | os.PathLike[str] | None = None,
+        out_dir: PathArg | None = None,
+        **options: Unpack[PullOptions],
     ) -> Path:
-        """Download a version into ``out_dir`` (``None`` = the current version); see pull.py.
+        """Download a version into a directory and return the restored checkpoint's path,
+        every byte md5-checked: ``pull("vision/r50@latest", DIR)`` (what a preempted
+        training job resumes from), ``pull("vision/r50#prod", DIR)``, ``pull(NAME, DIR)``
+        (the current version), or the older ``pull(NAME, "v1.2", DIR)``.
 
         ``progress`` (a ``ProgressCallback``) follows the bytes; ``force`` replaces a
         different copy already there."""
-        return self.pull_detailed(name, version, out_dir, **options).path
+        return self.pull_detailed(ref, version_or_dir, out_dir, **options).path
 
     def pull_detailed(
-        self, name: str, version: str | None, out_dir: PathArg, **options: Unpack[PullOptions]
+        self,
+        ref: str,
+        version_or_dir: str | os.PathLike[str] | None = None,
+        out_dir: PathArg | None = None,
+        **options: Unpack[PullOptions],
     ) -> PullResult:
         """Like ``pull`` but returns a ``PullResult`` (path, artifact, version, kind)."""
-        return pull(self, name, version, out_dir, **options)
+        if out_dir is None:  # pull(REF, DIR)
+            if version_or_dir is None:
+                raise UsageError("pull needs the directory to write into")
+            r, out_dir = reference(ref), version_or_dir
+        else:  # pull(NAME, VERSION, DIR)
+            r = reference(ref, None if version_or_dir is None else os.fspath(version_or_dir))
+        return pull(self, r, out_dir, **options)
 
     def revert(
         self,
-        name: str,
-        version: str,
+        ref: str,
+        version: str | None = None,
         with_data: bool = False,
         to: str | os.PathLike[str] | None = None,
     ) -> dict[str, Any]:
+        """Make a version current again: ``revert("vision/r50@v1.2")``,
+        ``revert("vision/r50#prod")`` or ``revert("vision/r50", "v1.2")``."""
+        r = reference(ref, version)
+        if r.is_current:
+            raise UsageError(
+                f"name the version to revert to, e.g. {r.name}@v1.2 or {r.name}#prod",
+                code="bad_request",
+            )
         body: dict[str, Any] = {
-            "artifact": _name(name),
-            "version": _version(version),
+            "artifact": r.name,
+            "version": r.selector,
             "with_data": bool(with_data),
         }
         if to is not None:
@@ -474,11 +509,21 @@ class Client:
         return dict(self.request("POST", "/revert", body=body))
 
     def promote(
-        self, name: str, version: str, stage: str, with_data: bool = False
+        self,
+        ref: str,
+        version_or_stage: str | None,
+        stage: str | None = None,
+        with_data: bool = False,
     ) -> dict[str, Any]:
+        """Move ``stage`` to a version: ``promote("vision/r50@latest", "prod")``, or the
+        older ``promote(NAME, "v1.2", "prod")``; a bare name promotes the current version."""
+        if stage is None:  # promote(REF, STAGE)
+            r, stage = reference(ref), validated(validate_stage, version_or_stage)
+        else:
+            r = reference(ref, version_or_stage)
         body = {
-            "artifact": _name(name),
-            "version": _version(version),
+            "artifact": r.name,
+            "version": r.selector,
             "stage": validated(validate_stage, stage),
             "with_data": bool(with_data),
         }

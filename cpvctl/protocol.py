@@ -45,6 +45,12 @@ renders what is there and ignores unknown keys, so the daemon may add more.
 
 * Every query value is URL-encoded; versions on the wire are always full ``vX.Y.Z`` (the
   client normalises ``v1.1`` to ``v1.1.0`` before sending).
+* References: wherever a request names a version (``show``, ``pull/*``, ``revert``,
+  ``promote``), its ``version`` field may instead be ``latest`` (the newest version that is
+  tagged, stored and pushed to the registry remote; tagged and stored when there is none),
+  ``#STAGE`` (the version the GTO stage points at now), or absent (the current version: what
+  the registry's HEAD points at). Answers name the resolved ``vX.Y.Z``. Errors: 404
+  ``unknown_stage``, 404 ``no_pushed_version``. ``Ref``/``parse_ref`` hold the syntax.
 * ``POST`` bodies are JSON objects sent with ``Content-Type: application/json``.
 * ``/v1/version`` must keep working in every future API version: the client asks it first and
   treats a 404 there as "daemon is older (API 0)".
@@ -131,6 +137,8 @@ ERROR_STATUS: dict[str, int] = {
     "unknown_artifact": 404,
     "unknown_version": 404,
     "unknown_job": 404,
+    "unknown_stage": 404,
+    "no_pushed_version": 404,
     "method_not_allowed": 405,
     "conflict": 409,
     "unchanged": 409,
@@ -210,12 +218,73 @@ class Version:
 FIRST_VERSION = Version(1, 0, 0)
 
 
-def split_ref(text: str) -> tuple[str, str | None]:
-    """Split ``name@v1.2`` into ``(name, "v1.2")``; a bare name gives ``(name, None)``."""
-    name, sep, version = text.rpartition("@")
-    if not sep:
-        return text, None
-    return name, version
+LATEST = "latest"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to one version, as ``gto show`` takes it (DESIGN.md "References").
+
+    At most one of ``version`` (a full ``vX.Y.Z``), ``stage`` and ``latest`` is set; none
+    means the artifact's current version. ``selector`` is what travels on the wire in the
+    ``version`` field of a query or body; the daemon resolves it (cpvd.registry.references).
+    """
+
+    name: str
+    version: str | None = None
+    stage: str | None = None
+    latest: bool = False
+
+    @property
+    def selector(self) -> str | None:
+        """``vX.Y.Z``, ``latest``, ``#STAGE``, or None for the current version."""
+        if self.stage is not None:
+            return f"#{self.stage}"
+        return LATEST if self.latest else self.version
+
+    @property
+    def is_current(self) -> bool:
+        return self.selector is None
+
+    def __str__(self) -> str:
+        sel = self.selector
+        if sel is None:
+            return self.name
+        return self.name + (sel if sel.startswith("#") else f"@{sel}")
+
+
+def parse_ref(text: object) -> Ref:
+    """``NAME@v1.2[.0]``, ``NAME@latest``, ``NAME#STAGE`` or a bare ``NAME``."""
+    if not isinstance(text, str):
+        raise ProtocolError("invalid_name", f"invalid reference {text!r}")
+    name, hash_, stage = text.partition("#")
+    if hash_:
+        return ref_of(name, f"#{stage}")
+    name, at, selector = text.rpartition("@")
+    return ref_of(name, selector) if at else ref_of(text, None)
+
+
+def ref_of(name: object, selector: object) -> Ref:
+    """The reference a wire ``artifact`` plus ``version`` field make (``version`` may be
+    ``vX.Y[.Z]``, ``latest``, ``#STAGE``, or absent for the current version)."""
+    name = validate_name(name)
+    if selector is None:
+        return Ref(name)
+    if not isinstance(selector, str):
+        raise ProtocolError("invalid_version", f"invalid version {selector!r}")
+    if selector.startswith("#"):
+        return Ref(name, stage=validate_stage(selector[1:]))
+    if selector == LATEST:
+        return Ref(name, latest=True)
+    try:
+        return Ref(name, version=normalize_version(selector))
+    except ProtocolError:
+        raise ProtocolError(
+            "invalid_version",
+            f"invalid version {selector!r} in {name}@{selector}: use NAME@vX.Y.Z, NAME@vX.Y, "
+            "NAME@latest, "
+            "NAME#STAGE or a bare NAME (its current version)",
+        ) from None
 
 
 def validate_job_id(job_id: object) -> str:

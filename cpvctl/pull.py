@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cpvctl.errors import Conflict, CpvctlError, IntegrityError, validated
-from cpvctl.protocol import normalize_version, validate_name
+from cpvctl.errors import Conflict, CpvctlError, IntegrityError
+from cpvctl.protocol import Ref
 from cpvctl.transport import PathArg, ProgressCallback, Transport
 
 CHUNK = 1 << 20
@@ -96,24 +96,27 @@ def _entries(manifest: dict[str, Any]) -> list[_Entry]:
 
 def pull(
     client: Transport,
-    name: str,
-    version: str | None,
+    ref: Ref,
     out_dir: PathArg,
     progress: ProgressCallback | None = None,
     force: bool = False,
 ) -> PullResult:
-    """Fetch ``name@version`` (``None``: the current one) into ``out_dir``; return where it is.
+    """Fetch the version ``ref`` names (``NAME@latest``, ``NAME#prod``, a bare ``NAME`` for
+    the current one) into ``out_dir``; return where it is.
 
+    The daemon resolves the reference once, in the manifest, which names the version; every
+    object is then fetched by that version, so a version made meanwhile cannot mix in.
     A file version lands at ``out_dir/<original name>``, a directory version at
     ``out_dir/<original name>/...``. An identical copy already there is left alone; a different
     one is replaced only with ``force`` (raises ``Conflict`` otherwise).
     """
-    name = validated(validate_name, name)
-    version = None if version is None else validated(normalize_version, version)
-    manifest = client.request("GET", "/pull/manifest", {"artifact": name, "version": version})
+    name = ref.name
+    manifest = client.request("GET", "/pull/manifest", {"artifact": name, "version": ref.selector})
     if not isinstance(manifest, dict):
         raise BadManifest("pull manifest is not an object", code="bad_manifest")
-    resolved = str(manifest.get("version") or version or "")
+    resolved = str(manifest.get("version") or ref.version or "")
+    if not resolved.startswith("v"):
+        raise BadManifest(f"pull manifest names no version for {ref}", code="bad_manifest")
     kind = manifest.get("kind")
     if kind not in ("file", "dir"):
         raise BadManifest(f"pull manifest has unknown kind {kind!r}", code="bad_manifest")

@@ -184,7 +184,7 @@ async def promote(request: web.Request) -> web.Response:
     return web.json_response(
         await services(request).operations.promote(
             field(data, "artifact", str),
-            field(data, "version", str),
+            field(data, "version", str, required=False),  # absent: the current version
             validate_stage(field(data, "stage", str)),
             bool(field(data, "with_data", bool, required=False)),
         )

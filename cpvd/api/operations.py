@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cpvctl.protocol import Version, validate_name
+from cpvctl.protocol import ref_of, validate_name
 from cpvd.api.events import EventBus
 from cpvd.errors import CpvError, InputError
 from cpvd.pipeline.health import Health, Pause, Wakeups
@@ -47,10 +47,9 @@ class Operations:
     async def revert(
         self, artifact: str, version: str, with_data: bool, to: str | None
     ) -> dict[str, Any]:
-        validate_name(artifact)
-        version = str(Version.parse(version))
         target = request_path(to, "to") if to is not None else None
         engine = self.engine
+        version = await self._resolve(artifact, version)
         await self.executors.on_registry(self._expect, artifact, version, with_data, target)
         results = await self.executors.on_registry(
             engine.revert, artifact, version, with_data, target
@@ -85,11 +84,15 @@ class Operations:
                     info.artifact, str(dest), info.md5, -1, -1, info.version, "reverted"
                 )
 
+    async def _resolve(self, artifact: str, selector: str | None) -> str:
+        """The ``vX.Y.Z`` a reference names now (``selector``: see cpvctl.protocol.Ref)."""
+        info = await self.executors.on_registry(self.engine.resolve, ref_of(artifact, selector))
+        return info.version
+
     async def promote(
-        self, artifact: str, version: str, stage: str, with_data: bool
+        self, artifact: str, version: str | None, stage: str, with_data: bool
     ) -> dict[str, Any]:
-        validate_name(artifact)
-        version = str(Version.parse(version))
+        version = await self._resolve(artifact, version)
         made = await self.executors.on_registry(
             self.engine.promote, artifact, version, stage, with_data
         )

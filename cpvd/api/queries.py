@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cpvctl.protocol import API_VERSION, CPV_VERSION, Version, validate_name
+from cpvctl.protocol import API_VERSION, CPV_VERSION, Ref, ref_of, validate_name
 from cpvd.config.model import Config, WatchConfig
 from cpvd.errors import NotFound
 from cpvd.pipeline.health import Health, Pause
 from cpvd.pipeline.threads import Executors
 from cpvd.redact import mask_url
-from cpvd.registry.engine import Engine
+from cpvd.registry.engine import Engine, Manifest
 from cpvd.state.queue import JobQueue
 from cpvd.watch.unit_scan import UnitScan
 
@@ -27,10 +27,6 @@ from cpvd.watch.unit_scan import UnitScan
 Waiting = Callable[[], list[tuple[WatchConfig, Path, str]]]
 #: what each watch holds outside every unit (cpvd.watch.watcher.Watcher.ignored)
 Ignored = Callable[[], list[tuple[WatchConfig, UnitScan]]]
-
-
-def _version_arg(version: str | None) -> str | None:
-    return None if version is None else str(Version.parse(version))
 
 
 @dataclass(eq=False)
@@ -64,8 +60,8 @@ class Queries:
         return body
 
     async def show(self, artifact: str, version: str | None) -> dict[str, Any]:
-        validate_name(artifact)
-        info = await self.executors.on_registry(self.engine.show, artifact, _version_arg(version))
+        """``version``: a reference's selector (``vX.Y.Z``, ``latest``, ``#STAGE``, None)."""
+        info = await self.executors.on_registry(self.engine.resolve, ref_of(artifact, version))
         return info.to_json()
 
     async def artifacts(self) -> list[dict[str, Any]]:
@@ -78,9 +74,11 @@ class Queries:
         return job.to_dict()
 
     async def manifest(self, artifact: str, version: str | None) -> dict[str, Any]:
-        validate_name(artifact)
-        m = await self.executors.on_registry(self.engine.manifest, artifact, _version_arg(version))
+        m = await self.executors.on_registry(self._manifest, ref_of(artifact, version))
         return m.to_json()
+
+    def _manifest(self, ref: Ref) -> Manifest:  # on the registry thread: resolve, then read
+        return self.engine.manifest(ref.name, self.engine.resolve(ref).version)
 
     async def open_object(self, md5: str) -> BinaryIO:
         """A stored object's bytes, for ``pull`` (read on an io thread by the caller)."""

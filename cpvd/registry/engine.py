@@ -9,6 +9,7 @@ line per verb delegating to the module that owns it:
 ``promote``                     :mod:`cpvd.registry.stages`
 ``revert``                      :mod:`cpvd.registry.revert`
 ``manifest``, ``verify_*``      :mod:`cpvd.registry.retrieve`
+``resolve`` (references)        :mod:`cpvd.registry.references`
 ``upload``                      :func:`cpvd.storage.put_checkpoint`
 ==============================  ===============================================
 
@@ -24,7 +25,8 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from cpvd.registry import retrieve, revert, stages, sync, versioning
+from cpvctl.protocol import Ref
+from cpvd.registry import references, retrieve, revert, stages, sync, versioning
 from cpvd.registry.core import EngineCore
 from cpvd.registry.metadata import VersionInfo
 from cpvd.registry.model import (
@@ -72,6 +74,9 @@ class Engine(EngineCore):
         self, artifact: str, version: str, with_data: bool = False, to: Path | None = None
     ) -> list[Reverted]:
         return revert.revert(self, artifact, version, with_data, to)
+
+    def resolve(self, ref: Ref) -> VersionInfo:
+        return references.resolve(self, ref)
 
     def manifest(self, artifact: str, version: str | None = None) -> Manifest:
         return retrieve.manifest(self, artifact, version)

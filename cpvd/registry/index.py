@@ -39,6 +39,8 @@ class RegistryIndex:
     #: every number taken by a version tag, per artifact, whoever made the tag (not only ours)
     numbers: dict[str, set[Version]] = field(default_factory=dict)
     highest: dict[str, Version] = field(default_factory=dict)  # the max of ``numbers``
+    #: (artifact, stage) -> the commit the stage points at now (GTO semantics)
+    stage_holders: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def artifact_versions(self, artifact: str) -> list[VersionInfo]:
         return self.versions.get(artifact, [])
@@ -140,16 +142,28 @@ def _semver(text: str) -> Version:
 
 
 def _assign_stages(index: RegistryIndex) -> None:
-    """A stage belongs to the version whose commit its latest (highest counter) tag targets."""
-    latest: dict[tuple[str, str], StageTag] = {}
-    for s in index.stage_tags:
-        key = (s.artifact, s.stage)
-        if key not in latest or s.counter > latest[key].counter:
-            latest[key] = s
-    for (artifact, stage), s in sorted(latest.items()):
-        if s.cancel:
-            continue
+    """Give each stage to the version that holds it now (see :func:`stage_holders`)."""
+    index.stage_holders = stage_holders(index.stage_tags)
+    for (artifact, stage), commit in sorted(index.stage_holders.items()):
         for v in index.versions.get(artifact, []):
-            if v.commit == s.commit:
+            if v.commit == commit:
                 v.stages.append(stage)
                 break
+
+
+def stage_holders(stage_tags: list[StageTag]) -> dict[tuple[str, str], str]:
+    """(artifact, stage) -> the commit that stage points at now, as ``gto show NAME#STAGE``:
+    per commit, the stage is active when its last tag there assigns (``#stage#N``) rather
+    than unassigns (``#stage!#N``); of the active ones, the most recently assigned wins.
+    The counter ``N`` orders the tags (GTO orders by tag time, which the counter follows)."""
+    last: dict[tuple[str, str, str], StageTag] = {}
+    for s in stage_tags:
+        per_commit = (s.artifact, s.stage, s.commit)
+        if per_commit not in last or s.counter > last[per_commit].counter:
+            last[per_commit] = s
+    best: dict[tuple[str, str], StageTag] = {}
+    for s in last.values():
+        key = (s.artifact, s.stage)
+        if not s.cancel and (key not in best or s.counter > best[key].counter):
+            best[key] = s
+    return {key: s.commit for key, s in best.items()}

@@ -185,6 +185,20 @@ def only_call(fake: FakeClient) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
                                      {"with_data": False, "to": None})),
         (["revert", "a/b@v1.1", "--with-data"], ("revert", ("a/b", "v1.1.0"),
                                                  {"with_data": True, "to": None})),
+        # references (DESIGN.md "References"): the selector travels as the version
+        (["show", "a/b"], ("show", ("a/b", None), {})),
+        (["show", "a/b@latest"], ("show", ("a/b", "latest"), {})),
+        (["show", "a/b#prod"], ("show", ("a/b", "#prod"), {})),
+        (["promote", "a/b", "prod"], ("promote", ("a/b", None, "prod"), {"with_data": False})),
+        (["promote", "a/b#best", "prod"], ("promote", ("a/b", "#best", "prod"),
+                                           {"with_data": False})),
+        (["promote", "a/b@latest", "prod"], ("promote", ("a/b", "latest", "prod"),
+                                             {"with_data": False})),
+        (["revert", "a/b#prod"], ("revert", ("a/b", "#prod"), {"with_data": False, "to": None})),
+        (["revert", "a/b", "latest"], ("revert", ("a/b", "latest"),
+                                       {"with_data": False, "to": None})),
+        (["revert", "a/b", "#prod"], ("revert", ("a/b", "#prod"),
+                                      {"with_data": False, "to": None})),
         (["pause"], ("pause", (None,), {})),
         (["pause", "a/b"], ("pause", ("a/b",), {})),
         (["resume"], ("resume", (None,), {})),
@@ -259,6 +273,13 @@ def test_pull_parses_ref_and_output(fake: FakeClient, tmp_path: Path,
     assert only_call(fake) == ("pull", ("vision/resnet50", None, str(tmp_path)),
                                {"force": False})
     assert '"version": "v1.1.0"' in capsys.readouterr().out
+    for ref, selector in (("vision/r50@latest", "latest"), ("vision/r50#best", "#best")):
+        fake.calls.clear()
+        assert run(fake, "pull", ref, "-o", str(tmp_path)) == 0
+        assert only_call(fake) == ("pull", ("vision/r50", selector, str(tmp_path)),
+                                   {"force": False})
+        # the restored checkpoint's path comes first, so a script can take the first word
+        assert capsys.readouterr().out.split()[0] == str(tmp_path / "model.pt")
 
 
 def test_events_count_stops(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
@@ -299,14 +320,19 @@ def test_version_needs_no_client(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (["versions", "bad name"], "invalid artifact name"),
         (["versions", "-lead"], ""),  # argparse: looks like an option
-        (["show", "a/b"], "expected NAME@VERSION"),
-        (["show", "a/b@latest"], "invalid version"),
+        (["show", "a/b@newest"], "invalid version"),
+        (["show", "a/b#no good"], "invalid stage"),
+        (["show", "a/b#"], "invalid stage"),
+        (["show", "a/b#prod#1"], "invalid stage"),
+        (["show", "a/b@latest#prod"], "invalid artifact name"),
+        (["pull", "a/b#pr@d", "-o", "d"], "invalid stage"),
+        (["promote", "a/b#x y", "prod"], "invalid stage"),
+        (["revert", "a/b", "#-x"], "invalid stage"),
         (["show", "a//b@v1.0"], "invalid artifact name"),
         (["pull", "a/b@", "-o", "d"], "invalid version"),
         (["pull", "a/b"], ""),  # -o required
         (["promote", "a/b@v1.0", "no good"], "invalid stage"),
-        (["promote", "a/b", "prod"], "expected NAME@VERSION"),
-        (["revert", "a/b"], "expected NAME@VERSION"),
+        (["revert", "a/b"], "name the version to revert to"),
         (["revert", "a/b", "v1.x"], "invalid version"),
         (["pause", "a b"], "invalid artifact name"),
         (["retry", "not-a-job"], "invalid job id"),
