@@ -20,6 +20,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ from cpvd.config.model import (
     WatchConfig,
 )
 from cpvd.config.overlap import overlap_problems
+from cpvd.config.problems import collect as _collect
+from cpvd.config.problems import joined as _joined
+from cpvd.config.urls import check_storage_url as _check_storage_url
 from cpvd.errors import ConfigError
 
 KINDS = ("model", "data")
@@ -50,7 +54,6 @@ _TABLES: dict[str, type] = {
     "storage": StorageConfig,
 }
 _TOP_LEVEL = (*_TABLES, "watch")
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
 class _Where:
@@ -160,39 +163,21 @@ def _read_table(cls: type, data: Mapping[str, Any], where: _Where) -> dict[str, 
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
+    errors: list[ConfigError] = []
     for key, value in data.items():
         if key not in names:
-            raise where.error(None, f"unknown key '{key}'{_suggest(key, names)}")
+            errors.append(where.error(None, f"unknown key '{key}'{_suggest(key, names)}"))
+            continue
         try:
             kwargs[key] = _converter(hints[key])(value)
         except ValueError as exc:
-            raise where.error(key, str(exc)) from None
+            errors.append(where.error(key, str(exc)))
+    if errors:
+        raise _joined(errors)
     return kwargs
 
 
 # ---------------------------------------------------------------- value rules
-
-
-def _check_storage_url(url: str) -> str:
-    """Accept ``s3://bucket[/prefix]`` or an absolute local directory (``~`` expanded)."""
-    if url.startswith("s3://"):
-        bucket, _, _prefix = url[len("s3://") :].partition("/")
-        if not _BUCKET_RE.match(bucket) or ".." in bucket:
-            raise ValueError(
-                f"invalid S3 bucket {bucket!r} in {_show(url)}: expected s3://bucket[/prefix] "
-                "with a bucket name of 3-63 lowercase letters, digits, '.' and '-'"
-            )
-        return url.rstrip("/") if _prefix.strip("/") else f"s3://{bucket}"
-    if "://" in url:
-        raise ValueError(
-            f"unsupported storage {_show(url)}: use s3://bucket[/prefix] or an absolute directory"
-        )
-    path = Path(url).expanduser()
-    if not path.is_absolute():
-        raise ValueError(
-            f"expected s3://bucket[/prefix] or an absolute directory, got {_show(url)}"
-        )
-    return str(path)
 
 
 def _at_least(kwargs: dict[str, Any], key: str, low: float, where: _Where, *, strict: bool) -> None:
@@ -320,12 +305,14 @@ def parse_config(text: str, source: Path | str) -> Config:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    for key in doc:
-        if key not in _TOP_LEVEL:
-            raise ConfigError(
-                f"{source}: unknown table [{key}]{_suggest(key, _TOP_LEVEL)}; "
-                "expected [daemon], [registry], [storage] and [[watch]]"
-            )
+    errors = [
+        ConfigError(
+            f"{source}: unknown table [{key}]{_suggest(key, _TOP_LEVEL)}; "
+            "expected [daemon], [registry], [storage] and [[watch]]"
+        )
+        for key in doc
+        if key not in _TOP_LEVEL
+    ]
     parts: dict[str, Any] = {}
     builders: dict[str, Callable[[Mapping[str, Any], _Where], object]] = {
         "daemon": _daemon,
@@ -335,15 +322,22 @@ def parse_config(text: str, source: Path | str) -> Config:
     for name, build in builders.items():
         table = doc.get(name, {})
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [{name}] must be a table, got {_show(table)}")
-        parts[name] = build(table, _Where(source, f"[{name}]"))
+            errors.append(ConfigError(f"{source}: [{name}] must be a table, got {_show(table)}"))
+            continue
+        _collect(errors, parts, name, partial(build, table, _Where(source, f"[{name}]")))
     raw_watches = doc.get("watch", [])
     if not isinstance(raw_watches, list):
-        raise ConfigError(
+        errors.append(ConfigError(
             f"{source}: [watch] must be an array of tables: write [[watch]] before each "
             "watched directory"
-        )
-    watches = [_watch(w, _Where(source, f"[[watch]] #{i}")) for i, w in enumerate(raw_watches, 1)]
+        ))  # fmt: skip
+        raw_watches = []
+    built: dict[str, Any] = {}
+    for i, w in enumerate(raw_watches, 1):
+        _collect(errors, built, str(i), partial(_watch, w, _Where(source, f"[[watch]] #{i}")))
+    if errors:  # every problem at once; the cross-checks need every table read
+        raise _joined(errors)
+    watches = list(built.values())
     _cross_check(watches, source)
     cfg = Config(
         daemon=parts["daemon"],
