@@ -12,6 +12,7 @@ from pathlib import Path
 from cpvd.config.model import Config
 from cpvd.pipeline.snapshot import SnapshotStore
 from cpvd.registry.engine import Engine
+from cpvd.registry.preflight import prepare_registry
 from cpvd.registry.repo import RegistryRepo
 from cpvd.service.instance import clear_stale_git_locks
 from cpvd.state.db import StateDB
@@ -47,6 +48,7 @@ def open_registry(cfg: Config, state: Path, ledger: Ledger) -> Engine:
     if removed:
         log.warning("removed stale lock files left by a crash: %s", ", ".join(map(str, removed)))
     storage = open_storage(cfg.storage, journal_dir=state / "uploads")
+    prepare_registry(cfg, storage.dvc_remote_settings())  # refuses another storage/history
     engine = Engine(cfg, storage, RegistryRepo(cfg.registry, storage.dvc_remote_settings()))
     engine.open()
     engine.registry.reset_worktree()

@@ -25,6 +25,7 @@ from pathlib import Path
 from cpvd.config.model import RegistryConfig
 from cpvd.errors import GitError, StateError
 from cpvd.redact import mask_url
+from cpvd.registry.binding import RECORD, render_record
 from cpvd.registry.dvcfiles import (
     POINTER_STEM,
     Pointer,
@@ -184,6 +185,7 @@ class RegistryRepo:
         files = {
             "README.md": self._read_work("README.md") or REGISTRY_README,
             ".dvc/config": render_dvc_config(self.remote_settings),
+            RECORD: render_record(self.remote_settings),
             ".dvc/.gitignore": "/config.local\n/tmp\n/cache\n",
             ".dvcignore": "",
             "dvc.yaml": render_dvc_yaml(merged),
