@@ -15,6 +15,7 @@ parsed defensively, and a registry made before the record existed is read from i
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ from pathlib import Path
 
 from configobj import ConfigObj  # type: ignore[import-untyped]
 
-from cpvd.registry.dvcfiles import DVC_REMOTE
+from cpvd.registry.dvcfiles import DVC_REMOTE, render_dvc_config
 from cpvd.registry.git import run_git
+
+log = logging.getLogger(__name__)
 
 RECORD = ".cpv/storage.json"
 #: a record is a few hundred bytes; anything far larger is not one
@@ -126,6 +129,26 @@ def version_count(path: Path) -> int:
     """How many version tags the registry holds (each one's objects are in its storage)."""
     out = run_git(["tag", "-l", "*@v*"], path, check=False).stdout
     return len(out.split())
+
+
+def storage_files(path: Path, settings: Mapping[str, str], *, switch: bool) -> dict[str, str]:
+    """``.dvc/config`` and the record for the storage with ``settings``, to write into the
+    registry; none when the registry records another storage and ``switch`` is not set.
+
+    Why: a running daemon lays out the registry again after a fetch (a replay, a new
+    artifact); when another machine has meanwhile migrated the registry, writing its own,
+    older storage back would undo the migration for everyone.
+    """
+    if not switch and storage_problem(path, settings, None):
+        log.error(
+            "the registry %s now records another storage than this daemon's %s (migrated "
+            "elsewhere?); not writing it back. Run `cpvd check` and restart on the storage "
+            "the registry records",
+            path,
+            identity_of(settings).describe(),
+        )
+        return {}
+    return {".dvc/config": render_dvc_config(settings), RECORD: render_record(settings)}
 
 
 def storage_problem(

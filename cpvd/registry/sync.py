@@ -108,6 +108,8 @@ def replay(core: EngineCore) -> list[tuple[str, str]]:
             _replay_revert(core, trailers)
         elif not action:
             reg.ensure_layout(core.config.artifact_kinds(), message="cpv: registry layout")
+        elif action == "storage":  # a migrate-storage switch made here: keep it
+            reg.ensure_layout({}, message="cpv: storage moved", switch_storage=True)
     return [(a, b) for a, b in renames if a != b]
 
 

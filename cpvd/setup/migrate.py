@@ -156,7 +156,9 @@ def _switch(cfg: Config, target: Storage, n: int, say: Say) -> int:
     settings = target.dvc_remote_settings()
     repo = RegistryRepo(cfg.registry, settings)
     changed = repo.ensure_layout(
-        {}, message=f"cpv: storage moved to {identity_of(settings).describe()} ({n} objects)"
+        {},
+        message=f"cpv: storage moved to {identity_of(settings).describe()} ({n} objects)",
+        switch_storage=True,
     )
     head = repo.head() or "?"
     did = f"switched the registry's storage (commit {head[:12]})" if changed else "up to date"

@@ -21,6 +21,7 @@ from cpvd.errors import ConfigError
 from cpvd.registry.binding import RECORD, recorded_storage
 from cpvd.registry.model import VersionRequest
 from cpvd.registry.preflight import prepare_registry, registry_problems
+from cpvd.registry.repo import RegistryRepo
 from cpvd.setup.check import check_registry
 from cpvd.setup.migrate import MigrationIncomplete, migrate_storage
 from cpvd.storage import open_storage
@@ -284,3 +285,22 @@ def test_a_remote_with_unrelated_history_is_refused(
     result = check_registry(with_remote)
     assert not result.ok and "unrelated" in result.detail
     assert git(cfg.registry.path, "remote").strip() == ""  # nothing was set up
+
+
+def test_a_daemon_on_the_old_storage_never_writes_it_back_after_a_migration(
+    demo: tuple[Config, dict], short_tmp: Path
+) -> None:
+    """Another machine migrated the registry; this one, still on the old storage, lays out
+    a new artifact (as after a fetch): the switch stays, the artifact is registered."""
+    cfg, _ = demo
+    new_url = str(short_tmp / "store-b")
+    migrate_storage(with_storage(cfg, new_url), new_url, None, False, io.StringIO())
+    reg = cfg.registry.path
+    assert git(reg, "log", "-1", "--format=%(trailers:key=Cpv-Action,valueonly)").strip() == (
+        "storage"
+    )
+    stale = RegistryRepo(cfg.registry, settings(cfg))
+    assert stale.ensure_layout({"team/other": "model"}, message="cpv: register artifact")
+    assert "team/other" in git(reg, "show", "HEAD:dvc.yaml")
+    assert new_url in git(reg, "show", "HEAD:.dvc/config")
+    assert recorded_storage(reg).url == new_url  # type: ignore[union-attr]
