@@ -24,6 +24,7 @@ from cpvd.registry.preflight import prepare_registry, registry_problems
 from cpvd.registry.repo import RegistryRepo
 from cpvd.setup.check import check_registry
 from cpvd.setup.migrate import MigrationIncomplete, migrate_storage
+from cpvd.startup import open_registry, open_state
 from cpvd.storage import open_storage
 from cpvd.storage.base import object_key
 from tests.integration.engine_helpers import dvc, make_config, make_engine, version_checkpoint
@@ -304,3 +305,20 @@ def test_a_daemon_on_the_old_storage_never_writes_it_back_after_a_migration(
     assert "team/other" in git(reg, "show", "HEAD:dvc.yaml")
     assert new_url in git(reg, "show", "HEAD:.dvc/config")
     assert recorded_storage(reg).url == new_url  # type: ignore[union-attr]
+
+
+def test_a_fresh_clone_whose_registry_records_another_storage_is_refused(
+    demo: tuple[Config, dict], bare_remote: Path, short_tmp: Path
+) -> None:
+    """A second machine configured with another storage clones the team's registry: its
+    start is refused before it versions anything into a storage the registry does not use."""
+    cfg, _ = demo
+    git(cfg.registry.path, "push", "-q", "--follow-tags", str(bare_remote), "main")
+    other = make_config(short_tmp, str(short_tmp / "store-b"), remote=bare_remote, name="m2")
+    _db, _queue, ledger = open_state(other.daemon.state_dir, 60.0, rebuild=False)
+    try:
+        with pytest.raises(ConfigError, match="cpvd migrate-storage"):
+            open_registry(other, other.daemon.state_dir, ledger)
+    finally:
+        _db.close()
+    assert str(short_tmp / "store-a") in git(other.registry.path, "show", "HEAD:.dvc/config")
