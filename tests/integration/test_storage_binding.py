@@ -322,3 +322,29 @@ def test_a_fresh_clone_whose_registry_records_another_storage_is_refused(
     finally:
         _db.close()
     assert str(short_tmp / "store-a") in git(other.registry.path, "show", "HEAD:.dvc/config")
+
+
+def test_migrate_to_s3_and_back_to_a_directory(
+    demo: tuple[Config, dict], short_tmp: Path, moto_server: str, s3_bucket: str
+) -> None:
+    """local -> S3 (uploads), then S3 -> local (streamed downloads, md5-checked)."""
+    cfg, _ = demo
+    s3_url = f"s3://{s3_bucket}/reg"
+    on_s3 = replace(cfg, storage=StorageConfig(url=s3_url, endpoint_url=moto_server,
+                                               region="us-east-1"))  # fmt: skip
+    out = io.StringIO()
+    migrate_storage(on_s3, s3_url, None, False, out)
+    assert "done: 5 copied" in out.getvalue(), out.getvalue()
+    assert registry_problems(on_s3, settings(on_s3)) == []
+    record = json.loads(git(cfg.registry.path, "show", f"HEAD:{RECORD}"))
+    assert record == {**record, "url": s3_url, "endpoint_url": moto_server}
+    back_url = str(short_tmp / "store-c")
+    back = with_storage(cfg, back_url)
+    out = io.StringIO()
+    migrate_storage(back, back_url, None, False, out)
+    assert "done: 5 copied" in out.getvalue(), out.getvalue()
+    local = open_storage(back.storage)
+    objects = [p for p in Path(back_url, "files").rglob("*") if p.is_file()]
+    assert len(objects) == 5
+    assert all(local.verify(p.parent.name + p.name) for p in objects)
+    assert registry_problems(back, settings(back)) == []
