@@ -62,6 +62,21 @@ class _Where:
     def __init__(self, source: Path | str, section: str) -> None:
         self.source = source
         self.section = section
+        #: problems found so far that did not stop reading the table (reported together)
+        self.pending: list[ConfigError] = []
+
+    def soft(self, check: Callable[[], object]) -> None:
+        """Run a rule; its ConfigError joins :attr:`pending` instead of stopping the table."""
+        try:
+            check()
+        except ConfigError as exc:
+            self.pending.append(exc)
+
+    def raise_pending(self) -> None:
+        if self.pending:
+            errors = list(self.pending)
+            self.pending.clear()  # the same list the caller holds: reported once, here
+            raise _joined(errors)
 
     def error(self, key: str | None, message: str) -> ConfigError:
         where = f"{self.section} {key}:" if key else f"{self.section}"
@@ -163,18 +178,15 @@ def _read_table(cls: type, data: Mapping[str, Any], where: _Where) -> dict[str, 
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
-    errors: list[ConfigError] = []
     for key, value in data.items():
         if key not in names:
-            errors.append(where.error(None, f"unknown key '{key}'{_suggest(key, names)}"))
+            where.pending.append(where.error(None, f"unknown key '{key}'{_suggest(key, names)}"))
             continue
         try:
             kwargs[key] = _converter(hints[key])(value)
         except ValueError as exc:
-            errors.append(where.error(key, str(exc)))
-    if errors:
-        raise _joined(errors)
-    return kwargs
+            where.pending.append(where.error(key, str(exc)))
+    return kwargs  # the keys that were read; the others' problems are in where.pending
 
 
 # ---------------------------------------------------------------- value rules
@@ -223,7 +235,7 @@ def _storage(data: Mapping[str, Any], where: _Where) -> StorageConfig:
         try:
             kw["url"] = _check_storage_url(kw["url"])
         except ValueError as exc:
-            raise where.error("url", str(exc)) from None
+            where.pending.append(where.error("url", str(exc)))
     endpoint = kw.get("endpoint_url")
     if endpoint is not None and not re.match(r"^https?://[^/\s]+", endpoint):
         raise where.error(
@@ -252,17 +264,19 @@ def _watch(data: object, where: _Where) -> WatchConfig:
         raise where.error(None, f"must be a table, got {_show(data)}")
     kw = _read_table(WatchConfig, data, where)
     for required in ("path", "artifact"):
-        if required not in kw:
+        if required not in data:
             raise where.error(None, f"missing required key '{required}'")
-    _name(kw["artifact"], where, "artifact")
+    if "artifact" in kw:
+        where.soft(partial(_name, kw["artifact"], where, "artifact"))
     kind = kw.get("kind", "model")
     if kind not in KINDS:
-        raise where.error("kind", f'must be "model" or "data", got {_show(kind)}')
+        where.pending.append(where.error("kind", f'must be "model" or "data", got {_show(kind)}'))
     data_names = [_name(d, where, "data") for d in kw.get("data", ())]
     kw["data"] = tuple(dict.fromkeys(data_names))  # order kept, repeats dropped
-    if kw["artifact"] in kw["data"]:
+    if kw.get("artifact") in kw["data"]:
         raise where.error("data", f"lists the watch's own artifact {_show(kw['artifact'])}")
-    _at_least(kw, "settle_seconds", 0, where, strict=False)
+    where.soft(partial(_at_least, kw, "settle_seconds", 0, where, strict=False))
+    where.raise_pending()
     return WatchConfig(**kw)
 
 
@@ -324,7 +338,8 @@ def parse_config(text: str, source: Path | str) -> Config:
         if not isinstance(table, dict):
             errors.append(ConfigError(f"{source}: [{name}] must be a table, got {_show(table)}"))
             continue
-        _collect(errors, parts, name, partial(build, table, _Where(source, f"[{name}]")))
+        where = _Where(source, f"[{name}]")
+        _collect(errors, parts, name, partial(build, table, where), where.pending)
     raw_watches = doc.get("watch", [])
     if not isinstance(raw_watches, list):
         errors.append(ConfigError(
@@ -334,7 +349,8 @@ def parse_config(text: str, source: Path | str) -> Config:
         raw_watches = []
     built: dict[str, Any] = {}
     for i, w in enumerate(raw_watches, 1):
-        _collect(errors, built, str(i), partial(_watch, w, _Where(source, f"[[watch]] #{i}")))
+        where = _Where(source, f"[[watch]] #{i}")
+        _collect(errors, built, str(i), partial(_watch, w, where), where.pending)
     if errors:  # every problem at once; the cross-checks need every table read
         raise _joined(errors)
     watches = list(built.values())

@@ -14,10 +14,21 @@ def joined(errors: list[ConfigError]) -> ConfigError:
 
 
 def collect(
-    errors: list[ConfigError], into: dict[str, Any], key: str, build: Callable[[], object]
+    errors: list[ConfigError],
+    into: dict[str, Any],
+    key: str,
+    build: Callable[[], object],
+    pending: list[ConfigError],
 ) -> None:
-    """``into[key] = build()``, or the ConfigError it raises appended to ``errors``."""
+    """``into[key] = build()`` when it raises nothing and leaves ``pending`` (the problems
+    it noted without stopping) empty; otherwise all of them are added to ``errors``."""
     try:
-        into[key] = build()
+        value = build()
     except ConfigError as exc:
+        errors.extend(pending)
         errors.append(exc)
+        return
+    if pending:
+        errors.extend(pending)
+    else:
+        into[key] = value

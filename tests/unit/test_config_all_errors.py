@@ -59,6 +59,27 @@ x = 1
     assert len(msg.splitlines()) == 5
 
 
+def test_several_rule_breaks_in_one_table_are_all_reported() -> None:
+    text = """
+[storage]
+url = "rel"
+endpointurl = "x"
+
+[[watch]]
+path = "/x"
+artifact = "a b"
+kind = "m"
+settle_seconds = -1
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "c.toml")
+    lines = err.value.message.splitlines()
+    assert len(lines) == 5, lines
+    for part in ("[storage] unknown key 'endpointurl'", "[storage] url:", "#1 artifact:",
+                 "#1 kind:", "#1 settle_seconds:"):  # fmt: skip
+        assert any(part in line for line in lines), (part, lines)
+
+
 def test_one_mistake_is_one_line() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config('[storage]\nurl = "ftp://x"\n', "c.toml")
