@@ -20,7 +20,7 @@ from typing import TextIO
 
 from cpvd.config.model import Config, StorageConfig
 from cpvd.config.urls import normalize_storage_url
-from cpvd.errors import ConfigError, IntegrityError, NotFound
+from cpvd.errors import ConfigError, IntegrityError, NotFound, StateError
 from cpvd.registry.binding import (
     StorageIdentity,
     dvc_remote_settings_at_head,
@@ -106,9 +106,19 @@ def migrate_storage(
     if not (path / ".git").exists():
         raise ConfigError(f"no registry at {path} ([registry] path): nothing to migrate")
     state = Path(cfg.daemon.state_dir)
-    with InstanceLock(state):  # StateError naming the pid while a daemon runs
+    lock = InstanceLock(state)
+    try:
+        lock.acquire()
+    except StateError as exc:
+        raise StateError(
+            f"{exc.message}: stop it first (it would keep writing into the old storage), "
+            "then run cpvd migrate-storage again"
+        ) from None
+    try:
         clear_stale_git_locks(path)
         return _migrate_locked(cfg, target_config(cfg, to_url, endpoint_url), allow_missing, out)
+    finally:
+        lock.release()
 
 
 def _migrate_locked(cfg: Config, new: StorageConfig, allow_missing: bool, out: TextIO) -> int:

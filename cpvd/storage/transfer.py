@@ -15,13 +15,16 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from cpvd.errors import IntegrityError, NotFound
-from cpvd.storage.base import Storage, check_md5, object_key
+from cpvd.storage.base import Progress, Storage, check_md5, object_key
 from cpvd.storage.local import LocalStorage
 
 _CHUNK = 8 * 1024 * 1024
+#: a line of progress per this many bytes of one big object
+PROGRESS_EVERY = 256 * 1024 * 1024
 
 
 @dataclass
@@ -67,11 +70,34 @@ def _download(source: Storage, md5: str, dest: Path) -> None:
         raise IntegrityError(f"object {md5} is corrupt in the source storage {source.describe()}")
 
 
-def copy_object(source: Storage, target: Storage, md5: str, scratch: Path) -> int:
-    """Copy one object; returns its size. NotFound when the source lacks it."""
+def byte_progress(say: Callable[[str], None], what: str, total: int) -> Progress:
+    """A ``Progress`` that says how far a big object is, every ``PROGRESS_EVERY`` bytes."""
+    done = 0
+    shown = 0
+
+    def progress(n: int) -> None:
+        nonlocal done, shown
+        done += n
+        if done - shown >= PROGRESS_EVERY and done < total:
+            shown = done
+            say(f"{what}: {done >> 20} of {total >> 20} MiB")
+
+    return progress
+
+
+def copy_object(
+    source: Storage,
+    target: Storage,
+    md5: str,
+    scratch: Path,
+    progress_for: Callable[[int], Progress] | None = None,
+) -> int:
+    """Copy one object; returns its size. NotFound when the source lacks it.
+    ``progress_for(size)`` gives the callback for the upload's byte counts."""
     size = source.size_of(md5)
     if size is None:
         raise NotFound(f"object {md5} not in storage {source.describe()}")
+    progress = progress_for(size) if progress_for is not None else None
     if isinstance(source, LocalStorage):
         src = source.path_of(md5)
     else:
@@ -82,7 +108,7 @@ def copy_object(source: Storage, target: Storage, md5: str, scratch: Path) -> in
         if md5.endswith(".dir"):
             target.put_bytes(md5, src.read_bytes())
         else:
-            target.put_file(md5, src, size)
+            target.put_file(md5, src, size, progress)
     finally:
         if src.parent == scratch:
             src.unlink(missing_ok=True)
@@ -123,7 +149,7 @@ def transfer(
             say(f"{where}: already there, {why}")
             continue
         try:
-            size = copy_object(source, target, md5, scratch)
+            size = copy_object(source, target, md5, scratch, partial(byte_progress, say, where))
         except NotFound:
             report.missing.append(md5)
             say(f"{where}: MISSING in {source.describe()}")

@@ -17,11 +17,12 @@ import pytest
 
 from cpvd.cli import main
 from cpvd.config.model import Config, RegistryConfig, StorageConfig
-from cpvd.errors import ConfigError
+from cpvd.errors import ConfigError, StateError
 from cpvd.registry.binding import RECORD, recorded_storage
 from cpvd.registry.model import VersionRequest
 from cpvd.registry.preflight import prepare_registry, registry_problems
 from cpvd.registry.repo import RegistryRepo
+from cpvd.service.instance import InstanceLock
 from cpvd.setup.check import check_registry
 from cpvd.setup.migrate import MigrationIncomplete, migrate_storage
 from cpvd.startup import open_registry, open_state
@@ -348,3 +349,29 @@ def test_migrate_to_s3_and_back_to_a_directory(
     assert len(objects) == 5
     assert all(local.verify(p.parent.name + p.name) for p in objects)
     assert registry_problems(back, settings(back)) == []
+
+
+def test_migration_refuses_while_the_daemon_runs(
+    demo: tuple[Config, dict], short_tmp: Path
+) -> None:
+    cfg, _ = demo
+    new_url = str(short_tmp / "store-b")
+    with InstanceLock(cfg.daemon.state_dir), pytest.raises(StateError, match="stop it first"):
+        migrate_storage(with_storage(cfg, new_url), new_url, None, False, io.StringIO())
+    assert not Path(new_url).exists()
+
+
+@pytest.mark.parametrize(
+    "record",
+    ['{"url": "../../elsewhere"}', "not json", '["s3://x"]', '{"url": "s3://ok\\u0000"}'],
+)
+def test_a_malformed_record_falls_back_to_the_dvc_config(
+    demo: tuple[Config, dict], record: str
+) -> None:
+    """The record comes from a repository others push to: a bad one is not believed."""
+    cfg, _ = demo
+    reg = cfg.registry.path
+    (reg / RECORD).write_text(record)
+    git(reg, "commit", "-q", "-am", "hostile record")
+    assert recorded_storage(reg).url == cfg.storage.url  # type: ignore[union-attr]
+    assert registry_problems(cfg, settings(cfg)) == []
