@@ -53,6 +53,12 @@ def _remote_heads(path: Path, cfg: RegistryConfig) -> dict[str, str] | None:
     return heads
 
 
+def related(path: Path, rev: str) -> bool:
+    """Whether ``rev`` (a commit we have) and HEAD share a commit."""
+    base = run_git(["merge-base", "HEAD", rev], path, check=False)
+    return base.returncode == 0 and bool(base.stdout.strip())
+
+
 def _shares_history(path: Path, cfg: RegistryConfig, remote_head: str) -> bool | None:
     """Whether the remote's branch and our HEAD have a common commit (None: unknown)."""
     known = run_git(["cat-file", "-e", f"{remote_head}^{{commit}}"], path, check=False)
@@ -67,8 +73,7 @@ def _shares_history(path: Path, cfg: RegistryConfig, remote_head: str) -> bool |
             )
         except GitError:
             return None
-    base = run_git(["merge-base", "HEAD", remote_head], path, check=False)
-    return base.returncode == 0 and bool(base.stdout.strip())
+    return related(path, remote_head)
 
 
 def remote_problem(cfg: RegistryConfig) -> str | None:

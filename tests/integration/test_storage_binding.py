@@ -17,7 +17,7 @@ import pytest
 
 from cpvd.cli import main
 from cpvd.config.model import Config, RegistryConfig, StorageConfig
-from cpvd.errors import ConfigError, StateError
+from cpvd.errors import ConfigError, GitError, StateError
 from cpvd.registry.binding import RECORD, recorded_storage
 from cpvd.registry.model import VersionRequest
 from cpvd.registry.preflight import prepare_registry, registry_problems
@@ -375,3 +375,29 @@ def test_a_malformed_record_falls_back_to_the_dvc_config(
     git(reg, "commit", "-q", "-am", "hostile record")
     assert recorded_storage(reg).url == cfg.storage.url  # type: ignore[union-attr]
     assert registry_problems(cfg, settings(cfg)) == []
+
+
+def test_a_push_into_an_unrelated_history_is_never_replayed_onto_it(
+    demo: tuple[Config, dict], bare_remote: Path, short_tmp: Path
+) -> None:
+    """Were the remote swapped behind cpvd's back (or unreachable when it was checked), a
+    rejected push must not reset the registry onto the other history and renumber."""
+    cfg, _ = demo
+    other = short_tmp / "other"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(other)], check=True)
+    (other / "x").write_text("someone else's registry\n")
+    git(other, "add", "x")
+    git(other, "commit", "-q", "-m", "theirs")
+    git(other, "push", "-q", str(bare_remote), "main")
+    reg = cfg.registry.path
+    git(reg, "remote", "add", "origin", str(bare_remote))
+    head, tags = git(reg, "rev-parse", "HEAD"), git(reg, "tag", "-l")
+    with_remote = replace(cfg, registry=replace(cfg.registry, remote=str(bare_remote)))
+    engine = make_engine(with_remote)
+    try:
+        with pytest.raises(GitError, match="unrelated"):
+            engine.push()
+    finally:
+        engine.storage.close()
+    assert git(reg, "rev-parse", "HEAD") == head and git(reg, "tag", "-l") == tags
+    assert git(bare_remote, "log", "--format=%s", "main").strip() == "theirs"
