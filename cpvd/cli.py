@@ -80,6 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--non-interactive", action="store_true", help="never ask; use flags and defaults"
     )
 
+    migrate = sub.add_parser(
+        "migrate-storage",
+        help="copy every version's objects to another storage, then switch the registry to it",
+    )
+    _add_config(migrate)
+    migrate.add_argument("--to", required=True, metavar="URL", help="s3://bucket/prefix or a dir")
+    migrate.add_argument(
+        "--endpoint-url", metavar="URL", help="S3 endpoint for --to (default: the config's)"
+    )
+    migrate.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="switch even when objects are missing from the old storage",
+    )
+
     service = sub.add_parser("service", help="install or remove the systemd/launchd service")
     service.add_argument("action", choices=("install", "uninstall", "status"))
     mode = service.add_mutually_exclusive_group()
@@ -165,6 +180,14 @@ def _cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from cpvd.config.load import load_config
+    from cpvd.setup.migrate import migrate_storage
+
+    cfg = load_config(args.config)
+    return migrate_storage(cfg, args.to, args.endpoint_url, args.allow_missing, sys.stdout)
+
+
 def _cmd_service(args: argparse.Namespace) -> int:
     from cpvd.service.install import service_command
 
@@ -182,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_check(args)
         if args.command == "init":
             return _cmd_init(args)
+        if args.command == "migrate-storage":
+            return _cmd_migrate(args)
         if args.command == "service":
             return _cmd_service(args)
         parser.error(f"unknown command {args.command!r}")

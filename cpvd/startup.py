@@ -12,6 +12,7 @@ from pathlib import Path
 from cpvd.config.model import Config
 from cpvd.pipeline.snapshot import SnapshotStore
 from cpvd.registry.engine import Engine
+from cpvd.registry.preflight import prepare_registry
 from cpvd.registry.repo import RegistryRepo
 from cpvd.service.instance import clear_stale_git_locks
 from cpvd.state.db import StateDB
@@ -47,8 +48,13 @@ def open_registry(cfg: Config, state: Path, ledger: Ledger) -> Engine:
     if removed:
         log.warning("removed stale lock files left by a crash: %s", ", ".join(map(str, removed)))
     storage = open_storage(cfg.storage, journal_dir=state / "uploads")
-    engine = Engine(cfg, storage, RegistryRepo(cfg.registry, storage.dvc_remote_settings()))
+    settings = storage.dvc_remote_settings()
+    cloned = not (Path(cfg.registry.path) / ".git").exists()
+    prepare_registry(cfg, settings)  # refuses another storage or an unrelated remote
+    engine = Engine(cfg, storage, RegistryRepo(cfg.registry, settings))
     engine.open()
+    if cloned:  # a clone brings the storage its versions are in
+        prepare_registry(cfg, settings)
     engine.registry.reset_worktree()
     if ledger.is_empty():
         seeded = ledger.seed(

@@ -20,6 +20,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ from cpvd.config.model import (
     WatchConfig,
 )
 from cpvd.config.overlap import overlap_problems
+from cpvd.config.problems import collect as _collect
+from cpvd.config.problems import joined as _joined
+from cpvd.config.urls import check_storage_url as _check_storage_url
 from cpvd.errors import ConfigError
 from cpvd.watch.units import LAYOUTS, glob_problem
 
@@ -51,7 +55,6 @@ _TABLES: dict[str, type] = {
     "storage": StorageConfig,
 }
 _TOP_LEVEL = (*_TABLES, "watch")
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
 class _Where:
@@ -60,6 +63,21 @@ class _Where:
     def __init__(self, source: Path | str, section: str) -> None:
         self.source = source
         self.section = section
+        #: problems found so far that did not stop reading the table (reported together)
+        self.pending: list[ConfigError] = []
+
+    def soft(self, check: Callable[[], object]) -> None:
+        """Run a rule; its ConfigError joins :attr:`pending` instead of stopping the table."""
+        try:
+            check()
+        except ConfigError as exc:
+            self.pending.append(exc)
+
+    def raise_pending(self) -> None:
+        if self.pending:
+            errors = list(self.pending)
+            self.pending.clear()  # the same list the caller holds: reported once, here
+            raise _joined(errors)
 
     def error(self, key: str | None, message: str) -> ConfigError:
         where = f"{self.section} {key}:" if key else f"{self.section}"
@@ -163,37 +181,16 @@ def _read_table(cls: type, data: Mapping[str, Any], where: _Where) -> dict[str, 
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in names:
-            raise where.error(None, f"unknown key '{key}'{_suggest(key, names)}")
+            where.pending.append(where.error(None, f"unknown key '{key}'{_suggest(key, names)}"))
+            continue
         try:
             kwargs[key] = _converter(hints[key])(value)
         except ValueError as exc:
-            raise where.error(key, str(exc)) from None
-    return kwargs
+            where.pending.append(where.error(key, str(exc)))
+    return kwargs  # the keys that were read; the others' problems are in where.pending
 
 
 # ---------------------------------------------------------------- value rules
-
-
-def _check_storage_url(url: str) -> str:
-    """Accept ``s3://bucket[/prefix]`` or an absolute local directory (``~`` expanded)."""
-    if url.startswith("s3://"):
-        bucket, _, _prefix = url[len("s3://") :].partition("/")
-        if not _BUCKET_RE.match(bucket) or ".." in bucket:
-            raise ValueError(
-                f"invalid S3 bucket {bucket!r} in {_show(url)}: expected s3://bucket[/prefix] "
-                "with a bucket name of 3-63 lowercase letters, digits, '.' and '-'"
-            )
-        return url.rstrip("/") if _prefix.strip("/") else f"s3://{bucket}"
-    if "://" in url:
-        raise ValueError(
-            f"unsupported storage {_show(url)}: use s3://bucket[/prefix] or an absolute directory"
-        )
-    path = Path(url).expanduser()
-    if not path.is_absolute():
-        raise ValueError(
-            f"expected s3://bucket[/prefix] or an absolute directory, got {_show(url)}"
-        )
-    return str(path)
 
 
 def _at_least(kwargs: dict[str, Any], key: str, low: float, where: _Where, *, strict: bool) -> None:
@@ -239,7 +236,7 @@ def _storage(data: Mapping[str, Any], where: _Where) -> StorageConfig:
         try:
             kw["url"] = _check_storage_url(kw["url"])
         except ValueError as exc:
-            raise where.error("url", str(exc)) from None
+            where.pending.append(where.error("url", str(exc)))
     endpoint = kw.get("endpoint_url")
     if endpoint is not None and not re.match(r"^https?://[^/\s]+", endpoint):
         raise where.error(
@@ -268,18 +265,20 @@ def _watch(data: object, where: _Where) -> WatchConfig:
         raise where.error(None, f"must be a table, got {_show(data)}")
     kw = _read_table(WatchConfig, data, where)
     for required in ("path", "artifact"):
-        if required not in kw:
+        if required not in data:
             raise where.error(None, f"missing required key '{required}'")
-    _name(kw["artifact"], where, "artifact")
+    if "artifact" in kw:
+        where.soft(partial(_name, kw["artifact"], where, "artifact"))
     kind = kw.get("kind", "model")
     if kind not in KINDS:
-        raise where.error("kind", f'must be "model" or "data", got {_show(kind)}')
+        where.pending.append(where.error("kind", f'must be "model" or "data", got {_show(kind)}'))
     data_names = [_name(d, where, "data") for d in kw.get("data", ())]
     kw["data"] = tuple(dict.fromkeys(data_names))  # order kept, repeats dropped
-    if kw["artifact"] in kw["data"]:
+    if kw.get("artifact") in kw["data"]:
         raise where.error("data", f"lists the watch's own artifact {_show(kw['artifact'])}")
-    _at_least(kw, "settle_seconds", 0, where, strict=False)
-    _unit_keys(kw, where)
+    where.soft(partial(_at_least, kw, "settle_seconds", 0, where, strict=False))
+    where.soft(partial(_unit_keys, kw, where))
+    where.raise_pending()
     return WatchConfig(**kw)
 
 
@@ -334,12 +333,14 @@ def parse_config(text: str, source: Path | str) -> Config:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    for key in doc:
-        if key not in _TOP_LEVEL:
-            raise ConfigError(
-                f"{source}: unknown table [{key}]{_suggest(key, _TOP_LEVEL)}; "
-                "expected [daemon], [registry], [storage] and [[watch]]"
-            )
+    errors = [
+        ConfigError(
+            f"{source}: unknown table [{key}]{_suggest(key, _TOP_LEVEL)}; "
+            "expected [daemon], [registry], [storage] and [[watch]]"
+        )
+        for key in doc
+        if key not in _TOP_LEVEL
+    ]
     parts: dict[str, Any] = {}
     builders: dict[str, Callable[[Mapping[str, Any], _Where], object]] = {
         "daemon": _daemon,
@@ -349,15 +350,24 @@ def parse_config(text: str, source: Path | str) -> Config:
     for name, build in builders.items():
         table = doc.get(name, {})
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [{name}] must be a table, got {_show(table)}")
-        parts[name] = build(table, _Where(source, f"[{name}]"))
+            errors.append(ConfigError(f"{source}: [{name}] must be a table, got {_show(table)}"))
+            continue
+        where = _Where(source, f"[{name}]")
+        _collect(errors, parts, name, partial(build, table, where), where.pending)
     raw_watches = doc.get("watch", [])
     if not isinstance(raw_watches, list):
-        raise ConfigError(
+        errors.append(ConfigError(
             f"{source}: [watch] must be an array of tables: write [[watch]] before each "
             "watched directory"
-        )
-    watches = [_watch(w, _Where(source, f"[[watch]] #{i}")) for i, w in enumerate(raw_watches, 1)]
+        ))  # fmt: skip
+        raw_watches = []
+    built: dict[str, Any] = {}
+    for i, w in enumerate(raw_watches, 1):
+        where = _Where(source, f"[[watch]] #{i}")
+        _collect(errors, built, str(i), partial(_watch, w, where), where.pending)
+    if errors:  # every problem at once; the cross-checks need every table read
+        raise _joined(errors)
+    watches = list(built.values())
     _cross_check(watches, source)
     cfg = Config(
         daemon=parts["daemon"],

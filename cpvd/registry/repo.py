@@ -25,6 +25,7 @@ from pathlib import Path
 from cpvd.config.model import RegistryConfig
 from cpvd.errors import GitError, StateError
 from cpvd.redact import mask_url
+from cpvd.registry.binding import RECORD, storage_files
 from cpvd.registry.dvcfiles import (
     POINTER_STEM,
     Pointer,
@@ -33,7 +34,6 @@ from cpvd.registry.dvcfiles import (
     parse_pointer,
     pointer_file,
     refuse_overlaps,
-    render_dvc_config,
     render_dvc_yaml,
     render_pointer,
 )
@@ -176,17 +176,20 @@ class RegistryRepo:
         run_git(["config", "--local", "tag.gpgSign", "false"], self.path)
         run_git(["config", "--local", "commit.gpgSign", "false"], self.path)
 
-    def ensure_layout(self, artifacts: Mapping[str, str], message: str) -> bool:
-        """Write README, DVC config and ``dvc.yaml`` entries; commit if anything changed."""
+    def ensure_layout(
+        self, artifacts: Mapping[str, str], message: str, *, switch_storage: bool = False
+    ) -> bool:
+        """Write README, DVC config and ``dvc.yaml`` entries; commit if anything changed.
+        The storage files move to another storage only with ``switch_storage``."""
         changed: list[str] = []
         current = parse_dvc_yaml(self._read_work("dvc.yaml") or "", "the registry's dvc.yaml")
         merged = {**current, **{k: v for k, v in artifacts.items() if k not in current}}
         files = {
             "README.md": self._read_work("README.md") or REGISTRY_README,
-            ".dvc/config": render_dvc_config(self.remote_settings),
             ".dvc/.gitignore": "/config.local\n/tmp\n/cache\n",
             ".dvcignore": "",
             "dvc.yaml": render_dvc_yaml(merged),
+            **storage_files(self.path, self.remote_settings, switch=switch_storage),
         }
         for name in merged:
             files[f"{artifact_dir(name)}/.gitignore"] = f"/{POINTER_STEM}\n"
@@ -196,7 +199,9 @@ class RegistryRepo:
                 if self._write_work(rel, text):
                     changed.append(rel)
             if changed or self.head() is None:
-                self.commit(changed or ["README.md"], message, trailers={})
+                switched = switch_storage and RECORD in changed
+                trailers = {"Cpv-Action": "storage"} if switched else {}
+                self.commit(changed or ["README.md"], message, trailers=trailers)
                 return True
         return False
 

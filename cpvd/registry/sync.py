@@ -23,6 +23,7 @@ from cpvd.registry.core import EngineCore
 from cpvd.registry.index import read_index
 from cpvd.registry.metadata import VersionInfo, version_tag
 from cpvd.registry.model import PushReport, VersionRequest
+from cpvd.registry.remote_setup import related
 from cpvd.registry.repo import PushRejected
 from cpvd.registry.versioning import commit_revert, commit_version
 from cpvd.retry import Backoff
@@ -84,6 +85,11 @@ def replay(core: EngineCore) -> list[tuple[str, str]]:
     commits = reg.unpushed_commits()
     if base is None:
         return []
+    if not related(reg.path, base):  # replaying onto it would mix two registries
+        raise GitError(
+            f"the remote {mask_url(reg.cfg.remote or '')} holds a history unrelated to the "
+            f"registry {reg.path}; not pushing. Set [registry] remote to an empty repository"
+        )
     index = read_index(reg.path)
     by_commit: dict[str, list[VersionInfo]] = {}
     for vs in index.versions.values():
@@ -108,6 +114,8 @@ def replay(core: EngineCore) -> list[tuple[str, str]]:
             _replay_revert(core, trailers)
         elif not action:
             reg.ensure_layout(core.config.artifact_kinds(), message="cpv: registry layout")
+        elif action == "storage":  # a migrate-storage switch made here: keep it
+            reg.ensure_layout({}, message="cpv: storage moved", switch_storage=True)
     return [(a, b) for a, b in renames if a != b]
 
 

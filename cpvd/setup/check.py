@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpvd.config.model import Config, RegistryConfig, StorageConfig, WatchConfig
-from cpvd.errors import GitError
+from cpvd.errors import CpvError, GitError
 from cpvd.redact import mask_url
 from cpvd.registry.git import registry_git_env as git_env
 
@@ -180,8 +180,34 @@ def run_checks(cfg: Config) -> list[CheckResult]:
     results = [check_storage(cfg.storage)]
     if cfg.registry.remote:
         results.append(check_git_remote(cfg.registry))
+    results.append(check_registry(cfg))
     results += [check_watch(i, w) for i, w in enumerate(cfg.watches, start=1)]
     return results
+
+
+def check_registry(cfg: Config) -> CheckResult:
+    """What ``cpvd run`` checks before it opens the registry (cpvd.registry.preflight): the
+    storage the registry records is the config's, and a new remote shares its history."""
+    from cpvd.registry.preflight import registry_problems
+    from cpvd.storage import open_storage
+
+    name = "registry"
+    try:
+        storage = open_storage(cfg.storage)
+    except CpvError as exc:  # the storage check above says what is wrong
+        return CheckResult(name, False, f"not checked: cannot open the storage ({exc.message})")
+    try:
+        problems = registry_problems(cfg, storage.dvc_remote_settings())
+    finally:
+        storage.close()
+    if problems:
+        return CheckResult(name, False, "\n      ".join(problems))
+    path = Path(cfg.registry.path)
+    if (path / ".git").exists():
+        state = "exists"
+    else:
+        state = "will be cloned from the remote" if cfg.registry.remote else "will be created"
+    return CheckResult(name, True, f"{path} ({state}), storage and remote match")
 
 
 def format_results(results: list[CheckResult]) -> str:

@@ -169,7 +169,7 @@ def test_mask_url_hides_credentials() -> None:
 
 def test_run_checks_reports_every_problem(short_tmp: Path, bare_remote: Path) -> None:
     cfg = Config(
-        registry=RegistryConfig(remote=str(bare_remote)),
+        registry=RegistryConfig(path=short_tmp / "registry", remote=str(bare_remote)),
         storage=StorageConfig(url=str(short_tmp / "store")),
         watches=(
             WatchConfig(short_tmp, "ok"),
@@ -180,11 +180,12 @@ def test_run_checks_reports_every_problem(short_tmp: Path, bare_remote: Path) ->
     assert [(r.name, r.ok) for r in results] == [
         ("storage", True),
         ("git remote", True),
+        ("registry", True),
         ("watch ok", True),
         ("watch missing", False),
     ]
-    assert "create it (mkdir -p" in results[3].detail
-    assert "[[watch]] #2 path" in results[3].detail
+    assert "create it (mkdir -p" in results[4].detail
+    assert "[[watch]] #2 path" in results[4].detail
     text = format_results(results)
     assert text.splitlines()[-1] == "1 check failed"
     assert "FAIL  watch missing:" in text
