@@ -35,6 +35,10 @@ POST        /v1/verify                   {"sample"?: int, "artifact"?: str}
                                             -> {"checked": int, "missing": [...], "corrupt": [...]}
 GET         /v1/events                   server-sent events (detected, queued, progress,
                                             versioned, unchanged, failed, reverted, promoted)
+GET         /v1/events/recent?since=T&count=N
+                                         -> {"events": [{"id", "type", "time", "data"}],
+                                             "last_id": int}: remembered events, oldest
+                                             first (T a Unix time; N default 20)
 GET         /metrics                     Prometheus text
 ==========  ===========================  =============================================
 
