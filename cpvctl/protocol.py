@@ -74,6 +74,7 @@ renders what is there and ignores unknown keys, so the daemon may add more.
   "kind", "paused": bool, "poll"?: bool, "error"?}], "storage": {"url",
   "reachable": bool, "error"?}, "registry": {"path", "remote"?, "unpushed": int (commits/tags
   not yet on the remote), "error"?}, "waiting": [{"path", "artifact"?, "reason", "since"?}],
+  "settling"?: [{"path", "artifact"?, "quiet_left": seconds}],
   "paused": [names] | "all"?}``.
 * ``GET /v1/artifacts``: ``kind`` is ``"model"``/``"data"``, ``latest`` a version or null,
   ``count`` an int; ``stages``? ``{stage: version}``.

@@ -252,6 +252,22 @@ def render_status(st: Mapping[str, Any]) -> str:
                 ],
             )
         )
+    settling = st.get("settling") or []
+    if settling:
+        out.append("")
+        out.append(
+            table(
+                ("SETTLING", "ARTIFACT", "QUIET LEFT"),
+                [
+                    (
+                        w.get("path", DASH),
+                        w.get("artifact") or DASH,
+                        _quiet_left(w.get("quiet_left")),
+                    )
+                    for w in settling
+                ],
+            )
+        )
     waiting = st.get("waiting") or []
     if waiting:
         out.append("")
@@ -270,6 +286,13 @@ def render_status(st: Mapping[str, Any]) -> str:
             )
         )
     return "\n".join(out)
+
+
+def _quiet_left(seconds: object) -> str:
+    """``1.4s`` of quiet still needed; ``checking`` once the quiet period is over."""
+    if not isinstance(seconds, int | float):
+        return DASH
+    return f"{seconds:.1f}s" if seconds > 0 else "checking"
 
 
 def render_event(event: str, data: Mapping[str, Any]) -> str:

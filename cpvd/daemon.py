@@ -195,7 +195,7 @@ class Daemon:
             intake=intake,
             queries=Queries(self.config, engine, queue, ex),
             status=Status(
-                self.config, queue, health, pause, watcher.waiting, lambda: self.restart_needed
+                self.config, queue, health, pause, watcher.pending, lambda: self.restart_needed
             ),
             operations=Operations(engine, queue, ledger, ex, health, pause, wakeups, bus),
             bus=bus,

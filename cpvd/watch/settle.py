@@ -41,6 +41,7 @@ from typing import Literal, NamedTuple
 
 from cpvd.retry import Backoff
 from cpvd.watch import formats
+from cpvd.watch.pending import Pending
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,8 @@ class _Entry:
     emitted: Signature | None = None
     #: offered for an early snapshot (see ``Tracker.hints``), not taken back since
     early: bool = False
+    #: when it first failed its check (monotonic), for ``status``; None when not waiting
+    waiting_since: float | None = None
 
 
 class Tracker:
@@ -332,6 +335,7 @@ class Tracker:
             self._emitted.discard((path, entry.emitted))
             entry.emitted = None
         entry.reason = reason
+        entry.waiting_since = entry.waiting_since or now
         entry.reported = None
         self._back_off(entry, now)
         return True
@@ -383,6 +387,7 @@ class Tracker:
             if (cp, sig) in self._emitted:
                 entry.next_check = None
                 entry.reason = None
+                entry.waiting_since = None
                 self._take_back(cp, entry)
                 continue
             reason = empty_reason(fresh) or self._validate(cp)
@@ -395,11 +400,13 @@ class Tracker:
                 entry.emitted = sig
                 entry.early = False  # handed over: the daemon claims or drops it now
                 entry.reason = None
+                entry.waiting_since = None
                 entry.reported = None
                 entry.next_check = None
                 out.append(Decision(cp, "ready", None, sig))
                 continue
             entry.reason = reason
+            entry.waiting_since = entry.waiting_since or now
             self._take_back(cp, entry)
             self._back_off(entry, now)
             if entry.reported != (sig, reason):
@@ -410,6 +417,16 @@ class Tracker:
     def waiting(self) -> list[tuple[Path, str]]:
         """Checkpoints that settled but failed validation, with the reason."""
         return sorted((cp, e.reason) for cp, e in self._entries.items() if e.reason is not None)
+
+    def pending(self, now: float) -> list[Pending]:
+        """Checkpoints not handed over: settling (quiet time left) or waiting (since, why)."""
+        out: list[Pending] = []
+        for cp, e in sorted(self._entries.items()):
+            if e.reason is not None:
+                out.append(Pending(cp, e.reason, e.waiting_since or now, 0.0))
+            elif e.next_check is not None:
+                out.append(Pending(cp, None, e.last_change, max(0.0, e.next_check - now)))
+        return out
 
     def tracked(self) -> list[Path]:
         return sorted(self._entries)

@@ -41,6 +41,7 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from cpvd.config.model import WatchConfig
+from cpvd.watch.pending import Pending
 from cpvd.watch.settle import Decision, Hint, Signature, Tracker
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,12 @@ class Watcher:
                 for w in self._watches.values()
                 for path, reason in w.tracker.waiting()
             ]
+
+    def pending(self) -> list[tuple[WatchConfig, Pending]]:
+        """Checkpoints settling or waiting, per watch (for status)."""
+        now = time.monotonic()
+        with self._state:
+            return [(w.config, p) for w in self._watches.values() for p in w.tracker.pending(now)]
 
     def watches(self) -> list[WatchConfig]:
         with self._state:
