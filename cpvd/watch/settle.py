@@ -335,7 +335,6 @@ class Tracker:
             self._emitted.discard((path, entry.emitted))
             entry.emitted = None
         entry.reason = reason
-        entry.waiting_since = entry.waiting_since or now
         entry.reported = None
         self._back_off(entry, now)
         return True
@@ -387,7 +386,6 @@ class Tracker:
             if (cp, sig) in self._emitted:
                 entry.next_check = None
                 entry.reason = None
-                entry.waiting_since = None
                 self._take_back(cp, entry)
                 continue
             reason = empty_reason(fresh) or self._validate(cp)
@@ -400,13 +398,11 @@ class Tracker:
                 entry.emitted = sig
                 entry.early = False  # handed over: the daemon claims or drops it now
                 entry.reason = None
-                entry.waiting_since = None
                 entry.reported = None
                 entry.next_check = None
                 out.append(Decision(cp, "ready", None, sig))
                 continue
             entry.reason = reason
-            entry.waiting_since = entry.waiting_since or now
             self._take_back(cp, entry)
             self._back_off(entry, now)
             if entry.reported != (sig, reason):
@@ -422,8 +418,8 @@ class Tracker:
         """Checkpoints not handed over: settling (quiet time left) or waiting (since, why)."""
         out: list[Pending] = []
         for cp, e in sorted(self._entries.items()):
-            if e.reason is not None:
-                out.append(Pending(cp, e.reason, e.waiting_since or now, 0.0))
+            if e.reason is not None and e.waiting_since is not None:
+                out.append(Pending(cp, e.reason, e.waiting_since, 0.0))
             elif e.next_check is not None:
                 out.append(Pending(cp, None, e.last_change, max(0.0, e.next_check - now)))
         return out
@@ -453,11 +449,13 @@ class Tracker:
         policy = Backoff(max(MIN_RECHECK_SECONDS, self.settle_seconds), MAX_RECHECK_SECONDS)
         entry.recheck = policy.after(entry.recheck)
         entry.next_check = now + entry.recheck
+        entry.waiting_since = entry.waiting_since or now
 
     def _touch(self, entry: _Entry, now: float) -> None:
         entry.last_change = now
         entry.next_check = now + self.settle_seconds
         entry.recheck = 0.0
+        entry.waiting_since = None  # changed: a fresh quiet period, a fresh check
 
     def _update_subtree(self, cp: Path, entry: _Entry, rel: str) -> bool:
         """Re-stat ``rel`` (a file or a directory, possibly gone) inside checkpoint ``cp``;

@@ -45,3 +45,15 @@ def test_status_rows_and_rendering() -> None:
     line = next(x for x in text.splitlines() if x.startswith("/w/b.safetensors"))
     assert datetime.fromisoformat(waiting[0]["since"]).astimezone().strftime("%H:%M") in line
     assert wall_iso(now).endswith("+00:00")
+
+
+def test_a_waiting_file_that_changes_settles_again(tmp_path: Path) -> None:
+    t = Tracker(tmp_path, settle_seconds=2.0)
+    f = tmp_path / "epoch-1.safetensors"
+    f.write_bytes(b"hello\n")
+    t.observe(f, 0.0, closed=True)
+    t.due(2.0)
+    assert t.pending(3.0)[0].reason is not None
+    f.write_bytes(b"hello again\n")
+    t.observe(f, 4.0, closed=True)
+    assert t.pending(4.5) == [Pending(f, None, 4.0, 1.5)]
