@@ -407,11 +407,10 @@ class Watcher:
     def _emit(self, cfg: WatchConfig, d: Decision) -> None:
         try:
             if d.status == "ready":
-                log.info(
-                    "checkpoint complete: %s (%d bytes, %d files)",
-                    d.path,
-                    d.signature.size,
-                    d.signature.files,
+                # debug: after a restart every file already versioned settles again; the
+                # intake logs "checkpoint complete" only for the ones it takes
+                log.debug(
+                    "settled: %s (%d bytes, %d files)", d.path, d.signature.size, d.signature.files
                 )
                 self._on_ready(cfg, d.path, d.signature)
             else:
