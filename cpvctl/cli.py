@@ -28,6 +28,8 @@ from cpvctl.protocol import (
     validate_name,
     validate_stage,
 )
+from cpvctl.since import HELP as SINCE_HELP
+from cpvctl.since import since_arg
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
 if TYPE_CHECKING:
@@ -149,9 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("resume", "resume versioning (one artifact's watches, or all)")
     p.add_argument("name", metavar="NAME", nargs="?")
 
-    p = verb("events", "follow the daemon's events (Ctrl-C to stop)")
-    p.add_argument("--follow", "-f", action="store_true", help="follow until interrupted (default)")
-    p.add_argument("--count", "-n", type=_positive_int, metavar="N", help="stop after N events")
+    p = verb("events", "print recent events and exit; --follow for new ones (Ctrl-C to stop)")
+    p.add_argument("--since", type=since_arg, metavar="DURATION_OR_TIME", help=SINCE_HELP)
+    p.add_argument("--count", "-n", type=_positive_int, metavar="N", help="newest N (default 20)")
+    p.add_argument("--follow", "-f", action="store_true", help="then follow until interrupted")
 
     p = verb("verify", "check that stored objects exist and match their md5")
     p.add_argument("--sample", type=_positive_int, metavar="N", help="check N random versions")
@@ -390,25 +393,20 @@ def cmd_resume(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_events(args: argparse.Namespace, client: Client) -> int:
-    from cpvctl.render import render_event
+    from cpvctl.eventlog import print_events
 
-    seen = 0
-    stream = client.events()
     try:
-        for event, data in stream:
-            if args.json:
-                _print_json({"event": event, "data": data}, indent=None)
-            else:
-                print(render_event(event, data), flush=True)
-            seen += 1
-            if args.count is not None and seen >= args.count:
-                break
+        print_events(
+            client,
+            since=args.since,
+            count=args.count,
+            follow=args.follow,
+            as_json=args.json,
+            out=sys.stdout,
+            err=sys.stderr,
+        )
     except KeyboardInterrupt:
         return EXIT_OK  # the normal way to stop following
-    finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
     return EXIT_OK
 
 

@@ -95,9 +95,12 @@ class EventStream:
     is unusable afterwards (a timed-out socket file cannot be read again), so close it.
     """
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
+    def __init__(
+        self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, raw: bool = False
+    ) -> None:
         self._conn = conn
         self._resp = resp
+        self._parse = _event_envelope if raw else _event_data
 
     def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
         event, data_lines = "message", list[str]()
@@ -108,7 +111,7 @@ class EventStream:
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if not line:
                 if data_lines:
-                    yield event, _event_data("\n".join(data_lines))
+                    yield event, self._parse("\n".join(data_lines))
                 event, data_lines = "message", []
                 continue
             if line.startswith(":"):
@@ -128,6 +131,15 @@ class EventStream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _event_envelope(text: str) -> dict[str, Any]:
+    """The event as the daemon sent it (``{"id", "type", "time", "data"}``), not unwrapped."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {"data": {"raw": text}}
+    return data if isinstance(data, dict) else {"data": {"value": data}}
 
 
 def _event_data(text: str) -> dict[str, Any]:
@@ -197,6 +209,7 @@ class Client:
         query: dict[str, Any] | None = None,
         body: Json = None,
         read_timeout: float | None = -1.0,
+        headers: dict[str, str] | None = None,
     ) -> tuple[UnixHTTPConnection, http.client.HTTPResponse]:
         """Send a request and return the open connection and response (status < 400).
 
@@ -210,7 +223,7 @@ class Client:
             conn.close()
             raise self._unreachable(e) from None
         accept = "text/event-stream" if path == "/events" else "application/json"
-        headers = {"Accept": accept, "User-Agent": f"cpvctl/{CPV_VERSION}"}
+        headers = {"Accept": accept, "User-Agent": f"cpvctl/{CPV_VERSION}", **(headers or {})}
         payload = None
         if body is not None:
             payload = json.dumps(body).encode("utf-8")
@@ -549,23 +562,34 @@ class Client:
 
     # --- events ------------------------------------------------------------------------
 
-    def _open_events(self, read_timeout: float | None) -> EventStream:
+    def _open_events(
+        self, read_timeout: float | None, after_id: int | None = None, raw: bool = False
+    ) -> EventStream:
         if not self._api_checked:
             self.check_api()
-        conn, resp = self.open("GET", "/events", read_timeout=read_timeout)
-        return EventStream(conn, resp)
+        extra = {"Last-Event-ID": str(after_id)} if after_id is not None else None
+        conn, resp = self.open("GET", "/events", read_timeout=read_timeout, headers=extra)
+        return EventStream(conn, resp, raw=raw)
+
+    def recent_events(self, since: float | None = None, count: int | None = None) -> dict[str, Any]:
+        """Remembered events, oldest first: ``{"events": [{"id", "type", "time", "data"}],
+        "last_id"}``; ``since`` is a Unix time, ``count`` the newest N (daemon default 20)."""
+        query = {"since": None if since is None else f"{since:.3f}", "count": count}
+        return dict(self.request("GET", "/events/recent", query))
 
     def events(
-        self, read_timeout: float | None = None
+        self, read_timeout: float | None = None, after_id: int | None = None, raw: bool = False
     ) -> Generator[tuple[str, dict[str, Any]], None, None]:
         """Subscribe now; the returned iterator yields ``(event, data)`` until the daemon closes.
 
         Subscribing before iterating means an action taken after this call (a push) cannot
         emit its events unseen. ``read_timeout`` (seconds without a byte; keep-alives count)
         raises ``TimeoutError``; ``None`` waits forever. Closing the iterator (or leaving a
-        ``for`` loop and letting it go) closes the connection.
+        ``for`` loop and letting it go) closes the connection. ``after_id`` first replays the
+        remembered events newer than that id; ``raw`` yields the whole envelope
+        (``{"id", "type", "time", "data"}``) instead of the payload.
         """
-        stream = self._open_events(read_timeout)
+        stream = self._open_events(read_timeout, after_id, raw)
 
         def iterate() -> Generator[tuple[str, dict[str, Any]], None, None]:
             try:

@@ -139,7 +139,7 @@ def from_response(status: int, body: bytes, reason: str = "") -> CpvctlError:
 
 _HOW_TO_START = (
     "start it with: cpvd run --config PATH  (or as a service: systemctl --user start cpvd; "
-    "on macOS: launchctl kickstart gui/$(id -u)/cpvd), or point cpvctl at its socket "
+    "on macOS: launchctl kickstart gui/$(id -u)/io.cpv.cpvd), or point cpvctl at its socket "
     "with --socket or CPV_SOCKET"
 )
 

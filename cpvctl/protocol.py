@@ -35,6 +35,10 @@ POST        /v1/verify                   {"sample"?: int, "artifact"?: str}
                                             -> {"checked": int, "missing": [...], "corrupt": [...]}
 GET         /v1/events                   server-sent events (detected, queued, progress,
                                             versioned, unchanged, failed, reverted, promoted)
+GET         /v1/events/recent?since=T&count=N
+                                         -> {"events": [{"id", "type", "time", "data"}],
+                                             "last_id": int}: remembered events, oldest
+                                             first (T a Unix time; N default 20)
 GET         /metrics                     Prometheus text
 ==========  ===========================  =============================================
 
@@ -76,6 +80,7 @@ renders what is there and ignores unknown keys, so the daemon may add more.
   "kind", "paused": bool, "poll"?: bool, "error"?}], "storage": {"url",
   "reachable": bool, "error"?}, "registry": {"path", "remote"?, "unpushed": int (commits/tags
   not yet on the remote), "error"?}, "waiting": [{"path", "artifact"?, "reason", "since"?}],
+  "settling"?: [{"path", "artifact"?, "quiet_left": seconds}],
   "paused": [names] | "all"?}``.
 * ``GET /v1/artifacts``: ``kind`` is ``"model"``/``"data"``, ``latest`` a version or null,
   ``count`` an int; ``stages``? ``{stage: version}``.

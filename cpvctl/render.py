@@ -253,6 +253,22 @@ def render_status(st: Mapping[str, Any]) -> str:
                 ],
             )
         )
+    settling = st.get("settling") or []
+    if settling:
+        out.append("")
+        out.append(
+            table(
+                ("SETTLING", "ARTIFACT", "QUIET LEFT"),
+                [
+                    (
+                        w.get("path", DASH),
+                        w.get("artifact") or DASH,
+                        _quiet_left(w.get("quiet_left")),
+                    )
+                    for w in settling
+                ],
+            )
+        )
     waiting = st.get("waiting") or []
     if waiting:
         out.append("")
@@ -289,6 +305,13 @@ def render_ignored(st: Mapping[str, Any]) -> str:
     more = [w.get("path", DASH) for w in st.get("ignored") or [] if w.get("truncated")]
     tail = "".join(f"\n(more not listed under {p})" for p in more)
     return "\n\n" + table(("IGNORED", "ARTIFACT", "REASON"), rows) + tail
+
+
+def _quiet_left(seconds: object) -> str:
+    """``1.4s`` of quiet still needed; ``checking`` once the quiet period is over."""
+    if not isinstance(seconds, int | float):
+        return DASH
+    return f"{seconds:.1f}s" if seconds > 0 else "checking"
 
 
 def render_event(event: str, data: Mapping[str, Any]) -> str:

@@ -137,6 +137,14 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return int(run_daemon(cfg, log_level=args.log_level, rebuild_queue=args.rebuild_queue))
 
 
+#: without a watch nothing is versioned: ``cpvctl push`` too reads only inside watched paths
+NO_WATCH_NOTE = (
+    "note: no [[watch]] configured, so nothing will be versioned: cpvd versions checkpoints "
+    "only inside a [[watch]] path (`cpvctl push` too accepts only paths inside one); "
+    "add a [[watch]] with path and artifact"
+)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from cpvd.config.load import load_config
     from cpvd.setup.check import format_results, run_checks
@@ -144,7 +152,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     print(f"config: {cfg.source or 'embedded defaults (no config file)'}")
     if not cfg.watches:
-        print("note: no [[watch]] configured; only `cpvctl push` will create versions")
+        print(NO_WATCH_NOTE)
     results = run_checks(cfg)
     print(format_results(results))
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED

@@ -199,7 +199,7 @@ class Daemon:
                 queue,
                 health,
                 pause,
-                watcher.waiting,
+                watcher.pending,
                 lambda: self.restart_needed,
                 watcher.ignored,
             ),

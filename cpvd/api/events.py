@@ -174,6 +174,12 @@ class EventBus:
         self._loop_thread = threading.get_ident()
 
     @property
+    def last_id(self) -> int:
+        """The id of the newest event published so far (0 before the first)."""
+        with self._lock:
+            return self._next_id
+
+    @property
     def subscriber_count(self) -> int:
         return len(self._subs)
 

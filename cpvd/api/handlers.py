@@ -21,6 +21,7 @@ from cpvctl.protocol import (
     validate_stage,
 )
 from cpvd.api.events import EventBus, format_sse
+from cpvd.api.history import history_answer
 from cpvd.api.limits import REQUEST_TIMEOUT
 from cpvd.api.metrics import CONTENT_TYPE, DaemonMetrics
 from cpvd.api.operations import Operations
@@ -272,6 +273,10 @@ async def events(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def events_recent(request: web.Request) -> web.Response:
+    return web.json_response(history_answer(services(request).bus, request.query))
+
+
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(
         body=services(request).metrics.render(),
@@ -297,4 +302,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{p}/pull/manifest", pull_manifest)
     app.router.add_get(f"{p}/pull/object", pull_object)
     app.router.add_get(f"{p}/events", events)
+    app.router.add_get(f"{p}/events/recent", events_recent)
     app.router.add_get("/metrics", metrics)

@@ -10,7 +10,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from cpvctl.protocol import API_VERSION, CPV_VERSION, Ref, ref_of, validate_name
@@ -21,10 +20,11 @@ from cpvd.pipeline.threads import Executors
 from cpvd.redact import mask_url
 from cpvd.registry.engine import Engine, Manifest
 from cpvd.state.queue import JobQueue
+from cpvd.watch.pending import Pending, status_rows
 from cpvd.watch.unit_scan import UnitScan
 
-#: the checkpoints the watcher holds back, with the reason (cpvd.watch.watcher.Watcher.waiting)
-Waiting = Callable[[], list[tuple[WatchConfig, Path, str]]]
+#: the checkpoints the watcher holds back, settling or waiting (cpvd.watch.watcher.Watcher.pending)
+Waiting = Callable[[], list[tuple[WatchConfig, Pending]]]
 #: what each watch holds outside every unit (cpvd.watch.watcher.Watcher.ignored)
 Ignored = Callable[[], list[tuple[WatchConfig, UnitScan]]]
 
@@ -124,6 +124,7 @@ class Status:
 
     def report(self) -> dict[str, Any]:
         cfg, health = self.config(), self.health
+        waiting, settling = status_rows(self.waiting())
         return {
             "daemon": {
                 "pid": os.getpid(),
@@ -140,9 +141,8 @@ class Status:
                 for j in self.queue.list(states=("queued", "running", "failed"), limit=50)
             ],
             "watches": [self._watch(w) for w in cfg.watches],
-            "waiting": [
-                {"artifact": w.artifact, "path": str(p), "reason": r} for w, p, r in self.waiting()
-            ],
+            "waiting": waiting,
+            "settling": settling,
             "storage": {
                 "url": mask_url(cfg.storage.url),
                 "reachable": health.storage_ok,

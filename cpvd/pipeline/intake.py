@@ -81,6 +81,7 @@ class Intake:
             log.debug("%s: %s", why, source)
             self.speculative.discard(watch.artifact, source)
             return None
+        log.info("checkpoint complete: %s (%d bytes)", source, size)
         self.bus.publish("detected", artifact=watch.artifact, path=source)
         try:
             taken = await self.speculative.claim(watch.artifact, path)

@@ -38,6 +38,8 @@ from cpvd.registry.dvcfiles import (
     render_pointer,
 )
 from cpvd.registry.git import git_out, registry_git_env, run_git
+from cpvd.registry.readme import current_readme
+from cpvd.registry.remote_head import ensure_remote_head
 from cpvd.registry.worktree import put_back, set_aside
 
 log = logging.getLogger(__name__)
@@ -87,23 +89,6 @@ def push_failure_kind(text: str) -> str:
     return "refused"
 
 
-REGISTRY_README = """\
-# Model registry (managed by CPV)
-
-Each artifact is a line of versions. Versions are Git tags `<artifact>@vX.Y.Z` (annotated;
-the tag message is JSON: source, host, md5, size, metrics, lineage, parent); stages are GTO
-tags `<artifact>#<stage>#N`. The bytes live in the DVC remote configured in `.dvc/config`.
-
-Read it without CPV:
-
-    git tag -l '*@v*'                                # every version
-    git show vision/resnet50@v1.2.0                  # its metadata
-    git checkout vision/resnet50@v1.2.0 && dvc pull  # its bytes, in artifacts/<name>/checkpoint
-    dvc artifacts get <this repo URL> vision/resnet50 --rev vision/resnet50@v1.2.0
-    gto show                                         # versions and stages (pip install gto)
-"""
-
-
 #: ``git commit``'s summary line: ``[main 0123…] message`` or ``[main (root-commit) 0123…] …``
 _COMMIT_SUMMARY = re.compile(rb"^\[[^\n\]]*?\b([0-9a-f]{40})\] ")
 _UNKNOWN_PATH = b"did not match any file(s) known to git"
@@ -126,6 +111,7 @@ class RegistryRepo:
         #: state dir's ``backups``); None discards them
         self.backups: Path | None = None
         self._written: list[str] | None = None  # paths written inside :meth:`unchanged_on_failure`
+        self._head_checked = False  # see cpvd.registry.remote_head
 
     # -- git plumbing -------------------------------------------------------------------
     def git(self, *args: str, check: bool = True, input: bytes | None = None) -> str:
@@ -185,7 +171,7 @@ class RegistryRepo:
         current = parse_dvc_yaml(self._read_work("dvc.yaml") or "", "the registry's dvc.yaml")
         merged = {**current, **{k: v for k, v in artifacts.items() if k not in current}}
         files = {
-            "README.md": self._read_work("README.md") or REGISTRY_README,
+            "README.md": current_readme(self._read_work("README.md")),
             ".dvc/.gitignore": "/config.local\n/tmp\n/cache\n",
             ".dvcignore": "",
             "dvc.yaml": render_dvc_yaml(merged),
@@ -370,6 +356,9 @@ class RegistryRepo:
         ]
         proc = run_git(argv, self.path, env=self._env, check=False, timeout=600)
         if proc.returncode == 0:
+            if not self._head_checked and self.cfg.remote:
+                self._head_checked = True  # once per start: a round trip to the remote
+                ensure_remote_head(self.path, REMOTE, self.cfg.remote, BRANCH, self._env)
             return
         text = (proc.stdout + proc.stderr).decode(errors="replace")
         remote = mask_url(self.cfg.remote or REMOTE)

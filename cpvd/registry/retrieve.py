@@ -16,7 +16,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,7 +104,10 @@ def checked_entries(listed: list[dict[str, Any]], md5: str) -> list[FileEntry]:
 def download(storage: Storage, info: VersionInfo, where: Path) -> Path:
     """Download a version to a temporary name in ``where`` (next to its destination, so
     the caller can rename it in); md5 checked on every file. Nothing is left on failure."""
-    tmp = Path(tempfile.mkdtemp(prefix=".cpv-restore-", dir=where))
+    # not mkdtemp: its 0700 would become the restored directory's mode; a plain mkdir
+    # follows the umask, as the trainer's own mkdir did
+    tmp = where / f".cpv-restore-{uuid.uuid4().hex}"
+    os.mkdir(tmp, 0o777)
     try:
         if not info.is_dir:
             target = tmp / "f"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -92,6 +93,7 @@ def _swap_in(core: EngineCore, staged: list[Staged]) -> list[Reverted]:
                 continue
             backup = None
             if dest.exists() or dest.is_symlink():
+                keep_mode(dest, tmp)
                 backup = _backup(core.state_dir, info, dest)
             os.replace(tmp, dest)
             done.append((dest, backup))
@@ -105,6 +107,14 @@ def _swap_in(core: EngineCore, staged: list[Staged]) -> list[Reverted]:
                 os.replace(backup, dest)
         raise CpvError(f"revert failed, nothing changed: {exc}") from exc
     return results
+
+
+def keep_mode(dest: Path, tmp: Path) -> None:
+    """The restored file or directory keeps the permissions of the one it replaces (a
+    private checkpoint stays private, a shared data directory stays shared)."""
+    st = os.lstat(dest)
+    if stat.S_ISDIR(st.st_mode) == tmp.is_dir() and not stat.S_ISLNK(st.st_mode):
+        os.chmod(tmp, stat.S_IMODE(st.st_mode))
 
 
 def _backup(state_dir: Path, info: VersionInfo, dest: Path) -> Path:

@@ -42,6 +42,7 @@ from typing import Literal, NamedTuple
 
 from cpvd.retry import Backoff
 from cpvd.watch import formats
+from cpvd.watch.pending import Pending
 from cpvd.watch.unit_scan import find_units
 from cpvd.watch.units import UnitRules, is_ignored_name, sidecar_owner, unit_of
 
@@ -174,6 +175,8 @@ class _Entry:
     emitted: Signature | None = None
     #: offered for an early snapshot (see ``Tracker.hints``), not taken back since
     early: bool = False
+    #: when it first failed its check (monotonic), for ``status``; None when not waiting
+    waiting_since: float | None = None
 
 
 class Tracker:
@@ -360,6 +363,16 @@ class Tracker:
         """Checkpoints that settled but failed validation, with the reason."""
         return sorted((cp, e.reason) for cp, e in self._entries.items() if e.reason is not None)
 
+    def pending(self, now: float) -> list[Pending]:
+        """Checkpoints not handed over: settling (quiet time left) or waiting (since, why)."""
+        out: list[Pending] = []
+        for cp, e in sorted(self._entries.items()):
+            if e.reason is not None and e.waiting_since is not None:
+                out.append(Pending(cp, e.reason, e.waiting_since, 0.0))
+            elif e.next_check is not None:
+                out.append(Pending(cp, None, e.last_change, max(0.0, e.next_check - now)))
+        return out
+
     def tracked(self) -> list[Path]:
         return sorted(self._entries)
 
@@ -385,11 +398,13 @@ class Tracker:
         policy = Backoff(max(MIN_RECHECK_SECONDS, self.settle_seconds), MAX_RECHECK_SECONDS)
         entry.recheck = policy.after(entry.recheck)
         entry.next_check = now + entry.recheck
+        entry.waiting_since = entry.waiting_since or now
 
     def _touch(self, entry: _Entry, now: float) -> None:
         entry.last_change = now
         entry.next_check = now + self.settle_seconds
         entry.recheck = 0.0
+        entry.waiting_since = None  # changed: a fresh quiet period, a fresh check
 
     def _update_subtree(self, cp: Path, entry: _Entry, rel: str) -> bool:
         """Re-stat ``rel`` (a file or a directory, possibly gone) inside checkpoint ``cp``;

@@ -41,6 +41,7 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from cpvd.config.model import WatchConfig
+from cpvd.watch.pending import Pending
 from cpvd.watch.settle import Decision, Hint, Signature, Tracker
 from cpvd.watch.unit_scan import UnitScan, find_units
 from cpvd.watch.units import UnitRules
@@ -246,6 +247,12 @@ class Watcher:
             roots = [(w.config, w.root, w.tracker.rules) for w in self._watches.values()]
         return [(cfg, find_units(root, rules, ignored=True)) for cfg, root, rules in roots]
 
+    def pending(self) -> list[tuple[WatchConfig, Pending]]:
+        """Checkpoints settling or waiting, per watch (for status)."""
+        now = time.monotonic()
+        with self._state:
+            return [(w.config, p) for w in self._watches.values() for p in w.tracker.pending(now)]
+
     def watches(self) -> list[WatchConfig]:
         with self._state:
             return [w.config for w in self._watches.values()]
@@ -411,11 +418,10 @@ class Watcher:
     def _emit(self, cfg: WatchConfig, d: Decision) -> None:
         try:
             if d.status == "ready":
-                log.info(
-                    "checkpoint complete: %s (%d bytes, %d files)",
-                    d.path,
-                    d.signature.size,
-                    d.signature.files,
+                # debug: after a restart every file already versioned settles again; the
+                # intake logs "checkpoint complete" only for the ones it takes
+                log.debug(
+                    "settled: %s (%d bytes, %d files)", d.path, d.signature.size, d.signature.files
                 )
                 self._on_ready(cfg, d.path, d.signature)
             else:

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -117,10 +118,16 @@ class FakeClient:
         self._record("verify", sample=sample, artifact=artifact)
         return self.verify_answer
 
-    def events(self) -> Any:
-        self._record("events")
-        for i in range(10):
-            yield "progress", {"job_id": JOB_ID, "bytes": i, "total": 10}
+    def recent_events(self, since: float | None = None, count: int | None = None) -> Any:
+        self._record("recent_events", since=since, count=count)
+        events = [{"id": i + 1, "type": "progress", "time": 1.0e9 + i,
+                   "data": {"job_id": JOB_ID, "bytes": i, "total": 10}} for i in range(3)]
+        return {"events": events, "last_id": 3}
+
+    def events(self, read_timeout: Any = None, after_id: Any = None, raw: bool = False) -> Any:
+        self._record("events", after_id=after_id, raw=raw)
+        yield "versioned", {"id": 4, "type": "versioned", "time": 1.0e9 + 4,
+                            "data": {"artifact": "vision/resnet50", "version": "v1.2.0"}}
 
 
 VERSIONS = [
@@ -282,12 +289,42 @@ def test_pull_parses_ref_and_output(fake: FakeClient, tmp_path: Path,
         assert capsys.readouterr().out.split()[0] == str(tmp_path / "model.pt")
 
 
-def test_events_count_stops(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+def test_events_prints_history_and_exits(fake: FakeClient,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
     assert run(fake, "events", "--count", "3", "--json") == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3
-    assert json.loads(lines[0]) == {"event": "progress",
+    assert json.loads(lines[0]) == {"event": "progress", "id": 1, "time": 1.0e9,
                                     "data": {"job_id": JOB_ID, "bytes": 0, "total": 10}}
+    assert [c[0] for c in fake.calls] == ["recent_events"]  # no stream opened: it exits
+    assert fake.calls[0][2] == {"since": None, "count": 3}
+
+
+def test_events_since_is_a_unix_time(fake: FakeClient) -> None:
+    before = time.time()
+    assert run(fake, "events", "--since", "10m") == 0
+    since = fake.calls[0][2]["since"]
+    assert before - 600 - 1 < since <= time.time() - 600
+    fake.calls.clear()
+    assert run(fake, "events", "--since", "2026-03-04T05:06:07+00:00") == 0
+    assert fake.calls[0][2]["since"] == 1772600767.0
+
+
+def test_events_follow_goes_on_from_the_last_id(fake: FakeClient,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(fake, "events", "--follow") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and "versioned" in out[3] and "version=v1.2.0" in out[3]
+    assert fake.calls[1] == ("events", (), {"after_id": 3, "raw": True})
+
+
+def test_events_follow_says_it_waits(fake: FakeClient,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    fake.recent_events = lambda since=None, count=None: {"events": [], "last_id": 7}  # type: ignore[method-assign]
+    assert run(fake, "events", "-f") == 0
+    captured = capsys.readouterr()
+    assert "waiting for events" in captured.err
+    assert fake.calls[-1] == ("events", (), {"after_id": 7, "raw": True})
 
 
 def test_global_options(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
@@ -338,6 +375,7 @@ def test_version_needs_no_client(capsys: pytest.CaptureFixture[str]) -> None:
         (["retry", "not-a-job"], "invalid job id"),
         (["verify", "--sample", "0"], ""),
         (["events", "--count", "x"], ""),
+        (["events", "--since", "yesterday"], "expected a duration"),
         (["push", "/nonexistent/x.pt", "-a", "a/b"], "no such file"),
         (["push", "."], ""),  # --artifact required
         (["frobnicate"], ""),
