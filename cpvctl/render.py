@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from cpvctl.render_lifecycle import render_lifecycle, version_label
+
 DASH = "-"
 
 
@@ -91,7 +93,7 @@ def render_versions(versions: Sequence[Mapping[str, Any]]) -> str:
         return "no versions yet"
     rows = [
         (
-            v.get("version", DASH),
+            version_label(v),
             human_time(v.get("created_at")),
             human_size(v.get("size")),
             short_md5(v.get("md5")),
@@ -210,6 +212,9 @@ def render_status(st: Mapping[str, Any]) -> str:
         line += f"  ({registry['error']})"
     out.append(line)
 
+    lifecycle = render_lifecycle(st.get("artifacts") or [])
+    if lifecycle:
+        out += ["", *lifecycle]
     watches = st.get("watches") or []
     out.append("")
     if watches:

@@ -27,6 +27,14 @@ import tomli_w
 
 from cpvctl.protocol import ProtocolError, validate_name
 from cpvd.config import paths
+from cpvd.config.lifecycle import (
+    BestConfig,
+    KeepConfig,
+    KeyedError,
+    as_toml,
+    parse_best,
+    parse_keep,
+)
 from cpvd.config.model import (
     DEFAULT_SETTLE_SECONDS,
     Config,
@@ -265,7 +273,9 @@ def _name(value: str, where: _Where, key: str) -> str:
 def _watch(data: object, where: _Where) -> WatchConfig:
     if not isinstance(data, dict):
         raise where.error(None, f"must be a table, got {_show(data)}")
-    kw = _read_table(WatchConfig, data, where)
+    lifecycle = {k: data[k] for k in ("best", "keep") if k in data}
+    kw = _read_table(WatchConfig, {k: v for k, v in data.items() if k not in lifecycle}, where)
+    kw.update(_lifecycle(lifecycle, where))
     for required in ("path", "artifact"):
         if required not in kw:
             raise where.error(None, f"missing required key '{required}'")
@@ -279,6 +289,16 @@ def _watch(data: object, where: _Where) -> WatchConfig:
         raise where.error("data", f"lists the watch's own artifact {_show(kw['artifact'])}")
     _at_least(kw, "settle_seconds", 0, where, strict=False)
     return WatchConfig(**kw)
+
+
+def _lifecycle(data: Mapping[str, object], where: _Where) -> dict[str, Any]:
+    """The watch's ``best`` and ``keep`` tables (errors name ``best.mode``, ``keep.last``...)."""
+    try:
+        best = parse_best(data["best"]) if "best" in data else None
+        keep = parse_keep(data["keep"], best) if "keep" in data else None
+    except KeyedError as exc:
+        raise where.error(exc.key, exc.message) from None
+    return {k: v for k, v in (("best", best), ("keep", keep)) if v is not None}
 
 
 def _cross_check(watches: list[WatchConfig], source: Path | str) -> None:
@@ -432,6 +452,8 @@ def _plain(value: object) -> object:
     """A config value as TOML knows it: paths become strings, tuples arrays."""
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, BestConfig | KeepConfig):
+        return as_toml(value)
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     return value

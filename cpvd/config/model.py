@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cpvd.config import paths
+from cpvd.config.lifecycle import BestConfig, KeepConfig
 
 DEFAULT_SETTLE_SECONDS = 2.0
 
@@ -79,6 +80,10 @@ class WatchConfig:
     data: tuple[str, ...] = ()
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
     poll: bool = False
+    #: move the stage "best" by this metric (cpvd.config.lifecycle); None: never
+    best: BestConfig | None = None
+    #: retention: which versions stay registered; None: every version is kept
+    keep: KeepConfig | None = None
 
 
 @dataclass(frozen=True)

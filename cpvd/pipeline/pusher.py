@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from cpvd.api.events import EventBus
 from cpvd.config.model import Config
 from cpvd.errors import CpvError
+from cpvd.lifecycle.runner import Lifecycle
 from cpvd.pipeline.health import Health, Wakeups
 from cpvd.pipeline.threads import Executors
 from cpvd.redact import mask_url
@@ -39,6 +40,8 @@ class Pusher:
     health: Health
     wakeups: Wakeups
     bus: EventBus
+    #: best catch-up and retention after each successful push; None: neither
+    lifecycle: Lifecycle | None = None
 
     def __post_init__(self) -> None:
         self._wanted = self.wakeups.push
@@ -46,6 +49,7 @@ class Pusher:
 
     async def run(self) -> None:
         if not self.config().registry.remote:
+            await self._lifecycle()  # finish what a kill interrupted; no push to wait for
             return
         delay: float | None = None
         self._wanted.set()  # push whatever a previous run left behind
@@ -68,6 +72,16 @@ class Pusher:
                 self.bus.publish("renumbered", old=old, new=new)
             if report.pushed:
                 self.bus.publish("pushed", commits=report.pushed)
+            await self._lifecycle()
+
+    async def _lifecycle(self) -> None:
+        """Best catch-up and retention, only once everything made so far is pushed."""
+        if self.lifecycle is None:
+            return
+        try:
+            await self.executors.on_registry(self.lifecycle.after_push)
+        except CpvError as exc:
+            log.warning("best/retention after the push failed: %s; retried later", exc.message)
 
     async def _gather_burst(self) -> None:
         await asyncio.sleep(PUSH_BATCH_DELAY)

@@ -27,6 +27,7 @@ class VersionRequest:
     bump: str = "minor"
     name: str | None = None  # original file/dir name (default: the source's name)
     data: Sequence[str] = ()  # data artifacts to record as lineage
+    origin: str = "watch"  # "push": an explicit submission (retention keeps it by default)
 
 
 @dataclass

@@ -174,6 +174,7 @@ def tag_version(
         lineage={d: v for d in req.data if (v := core.current_version(d)) is not None},
         parent=parent,
         job_id=req.job_id,
+        origin=req.origin,
     )
     if target is None:
         try:
