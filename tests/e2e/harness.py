@@ -33,6 +33,8 @@ class Watch:
     data: Sequence[str] = ()
     settle_seconds: float = 0.3
     poll: bool = False
+    #: more keys of this [[watch]], values as raw TOML (``{"keep": "{ last = 2 }"}``)
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 def toml_str(value: object) -> str:
@@ -104,6 +106,7 @@ class DaemonProcess:
             ]
             if w.data:
                 lines.append(f"data = {toml_str(list(w.data))}")
+            lines += [f"{k} = {v}" for k, v in w.extra.items()]
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self, wait: bool = True, extra_args: Sequence[str] = ()) -> DaemonProcess:
