@@ -5,6 +5,7 @@ machine's history when rejected) is the registry's."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ class Pusher:
         self.stopping = False
 
     async def run(self) -> None:
+        if self.lifecycle is not None:  # status shows latest/best/kept before any push
+            with contextlib.suppress(CpvError):
+                await self.executors.on_registry(self.lifecycle.refresh)
         if not self.config().registry.remote:
             await self._lifecycle()  # finish what a kill interrupted; no push to wait for
             return
