@@ -124,7 +124,7 @@ def render_show(v: Mapping[str, Any]) -> str:
     lineage = v.get("lineage")
     pairs: list[tuple[str, object]] = [
         ("artifact", v.get("artifact", DASH)),
-        ("version", v.get("version", DASH)),
+        ("version", version_label(v)),
         ("tag", v.get("tag", DASH)),
         ("created", human_time(v.get("created_at"))),
         ("kind", v.get("kind", DASH)),

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from cpvd.config.model import Config, WatchConfig
 from cpvd.lifecycle.entries import entries
 from cpvd.lifecycle.policy import plan_prune
+from cpvd.lifecycle.tagging import create_tags
 from cpvd.registry.core import EngineCore
 from cpvd.registry.index import RegistryIndex
 
@@ -67,20 +68,25 @@ def _lineage_kept(
 
 
 def deregister(core: EngineCore, plans: dict[str, list[str]]) -> list[dict[str, str]]:
-    """Make the deregistration tags locally (one GTO counter per artifact); what was made."""
+    """Make the deregistration tags locally (one GTO counter per artifact), all in one
+    process; what was made. Counters come from a fresh read of every tag: the batch would
+    overwrite a tag that exists (see :mod:`cpvd.lifecycle.tagging`)."""
+    core.invalidate()
     index = core.index()
     made: list[dict[str, str]] = []
+    batch: list[tuple[str, str, str]] = []
     for artifact, versions in sorted(plans.items()):
         counter = index.next_stage_counter(artifact)
         for version in versions:
             info = index.get(artifact, version)
-            assert info is not None and info.commit
             tag = f"{artifact}@{version}!#{counter}"
-            core.registry.create_tag(
-                tag, info.commit, f"Deregistering artifact {artifact} version {version} (cpv keep)"
-            )
+            if info is None or not info.commit or tag in index.tags:
+                continue  # gone meanwhile; the next pass decides again
+            message = f"Deregistering artifact {artifact} version {version} (cpv keep)"
+            batch.append((tag, info.commit, message))
             made.append({"artifact": artifact, "version": version, "tag": tag})
             counter += 1
+    create_tags(core.registry.path, batch)
     if made:
         core.invalidate()
     return made

@@ -1,8 +1,9 @@
 """``kill -9`` while retention prunes: no kept version is ever lost, and a restart finishes.
 
 Thirty versions are made with retention off; then ``keep = { last = 3 }`` is switched on
-and the daemon is killed at random moments of its start-up pruning (deregistration tags
-made, half made, made but not pushed), one new checkpoint per round. Afterwards a clean run
+and, with four new checkpoints before each start, the daemon is killed either at a random
+moment after it answers (versioning, pushing, pruning) or as soon as its deregistration
+tags exist locally (made, maybe not pushed). Afterwards a clean run
 must converge: exactly the versions no rule keeps are deregistered (once each, on their own
 commits, with distinct GTO counters), every version tag is still on the remote, and every
 kept version pulls back byte-identical.
@@ -26,6 +27,7 @@ from tests.e2e.harness import DaemonProcess, Watch, git, wait_for
 
 ARTIFACT = "team/kill"
 KEEP = {"keep": "{ last = 3 }"}
+PER_ROUND = 4  # new checkpoints before each start: versions to push and prune each round
 
 
 def _drop(ck: Path, n: int, written: dict[str, bytes]) -> None:
@@ -36,6 +38,14 @@ def _drop(ck: Path, n: int, written: dict[str, bytes]) -> None:
 
 def _all_versions(d: DaemonProcess) -> list[dict[str, object]]:
     return d.client().versions(ARTIFACT, all=True)
+
+
+def _local_deregs(d: DaemonProcess) -> list[str]:
+    return git(d.registry, "tag", "-l", f"{ARTIFACT}@*!#*").split()
+
+
+def _remote_deregs(remote: Path) -> int:
+    return sum("!#" in t for t in _remote_version_tags(remote))
 
 
 def _remote_version_tags(remote: Path) -> dict[str, str]:
@@ -65,14 +75,18 @@ def prune_kill_loop(
         wait_for(lambda: d.client().status()["registry"]["unpushed"] == 0, what="pushed")
     watch.extra = KEEP
     for r in range(rounds):
-        _drop(ck, versions + r, written)
-        d.start(wait=False)
-        time.sleep(rng.uniform(0.3, 3.5))  # start-up, the first push, pruning, its push
+        for k in range(PER_ROUND):
+            _drop(ck, versions + r * PER_ROUND + k, written)
+        before = len(_local_deregs(d))
+        d.start()
+        if r % 2:  # as soon as the deregistration tags exist locally (maybe not pushed)
+            wait_for(lambda b=before: len(_local_deregs(d)) > b, interval=0.005, timeout=60)
+        else:  # anywhere in versioning, pushing and pruning
+            time.sleep(rng.uniform(0.0, 3.0))
         d.kill()
         clear_remote_locks(bare_remote)
-        local = git(d.registry, "tag", "-l", f"{ARTIFACT}@*!#*").split()
-        figures.append((len(local), sum("!#" in t for t in _remote_version_tags(bare_remote))))
-    total = versions + rounds
+        figures.append((len(_local_deregs(d)), _remote_deregs(bare_remote)))
+    total = versions + rounds * PER_ROUND
     with d:
         wait_for(lambda: len(_all_versions(d)) == total, timeout=120, what="every version")
 
@@ -84,10 +98,7 @@ def prune_kill_loop(
 
         wait_for(converged, timeout=120, what="pruning finished")
         kept = [v for v in _all_versions(d) if not v["pruned"]]
-        wait_for(
-            lambda: sum("!#" in t for t in _remote_version_tags(bare_remote)) == total - 3,
-            what="deregistrations on the remote",
-        )
+        wait_for(lambda: _remote_deregs(bare_remote) == total - 3, what="remote deregistrations")
         for v in kept:  # every kept version pulls back exactly
             got = d.client().pull(
                 ARTIFACT, str(v["version"]), short_tmp / "out" / str(v["version"])
