@@ -115,6 +115,31 @@ class Lifecycle:
             self.bus.publish("version.pruned", **p)
         self.refresh()
 
+    def start(self) -> None:
+        """At start-up: drop deregistration tags a kill left unpushed, then the summary.
+
+        Why: the next push would carry them (``--follow-tags``), and were one's name taken on
+        the remote meanwhile (another machine pruned the same version with the same counter),
+        every push would be rejected and no replay could help (it re-makes only unpushed
+        commits). The first pass after the first push makes them again if still due.
+        """
+        if self.core.registry.has_remote:
+            try:
+                self._drop_unpushed()
+            except CpvError as exc:  # remote unreachable: the push fails first anyway
+                log.warning("cannot compare deregistrations with the remote: %s", exc.message)
+        self.refresh()
+
+    def _drop_unpushed(self) -> None:
+        remote = self.core.registry.remote_tags()
+        index = self.core.index()
+        names = [f"{d.artifact}@{d.version}!#{d.counter}" for d in index.deregistrations]
+        stale = [n for n in names if n in index.tags and n not in remote]
+        if stale:
+            log.info("dropping %d unpushed deregistration tags; deciding again", len(stale))
+            self.core.registry.delete_tags(stale)
+            self.core.invalidate()
+
     def refresh(self) -> None:
         self.summary = summarize(self.core, self.config())
 

@@ -49,9 +49,9 @@ class Pusher:
         self.stopping = False
 
     async def run(self) -> None:
-        if self.lifecycle is not None:  # status shows latest/best/kept before any push
+        if self.lifecycle is not None:  # before the first push; status shows the summary
             with contextlib.suppress(CpvError):
-                await self.executors.on_registry(self.lifecycle.refresh)
+                await self.executors.on_registry(self.lifecycle.start)
         if not self.config().registry.remote:
             await self._lifecycle()  # finish what a kill interrupted; no push to wait for
             return

@@ -86,3 +86,34 @@ def test_lineage_and_current_version_protect_what_keep_would_prune(tmp_path: Pat
         "artifact": MODEL, "latest": "v1.3.0", "best": "v1.1.0", "metric": "loss",
         "kept": 3, "pruned": 1, "without_metric": [], "without_metric_count": 0,
     }  # fmt: skip
+
+
+def test_unpushed_deregistrations_are_dropped_at_start_and_made_again(
+    tmp_path: Path, short_tmp: Path, bare_remote: Path
+) -> None:
+    """A kill between making deregistration tags and pushing them: the next start drops
+    them (a name taken remotely meanwhile would block every push) and the first pass after
+    the push makes and pushes them again."""
+    (tmp_path / "model").mkdir()
+    watch = WatchConfig(tmp_path / "model", MODEL, keep=KeepConfig(last=1))
+    cfg = make_config(tmp_path, str(tmp_path / "storage"), remote=bare_remote, watches=(watch,))
+    engine = make_engine(cfg)
+    life = Lifecycle(lambda: cfg, engine, EventBus())
+    for _ in range(3):
+        _version(life, engine, tmp_path, MODEL)
+    engine.push()
+    leftover = f"{MODEL}@v1.0.0!#7"  # as a killed pass would leave it: local only
+    head = engine.index().get(MODEL, "v1.0.0")
+    assert head is not None and head.commit
+    engine.registry.create_tag(leftover, head.commit, "left by a kill")
+    engine.invalidate()
+    assert engine.index().is_pruned(MODEL, "v1.0.0")
+
+    life.start()
+    assert leftover not in engine.index().tags and not engine.index().is_pruned(MODEL, "v1.0.0")
+    assert life.after_push().pruned == [
+        {"artifact": MODEL, "version": "v1.1.0", "tag": f"{MODEL}@v1.1.0!#1"},
+        {"artifact": MODEL, "version": "v1.0.0", "tag": f"{MODEL}@v1.0.0!#2"},
+    ]
+    remote = engine.registry.remote_tags()
+    assert {f"{MODEL}@v1.1.0!#1", f"{MODEL}@v1.0.0!#2"} <= set(remote) and leftover not in remote
