@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from cpvctl.errors import NotFound
 from tests.e2e.harness import DaemonProcess, Watch, cpvctl, events_of, git, wait_for
 
 ARTIFACT = "team/m"
@@ -41,7 +42,11 @@ GTO = Path(sys.executable).with_name("gto")
 
 
 def _versions(d: DaemonProcess, every: bool = False) -> list[dict[str, Any]]:
-    return d.client().versions(ARTIFACT, all=True) if every else d.client().versions(ARTIFACT)
+    """Newest first; none while the daemon has not seen the artifact yet."""
+    try:
+        return d.client().versions(ARTIFACT, all=every)
+    except NotFound:
+        return []
 
 
 def _drop(d: DaemonProcess, ck: Path, n: int) -> None:
@@ -144,3 +149,32 @@ def _check_remote(short_tmp: Path, remote: Path) -> None:
     assert sorted(v["version"] for v in every if not v["is_active"]) == sorted(PRUNED)
     assert gto(f"{ARTIFACT}#best", "--ref").strip() == f"{ARTIFACT}@v1.4.0"
     shutil.rmtree(clone)
+
+
+def test_a_version_pruned_on_one_machine_is_pruned_on_another_after_its_fetch(
+    short_tmp: Path, bare_remote: Path, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
+    a_ck, b_ck = short_tmp / "a", short_tmp / "b"
+    a = daemon_factory(
+        name="ma", watches=[Watch(a_ck, ARTIFACT, extra={"keep": "{ last = 1 }"})],
+        remote=bare_remote,
+    )  # fmt: skip
+    b = daemon_factory(name="mb", watches=[Watch(b_ck, "team/other")], remote=bare_remote)
+    with a, b:
+        (a_ck / "one.bin").write_bytes(os.urandom(2048))
+        wait_for(lambda: [v["version"] for v in _versions(a)] == ["v1.0.0"], what="A v1.0.0")
+        (b_ck / "x.bin").write_bytes(os.urandom(2048))  # B pushes, so fetches A's v1.0.0
+        wait_for(lambda: [v["version"] for v in _versions(b)] == ["v1.0.0"], what="B sees A")
+        (a_ck / "two.bin").write_bytes(os.urandom(2048))
+        wait_for(lambda: [v["version"] for v in _versions(a)] == ["v1.1.0"], what="A prunes")
+        wait_for(lambda: _remote_tags(bare_remote, f"{ARTIFACT}@v1.0.0!#*"), what="pushed")
+        (b_ck / "y.bin").write_bytes(os.urandom(2048))  # B's next push fetches the tags
+        wait_for(
+            lambda: (
+                [(v["version"], v["pruned"]) for v in _versions(b, every=True)]
+                == [("v1.1.0", False), ("v1.0.0", True)]
+            ),
+            timeout=60,
+            what="B sees the deregistration",
+        )
+        assert [v["version"] for v in _versions(b)] == ["v1.1.0"]
