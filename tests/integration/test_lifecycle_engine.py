@@ -117,3 +117,36 @@ def test_unpushed_deregistrations_are_dropped_at_start_and_made_again(
     ]
     remote = engine.registry.remote_tags()
     assert {f"{MODEL}@v1.1.0!#1", f"{MODEL}@v1.0.0!#2"} <= set(remote) and leftover not in remote
+
+
+def test_best_catches_up_after_a_rejected_push_replays_the_version(
+    tmp_path: Path, bare_remote: Path
+) -> None:
+    """Machine B's version (with its unpushed best tag) loses the push race: replay
+    renumbers the version and drops the tag; the pass after the push moves best again."""
+    watch = WatchConfig(tmp_path / "model", MODEL, best=BestConfig("loss", "min"))
+    (tmp_path / "model").mkdir()
+    machines = []
+    for name in ("ma", "mb"):
+        cfg = make_config(
+            tmp_path, str(tmp_path / "storage"), remote=bare_remote, watches=(watch,), name=name
+        )
+        engine = make_engine(cfg)
+        machines.append((engine, Lifecycle(lambda cfg=cfg: cfg, engine, EventBus())))
+    (a, a_life), (b, b_life) = machines
+    _version(a_life, a, tmp_path, MODEL, loss=0.9)
+    a.push()
+    b.push()  # B is up to date
+    _version(b_life, b, tmp_path, MODEL, loss=0.1)  # B: v1.1.0, best (tag not pushed)
+    _version(a_life, a, tmp_path, MODEL, loss=0.5)  # A: v1.1.0 too, best, pushed first
+    a.push()
+    report = b.push()
+    assert report.renumbered == [(f"{MODEL}@v1.1.0", f"{MODEL}@v1.2.0")]
+    assert b.index().get(MODEL, "v1.1.0").stages == ["best"]  # type: ignore[union-attr]
+    assert [m["version"] for m in b_life.after_push().moved] == ["v1.2.0"]
+    remote = b.registry.remote_tags()
+    best = max(
+        (t for t in remote if t.startswith(f"{MODEL}#best#")),
+        key=lambda t: int(t.rsplit("#", 1)[1]),
+    )
+    assert remote[best] == remote[f"{MODEL}@v1.2.0"]
