@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb("artifacts", "list artifacts with their latest version")
     p = verb("versions", "list the versions of an artifact, newest first")
     p.add_argument("name", metavar="NAME")
+    p.add_argument("--all", action="store_true", help="include versions pruned by retention")
     p = verb("show", "show one version (metadata, metrics, stages, lineage)")
     p.add_argument("ref", metavar="REF", help=_REF_HELP)
 
@@ -261,7 +262,9 @@ def cmd_artifacts(args: argparse.Namespace, client: Client) -> int:
 def cmd_versions(args: argparse.Namespace, client: Client) -> int:
     from cpvctl.render import render_versions
 
-    _emit(args, client.versions(validated(validate_name, args.name)), render_versions)
+    name = validated(validate_name, args.name)
+    versions = client.versions(name, all=True) if args.all else client.versions(name)
+    _emit(args, versions, render_versions)
     return EXIT_OK
 
 

@@ -322,8 +322,10 @@ class Client:
     def artifacts(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/artifacts"))
 
-    def versions(self, name: str) -> list[dict[str, Any]]:
-        return list(self.request("GET", "/versions", {"artifact": _name(name)}))
+    def versions(self, name: str, all: bool = False) -> list[dict[str, Any]]:
+        """Newest first; pruned (deregistered) versions only with ``all``."""
+        query = {"artifact": _name(name), **({"all": "1"} if all else {})}
+        return list(self.request("GET", "/versions", query))
 
     def show(self, ref: str, version: str | None = None) -> dict[str, Any]:
         """One version: ``show("vision/r50@latest")``, ``show("vision/r50#prod")``,

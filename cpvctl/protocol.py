@@ -9,9 +9,11 @@ method      path                         body / query -> answer
 ==========  ===========================  =============================================
 GET         /v1/version                  -> {"api_version": int, "cpv_version": str}
 GET         /v1/status                   -> status object (daemon, queue, jobs, watches,
-                                            storage, registry, waiting)
+                                            storage, registry, waiting, artifacts: per
+                                            watch latest/best/kept/pruned)
 GET         /v1/artifacts                -> [{"name", "kind", "latest", "count"}]
 GET         /v1/versions?artifact=N      -> [version object], newest first
+            [&all=1]                        (all=1: pruned ones too, "pruned": true)
 GET         /v1/show?artifact=N&version=V -> version object (with stages and lineage)
 POST        /v1/push                     {"path", "artifact", "metrics"?, "bump"?}
                                             -> {"job_id": str, "state": str}
@@ -34,7 +36,8 @@ POST        /v1/resume                   {"artifact"?} -> {"paused": [...]}
 POST        /v1/verify                   {"sample"?: int, "artifact"?: str}
                                             -> {"checked": int, "missing": [...], "corrupt": [...]}
 GET         /v1/events                   server-sent events (detected, queued, progress,
-                                            versioned, unchanged, failed, reverted, promoted)
+                                            versioned, unchanged, failed, reverted, promoted,
+                                            stage.moved, version.pruned)
 GET         /v1/events/recent?since=T&count=N
                                          -> {"events": [{"id", "type", "time", "data"}],
                                              "last_id": int}: remembered events, oldest

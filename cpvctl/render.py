@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from cpvctl.render_lifecycle import render_lifecycle, version_label
+
 DASH = "-"
 
 
@@ -91,7 +93,7 @@ def render_versions(versions: Sequence[Mapping[str, Any]]) -> str:
         return "no versions yet"
     rows = [
         (
-            v.get("version", DASH),
+            version_label(v),
             human_time(v.get("created_at")),
             human_size(v.get("size")),
             short_md5(v.get("md5")),
@@ -122,7 +124,7 @@ def render_show(v: Mapping[str, Any]) -> str:
     lineage = v.get("lineage")
     pairs: list[tuple[str, object]] = [
         ("artifact", v.get("artifact", DASH)),
-        ("version", v.get("version", DASH)),
+        ("version", version_label(v)),
         ("tag", v.get("tag", DASH)),
         ("created", human_time(v.get("created_at"))),
         ("kind", v.get("kind", DASH)),
@@ -211,6 +213,9 @@ def render_status(st: Mapping[str, Any]) -> str:
         line += f"  ({registry['error']})"
     out.append(line)
 
+    lifecycle = render_lifecycle(st.get("artifacts") or [])
+    if lifecycle:
+        out += ["", *lifecycle]
     watches = st.get("watches") or []
     out.append("")
     if watches:

@@ -26,6 +26,7 @@ from cpvd.api.queries import Queries, Status
 from cpvd.api.server import ApiServer
 from cpvd.config.model import Config
 from cpvd.errors import CpvError
+from cpvd.lifecycle.runner import Lifecycle
 from cpvd.pipeline.copier import Copier
 from cpvd.pipeline.file_upload import FileUploads
 from cpvd.pipeline.health import Health, Pause, Wakeups
@@ -176,11 +177,12 @@ class Daemon:
         intake = Intake(
             self.config, queue, ledger, copier, speculative, prepared, bus, wakeups, watcher.defer
         )
+        lifecycle = Lifecycle(self.config, engine, bus)
         worker = Worker(
             self.config, queue, ledger, snapshots, copier, engine, ex, prepared,
-            health, pause, wakeups, bus, metrics,
+            health, pause, wakeups, bus, metrics, lifecycle,
         )  # fmt: skip
-        pusher = Pusher(self.config, queue, engine, ex, health, wakeups, bus)
+        pusher = Pusher(self.config, queue, engine, ex, health, wakeups, bus, lifecycle)
         stack.push_async_callback(self._drain, worker, pusher, wakeups)
         stack.callback(speculative.close)  # the start-up clean-up deletes their snapshots
         self._tasks = [
@@ -202,6 +204,7 @@ class Daemon:
                 watcher.pending,
                 lambda: self.restart_needed,
                 watcher.ignored,
+                lambda: lifecycle.summary,
             ),
             operations=Operations(engine, queue, ledger, ex, health, pause, wakeups, bus),
             bus=bus,

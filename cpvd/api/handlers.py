@@ -127,7 +127,8 @@ async def artifacts(request: web.Request) -> web.Response:
 
 
 async def versions(request: web.Request) -> web.Response:
-    body = await services(request).queries.versions_json(query(request, "artifact") or "")
+    every = query(request, "all", required=False) in ("1", "true")  # pruned ones too
+    body = await services(request).queries.versions_json(query(request, "artifact") or "", every)
     return web.Response(body=body, content_type="application/json")
 
 

@@ -40,23 +40,25 @@ class Queries:
     executors: Executors
 
     def __post_init__(self) -> None:
-        self._versions_cache: dict[str, tuple[tuple[str, int], bytes]] = {}
+        self._versions_cache: dict[str, tuple[tuple[str, int], bytes]] = {}  # artifact\0all
 
-    async def versions_json(self, artifact: str) -> bytes:
+    async def versions_json(self, artifact: str, every: bool = False) -> bytes:
         """The ``versions`` answer, serialised; cached until the engine's generation moves
-        (10,000 versions took ~0.5 s to build and serialise on every call)."""
-        return await self.executors.on_registry(self._versions_json, validate_name(artifact))
+        (10,000 versions took ~0.5 s to build and serialise on every call). Pruned versions
+        only with ``every`` (``cpvctl versions --all``)."""
+        name = validate_name(artifact)
+        return await self.executors.on_registry(self._versions_json, name, every)
 
-    def _versions_json(self, artifact: str) -> bytes:  # on the registry thread
-        key = (artifact, self.engine.generation)
-        hit = self._versions_cache.get(artifact)
+    def _versions_json(self, artifact: str, every: bool = False) -> bytes:  # registry thread
+        key = (f"{artifact}\0{every}", self.engine.generation)
+        hit = self._versions_cache.get(key[0])
         if hit is not None and hit[0] == key:
             return hit[1]
-        infos = self.engine.versions(artifact)
+        infos = [i for i in self.engine.versions(artifact) if every or not i.pruned]
         if not infos and artifact not in self.config().artifact_kinds():
             raise NotFound(f"unknown artifact {artifact!r}", "unknown_artifact")
         body = json.dumps([i.to_json() for i in infos]).encode()
-        self._versions_cache[artifact] = (key, body)
+        self._versions_cache[key[0]] = (key, body)
         return body
 
     async def show(self, artifact: str, version: str | None) -> dict[str, Any]:
@@ -103,6 +105,8 @@ class Status:
     #: config keys a SIGHUP changed that the daemon applies only at its next start
     restart_needed: Callable[[], list[str]] = list
     ignored: Ignored = list
+    #: per artifact: latest, best, kept/pruned counts (cpvd.lifecycle.summary)
+    lifecycle: Callable[[], list[dict[str, Any]]] = list
 
     def __post_init__(self) -> None:
         self.started = time.time()
@@ -155,6 +159,7 @@ class Status:
                 "error": health.remote_error,
                 "unpushed": health.unpushed,
             },
+            "artifacts": list(self.lifecycle()),
         }
 
     def _watch(self, w: WatchConfig) -> dict[str, Any]:

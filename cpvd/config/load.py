@@ -24,10 +24,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from cpvctl.protocol import ProtocolError, validate_name
 from cpvd.config import paths
+from cpvd.config.lifecycle import (
+    KeyedError,
+    parse_best,
+    parse_keep,
+)
 from cpvd.config.model import (
     DEFAULT_SETTLE_SECONDS,
     Config,
@@ -263,7 +266,9 @@ def _name(value: str, where: _Where, key: str) -> str:
 def _watch(data: object, where: _Where) -> WatchConfig:
     if not isinstance(data, dict):
         raise where.error(None, f"must be a table, got {_show(data)}")
-    kw = _read_table(WatchConfig, data, where)
+    lifecycle = {k: data[k] for k in ("best", "keep") if k in data}
+    kw = _read_table(WatchConfig, {k: v for k, v in data.items() if k not in lifecycle}, where)
+    kw.update(_lifecycle(lifecycle, where))
     for required in ("path", "artifact"):
         if required not in data:
             raise where.error(None, f"missing required key '{required}'")
@@ -292,6 +297,16 @@ def _unit_keys(kw: dict[str, Any], where: _Where) -> None:
             problem = glob_problem(pattern)
             if problem is not None:
                 raise where.error(key, f"item {i}: {problem}")
+
+
+def _lifecycle(data: Mapping[str, object], where: _Where) -> dict[str, Any]:
+    """The watch's ``best`` and ``keep`` tables (errors name ``best.mode``, ``keep.last``...)."""
+    try:
+        best = parse_best(data["best"]) if "best" in data else None
+        keep = parse_keep(data["keep"], best) if "keep" in data else None
+    except KeyedError as exc:
+        raise where.error(exc.key, exc.message) from None
+    return {k: v for k, v in (("best", best), ("keep", keep)) if v is not None}
 
 
 def _cross_check(watches: list[WatchConfig], source: Path | str) -> None:
@@ -447,51 +462,3 @@ def config_from_flags(
     out = dataclasses.replace(cfg, watches=tuple(watches))
     _refuse_overlaps(out, cfg.source or "command line")
     return out
-
-
-# ---------------------------------------------------------------- writing
-
-
-def _plain(value: object) -> object:
-    """A config value as TOML knows it: paths become strings, tuples arrays."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _changed(obj: object, default: object, always: tuple[str, ...] = ()) -> dict[str, object]:
-    """Every field that is set and differs from the default (``always``: written anyway)."""
-    table: dict[str, object] = {}
-    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
-        value = getattr(obj, f.name)
-        if value is not None and (f.name in always or value != getattr(default, f.name)):
-            table[f.name] = _plain(value)
-    return table
-
-
-def dump_config(cfg: Config) -> str:
-    """``cfg`` as TOML that ``parse_config`` reads back to an equal Config.
-
-    Only values that differ from the embedded defaults are written (plus the storage url,
-    so a reader sees where checkpoints go); defaults such as the socket path depend on
-    the machine and the user, and pinning them would make the file less portable. The TOML
-    itself (quoting, escapes, arrays of tables) is tomli-w's: a hand-written emitter is one
-    more place for an escape bug.
-    """
-    doc: dict[str, object] = {}
-    for name, table in (
-        ("daemon", _changed(cfg.daemon, DaemonConfig())),
-        ("registry", _changed(cfg.registry, RegistryConfig())),
-        ("storage", _changed(cfg.storage, StorageConfig(), always=("url",))),
-    ):
-        if table:
-            doc[name] = table
-    if cfg.watches:
-        doc["watch"] = [
-            _changed(w, WatchConfig(path=w.path, artifact=w.artifact), always=("path", "artifact"))
-            for w in cfg.watches
-        ]
-    header = "# cpvd configuration (see `cpvd check --config THIS_FILE`)\n\n"
-    return header + tomli_w.dumps(doc)

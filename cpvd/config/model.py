@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cpvd.config import paths
+from cpvd.config.lifecycle import BestConfig, KeepConfig
 
 DEFAULT_SETTLE_SECONDS = 2.0
 
@@ -84,6 +85,10 @@ class WatchConfig:
     #: globs relative to ``path`` ("dir/" marks directory units); exclude wins
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    #: move the stage "best" by this metric (cpvd.config.lifecycle); None: never
+    best: BestConfig | None = None
+    #: retention: which versions stay registered; None: every version is kept
+    keep: KeepConfig | None = None
 
     @property
     def unit_layout(self) -> str:

@@ -5,6 +5,7 @@ machine's history when rejected) is the registry's."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from cpvd.api.events import EventBus
 from cpvd.config.model import Config
 from cpvd.errors import CpvError
+from cpvd.lifecycle.runner import Lifecycle
 from cpvd.pipeline.health import Health, Wakeups
 from cpvd.pipeline.threads import Executors
 from cpvd.redact import mask_url
@@ -39,13 +41,19 @@ class Pusher:
     health: Health
     wakeups: Wakeups
     bus: EventBus
+    #: best catch-up and retention after each successful push; None: neither
+    lifecycle: Lifecycle | None = None
 
     def __post_init__(self) -> None:
         self._wanted = self.wakeups.push
         self.stopping = False
 
     async def run(self) -> None:
+        if self.lifecycle is not None:  # before the first push; status shows the summary
+            with contextlib.suppress(CpvError):
+                await self.executors.on_registry(self.lifecycle.start)
         if not self.config().registry.remote:
+            await self._lifecycle()  # finish what a kill interrupted; no push to wait for
             return
         delay: float | None = None
         self._wanted.set()  # push whatever a previous run left behind
@@ -68,6 +76,16 @@ class Pusher:
                 self.bus.publish("renumbered", old=old, new=new)
             if report.pushed:
                 self.bus.publish("pushed", commits=report.pushed)
+            await self._lifecycle()
+
+    async def _lifecycle(self) -> None:
+        """Best catch-up and retention, only once everything made so far is pushed."""
+        if self.lifecycle is None:
+            return
+        try:
+            await self.executors.on_registry(self.lifecycle.after_push)
+        except CpvError as exc:
+            log.warning("best/retention after the push failed: %s; retried later", exc.message)
 
     async def _gather_burst(self) -> None:
         await asyncio.sleep(PUSH_BATCH_DELAY)

@@ -22,6 +22,7 @@ from cpvd.api.events import EventBus
 from cpvd.api.metrics import DaemonMetrics
 from cpvd.config.model import Config
 from cpvd.errors import CpvError, StorageError
+from cpvd.lifecycle.runner import Lifecycle
 from cpvd.pipeline.copier import Copier, Vanished
 from cpvd.pipeline.file_upload import Stored, UploadBatch
 from cpvd.pipeline.health import Health, Pause, Wakeups
@@ -66,6 +67,8 @@ class Worker:
     wakeups: Wakeups
     bus: EventBus
     metrics: DaemonMetrics
+    #: best (and, with no remote, retention) right after each version; None: neither
+    lifecycle: Lifecycle | None = None
 
     def __post_init__(self) -> None:
         self._next_upload = NextJobUpload(
@@ -216,12 +219,15 @@ class Worker:
             name=Path(job.source).name,
             data=watch.data if watch else (),
             relpath=unit_relpath(job.source, self.config().watches),
+            origin=job.origin,
         )
         self._next_upload.start(job.id)  # the next job's upload overlaps this commit
         # only a job that got past "uploaded" before (a crash, a retry) may have a commit
         # already; searching history for it is O(history) per version
         resume = job.attempts > 0 or job.step not in (None, "snapshotted", "hashed")
         version = partial(self.engine.version, req, content, resume=resume)
+        if self.lifecycle is not None:  # same registry call: the stage tag shares the push
+            version = partial(self.lifecycle.after_version, version)
         return await self.executors.on_registry(version)
 
     def _versioned(self, job: Job, result: VersionResult, seconds: float) -> None:

@@ -18,6 +18,8 @@ from cpvd.registry.metadata import VersionInfo
 _FORMAT = "%(refname:strip=2)%00%(objecttype)%00%(objectname)%00%(*objectname)%00%(contents)%1e"
 _STAGE_RE = re.compile(r"^(?P<artifact>.+)#(?P<stage>[^#!]+)(?P<cancel>!?)#(?P<n>\d+)$")
 _VERSION_TAG_RE = re.compile(r"^(?P<artifact>.+)@(?P<version>v\d+\.\d+\.\d+)$")
+#: GTO's deregistration of a version (``gto deprecate NAME vX.Y.Z``): what retention writes
+_DEREG_RE = re.compile(r"^(?P<artifact>.+)@(?P<version>v\d+\.\d+\.\d+)!#(?P<n>\d+)$")
 
 
 @dataclass
@@ -30,12 +32,22 @@ class StageTag:
 
 
 @dataclass
+class Deregistration:
+    artifact: str
+    version: str
+    counter: int
+    commit: str
+
+
+@dataclass
 class RegistryIndex:
     """All versions and stages, keyed for the queries the API answers."""
 
     versions: dict[str, list[VersionInfo]] = field(default_factory=dict)  # newest first
     tags: dict[str, str] = field(default_factory=dict)  # tag name -> target commit
     stage_tags: list[StageTag] = field(default_factory=list)
+    #: GTO deregistrations ``NAME@vX.Y.Z!#N`` (name checked, semver strict)
+    deregistrations: list[Deregistration] = field(default_factory=list)
     #: every number taken by a version tag, per artifact, whoever made the tag (not only ours)
     numbers: dict[str, set[Version]] = field(default_factory=dict)
     highest: dict[str, Version] = field(default_factory=dict)  # the max of ``numbers``
@@ -56,7 +68,15 @@ class RegistryIndex:
         return vs[0] if vs else None
 
     def next_stage_counter(self, artifact: str) -> int:
-        return 1 + max((s.counter for s in self.stage_tags if s.artifact == artifact), default=0)
+        """GTO's ``#N``: one counter per artifact over stage and deregistration tags."""
+        stages = (s.counter for s in self.stage_tags if s.artifact == artifact)
+        deregs = (d.counter for d in self.deregistrations if d.artifact == artifact)
+        return 1 + max((*stages, *deregs), default=0)
+
+    def is_pruned(self, artifact: str, version: str) -> bool:
+        """Whether retention (or ``gto deprecate``) deregistered this version."""
+        info = self.get(artifact, version)
+        return info is not None and info.pruned
 
     def add_version(self, info: VersionInfo) -> None:
         """Record a version tag this process just made, as ``read_index`` would have read it.
@@ -114,6 +134,11 @@ def read_index(repo: Path) -> RegistryIndex:
                 info.commit = commit
                 index.versions.setdefault(info.artifact, []).append(info)
             continue
+        d = _DEREG_RE.match(name)
+        if d and objtype == "tag":
+            if (dereg := _deregistration(d, commit)) is not None:
+                index.deregistrations.append(dereg)
+            continue
         s = _STAGE_RE.match(name)
         if s and _valid(validate_name, s["artifact"]) and _valid(validate_stage, s["stage"]):
             index.stage_tags.append(
@@ -122,7 +147,30 @@ def read_index(repo: Path) -> RegistryIndex:
     for vs in index.versions.values():
         vs.sort(key=lambda v: _semver(v.version), reverse=True)
     _assign_stages(index)
+    _mark_pruned(index)
     return index
+
+
+def _deregistration(m: re.Match[str], commit: str) -> Deregistration | None:
+    """A deregistration tag read from the registry (untrusted): artifact by GTO's name
+    rules, a strict semver (``v01.0.0`` is not ``v1.0.0``), else not a deregistration."""
+    if not _valid(validate_name, m["artifact"]):
+        return None
+    try:
+        if str(Version.parse(m["version"])) != m["version"]:
+            return None
+    except ProtocolError:
+        return None
+    return Deregistration(m["artifact"], m["version"], int(m["n"]), commit)
+
+
+def _mark_pruned(index: RegistryIndex) -> None:
+    """A version is pruned when a deregistration names it *and* targets its commit: a tag
+    pushed by hand onto another commit deregisters nothing."""
+    named = {(d.artifact, d.version, d.commit) for d in index.deregistrations}
+    for artifact, vs in index.versions.items():
+        for v in vs:
+            v.pruned = (artifact, v.version, v.commit) in named
 
 
 def _valid(check: Callable[[str], str], name: str) -> bool:

@@ -60,10 +60,15 @@ class VersionInfo:
     job_id: str | None = None
     #: the checkpoint's path below its watch path (None: pushed from outside, or older)
     relpath: str | None = None
+    #: "watch" (found by the watcher) or "push" (an explicit ``cpvctl push``/``Client.submit``,
+    #: which retention keeps unless ``keep.explicit = false``)
+    origin: str = "watch"
     # filled by queries, not stored in the message:
     commit: str | None = None
     stages: list[str] = field(default_factory=list)
     current: bool = False
+    #: deregistered by retention (a GTO tag ``NAME@vX.Y.Z!#N`` on its commit)
+    pruned: bool = False
 
     @property
     def tag(self) -> str:
@@ -131,6 +136,8 @@ def checked(info: VersionInfo) -> VersionInfo:
     for label in ("parent", "job_id"):
         if getattr(info, label) is not None:
             safe_text(getattr(info, label), label)
+    if info.origin not in ("watch", "push"):
+        raise UnsafeInput(f"origin {info.origin!r} is neither watch nor push")
     if info.kind not in ("model", "data"):
         raise UnsafeInput(f"kind {info.kind!r} is neither model nor data")
     if info.parent is not None:
@@ -151,5 +158,5 @@ def _flag(value: object, what: str) -> bool:
     return value
 
 
-_QUERY_ONLY = {"commit", "stages", "current"}
+_QUERY_ONLY = {"commit", "stages", "current", "pruned"}
 _FIELDS = tuple(VersionInfo.__dataclass_fields__)

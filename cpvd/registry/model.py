@@ -28,6 +28,7 @@ class VersionRequest:
     name: str | None = None  # original file/dir name (default: the source's name)
     data: Sequence[str] = ()  # data artifacts to record as lineage
     relpath: str | None = None  # the checkpoint's path below its watch (None: not in one)
+    origin: str = "watch"  # "push": an explicit submission (retention keeps it by default)
 
 
 @dataclass

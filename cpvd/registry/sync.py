@@ -138,6 +138,7 @@ def _replay_version(
         job_id=info.job_id or trailers.get("Cpv-Job", [uuid.uuid4().hex])[0],
         metrics=info.metrics,
         name=info.name,
+        origin=info.origin,
     )
     content = ContentHash(
         md5=info.md5,

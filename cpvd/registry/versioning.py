@@ -175,6 +175,7 @@ def tag_version(
         parent=parent,
         job_id=req.job_id,
         relpath=req.relpath,
+        origin=req.origin,
     )
     if target is None:
         try:

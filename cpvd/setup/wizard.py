@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TextIO
 
 from cpvd.config import paths
-from cpvd.config.load import KINDS, dump_config, parse_config
+from cpvd.config.dump import dump_config
+from cpvd.config.load import KINDS, parse_config
 from cpvd.config.model import Config, RegistryConfig, StorageConfig, WatchConfig
 from cpvd.errors import ConfigError, CpvError
 from cpvd.redact import mask_url

@@ -39,6 +39,8 @@ class Watch:
     layout: str | None = "entries"
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()
+    #: more keys of this [[watch]], values as raw TOML (``{"keep": "{ last = 2 }"}``)
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 def toml_str(value: object) -> str:
@@ -115,6 +117,7 @@ class DaemonProcess:
             for key in ("include", "exclude"):
                 if getattr(w, key):
                     lines.append(f"{key} = {toml_str(list(getattr(w, key)))}")
+            lines += [f"{k} = {v}" for k, v in w.extra.items()]
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self, wait: bool = True, extra_args: Sequence[str] = ()) -> DaemonProcess:

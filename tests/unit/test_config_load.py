@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cpvd.config.load import config_from_flags, dump_config, load_config, parse_config
+from cpvd.config.dump import dump_config
+from cpvd.config.load import config_from_flags, load_config, parse_config
 from cpvd.config.model import Config, DaemonConfig, RegistryConfig, StorageConfig, WatchConfig
 from cpvd.errors import ConfigError
 

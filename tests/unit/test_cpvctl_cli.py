@@ -59,8 +59,8 @@ class FakeClient:
         self._record("artifacts")
         return [{"name": "vision/resnet50", "kind": "model", "latest": "v1.1.0", "count": 2}]
 
-    def versions(self, name: str) -> list[dict[str, Any]]:
-        self._record("versions", name)
+    def versions(self, name: str, **kw: Any) -> list[dict[str, Any]]:
+        self._record("versions", name, **kw)
         return VERSIONS
 
     def show(self, name: str, version: str) -> dict[str, Any]:
@@ -182,6 +182,7 @@ def only_call(fake: FakeClient) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         (["status"], ("status", (), {})),
         (["artifacts"], ("artifacts", (), {})),
         (["versions", "vision/resnet50"], ("versions", ("vision/resnet50",), {})),
+        (["versions", "a/b", "--all"], ("versions", ("a/b",), {"all": True})),
         (["show", "vision/resnet50@v1.1"], ("show", ("vision/resnet50", "v1.1.0"), {})),
         (["show", "vision/resnet50@1.1.0"], ("show", ("vision/resnet50", "v1.1.0"), {})),
         (["promote", "a/b@v2.0", "prod"], ("promote", ("a/b", "v2.0.0", "prod"),
@@ -713,3 +714,33 @@ def test_default_socket_tmpdir_fallback(runtime_env: pytest.MonkeyPatch, short_t
 def test_cpv_socket_env_wins(runtime_env: pytest.MonkeyPatch) -> None:
     runtime_env.setenv("CPV_SOCKET", "/somewhere/else.sock")
     assert defaults.default_socket() == "/somewhere/else.sock"
+
+
+def test_render_versions_marks_pruned_and_best() -> None:
+    rows = [
+        {**VERSIONS[0], "version": "v1.2.0", "stages": ["best"]},
+        {**VERSIONS[1], "version": "v1.1.0", "stages": [], "pruned": True},
+    ]
+    lines = render.render_versions(rows).splitlines()
+    assert lines[1].startswith("v1.2.0 ") and lines[1].endswith("best")
+    assert lines[2].startswith("v1.1.0 (pruned)")
+
+
+def test_render_status_shows_latest_best_kept_pruned_per_artifact() -> None:
+    artifacts = [
+        {
+            "artifact": "vision/resnet50",
+            "latest": "v1.5.0",
+            "best": "v1.2.0",
+            "metric": "eval_loss",
+            "kept": 4,
+            "pruned": 2,
+            "without_metric": ["v1.3.0"],
+            "without_metric_count": 1,
+        }
+    ]
+    lines = render.render_status({**STATUS, "artifacts": artifacts}).splitlines()
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("ARTIFACT "))
+    assert lines[header].split() == ["ARTIFACT", "LATEST", "BEST", "KEPT", "PRUNED"]
+    assert lines[header + 1].split() == ["vision/resnet50", "v1.5.0", "v1.2.0", "4", "2"]
+    assert "1 version(s) without metric 'eval_loss', never best: v1.3.0" in lines[header + 2]
