@@ -61,8 +61,9 @@ def _staged(core: EngineCore, name: str, stage: str) -> VersionInfo:
 def _latest(core: EngineCore, name: str) -> VersionInfo:
     if core.registry.has_remote:
         _fetch(core)
-    versions = _known(core, name)
-    if not core.registry.has_remote:
+    # a pruned version is never resumed from: gc may have deleted its objects
+    versions = [v for v in _known(core, name) if not v.pruned]
+    if not core.registry.has_remote and versions:
         return core.show(name, versions[0].version)
     base = core.registry.remote_branch()
     if base is not None:

@@ -78,7 +78,10 @@ def test_best_moves_and_retention_prunes_what_no_rule_keeps(
     short_tmp: Path, bare_remote: Path, daemon_factory: Callable[..., DaemonProcess]
 ) -> None:
     ck = short_tmp / "ck"
-    d = daemon_factory(watches=[Watch(ck, ARTIFACT, extra=LIFECYCLE)], remote=bare_remote)
+    shared = str(short_tmp / "storage")  # machines on one registry share its storage
+    d = daemon_factory(
+        watches=[Watch(ck, ARTIFACT, extra=LIFECYCLE)], remote=bare_remote, storage_url=shared
+    )
     with d:
         for n in range(len(CHECKPOINTS)):
             _drop(d, ck, n)
@@ -111,7 +114,8 @@ def test_best_moves_and_retention_prunes_what_no_rule_keeps(
     _check_remote(short_tmp, bare_remote)
     # another machine on the same remote: a fresh registry clone, the same answer
     other = daemon_factory(
-        name="other", watches=[Watch(short_tmp / "ck2", ARTIFACT)], remote=bare_remote
+        name="other", watches=[Watch(short_tmp / "ck2", ARTIFACT)], remote=bare_remote,
+        storage_url=shared,
     )
     with other:
         assert [v["version"] for v in _versions(other)] == KEPT
@@ -155,11 +159,14 @@ def test_a_version_pruned_on_one_machine_is_pruned_on_another_after_its_fetch(
     short_tmp: Path, bare_remote: Path, daemon_factory: Callable[..., DaemonProcess]
 ) -> None:
     a_ck, b_ck = short_tmp / "a", short_tmp / "b"
+    shared = str(short_tmp / "storage")  # machines on one registry share its storage
     a = daemon_factory(
         name="ma", watches=[Watch(a_ck, ARTIFACT, extra={"keep": "{ last = 1 }"})],
-        remote=bare_remote,
+        remote=bare_remote, storage_url=shared,
     )  # fmt: skip
-    b = daemon_factory(name="mb", watches=[Watch(b_ck, "team/other")], remote=bare_remote)
+    b = daemon_factory(
+        name="mb", watches=[Watch(b_ck, "team/other")], remote=bare_remote, storage_url=shared
+    )
     with a, b:
         (a_ck / "one.bin").write_bytes(os.urandom(2048))
         wait_for(lambda: [v["version"] for v in _versions(a)] == ["v1.0.0"], what="A v1.0.0")
