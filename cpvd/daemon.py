@@ -26,6 +26,7 @@ from cpvd.api.queries import Queries, Status
 from cpvd.api.server import ApiServer
 from cpvd.config.model import Config
 from cpvd.errors import CpvError
+from cpvd.lifecycle.collector import Collector
 from cpvd.pipeline.copier import Copier
 from cpvd.pipeline.file_upload import FileUploads
 from cpvd.pipeline.health import Health, Pause, Wakeups
@@ -181,12 +182,15 @@ class Daemon:
             health, pause, wakeups, bus, metrics,
         )  # fmt: skip
         pusher = Pusher(self.config, queue, engine, ex, health, wakeups, bus)
+        collector = Collector(engine, ex, bus, self.config)
         stack.push_async_callback(self._drain, worker, pusher, wakeups)
         stack.callback(speculative.close)  # the start-up clean-up deletes their snapshots
         self._tasks = [
             asyncio.create_task(worker.run(), name="worker"),
             asyncio.create_task(pusher.run(), name="pusher"),
         ]
+        periodic_gc = asyncio.create_task(collector.periodic(), name="periodic-gc")
+        stack.callback(periodic_gc.cancel)
         relay = WatchRelay(asyncio.get_running_loop(), intake, speculative, bus)
         watcher.start(relay.ready, relay.waiting, relay.hint)
         stack.callback(watcher.stop)
@@ -200,6 +204,7 @@ class Daemon:
             operations=Operations(engine, queue, ledger, ex, health, pause, wakeups, bus),
             bus=bus,
             metrics=metrics,
+            collector=collector,
         )
         api = ApiServer(services, d, connection_cap(self.open_files))
         await api.start()

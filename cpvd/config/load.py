@@ -32,6 +32,7 @@ from cpvd.config.model import (
     Config,
     DaemonConfig,
     RegistryConfig,
+    RetentionConfig,
     StorageConfig,
     WatchConfig,
 )
@@ -48,6 +49,7 @@ _TABLES: dict[str, type] = {
     "daemon": DaemonConfig,
     "registry": RegistryConfig,
     "storage": StorageConfig,
+    "retention": RetentionConfig,
 }
 _TOP_LEVEL = (*_TABLES, "watch")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -255,6 +257,13 @@ def _storage(data: Mapping[str, Any], where: _Where) -> StorageConfig:
     return StorageConfig(**kw)
 
 
+def _retention(data: Mapping[str, Any], where: _Where) -> RetentionConfig:
+    kw = _read_table(RetentionConfig, data, where)
+    _at_least(kw, "grace_hours", 0, where, strict=False)
+    _at_least(kw, "gc_interval", 0, where, strict=False)
+    return RetentionConfig(**kw)
+
+
 def _name(value: str, where: _Where, key: str) -> str:
     try:
         return validate_name(value)
@@ -278,6 +287,7 @@ def _watch(data: object, where: _Where) -> WatchConfig:
     if kw["artifact"] in kw["data"]:
         raise where.error("data", f"lists the watch's own artifact {_show(kw['artifact'])}")
     _at_least(kw, "settle_seconds", 0, where, strict=False)
+    _at_least(kw, "keep_local", 0, where, strict=False)
     return WatchConfig(**kw)
 
 
@@ -324,13 +334,14 @@ def parse_config(text: str, source: Path | str) -> Config:
         if key not in _TOP_LEVEL:
             raise ConfigError(
                 f"{source}: unknown table [{key}]{_suggest(key, _TOP_LEVEL)}; "
-                "expected [daemon], [registry], [storage] and [[watch]]"
+                "expected [daemon], [registry], [storage], [retention] and [[watch]]"
             )
     parts: dict[str, Any] = {}
     builders: dict[str, Callable[[Mapping[str, Any], _Where], object]] = {
         "daemon": _daemon,
         "registry": _registry,
         "storage": _storage,
+        "retention": _retention,
     }
     for name, build in builders.items():
         table = doc.get(name, {})
@@ -350,6 +361,7 @@ def parse_config(text: str, source: Path | str) -> Config:
         registry=parts["registry"],
         storage=parts["storage"],
         watches=tuple(watches),
+        retention=parts["retention"],
         source=Path(source) if isinstance(source, Path) else None,
     )
     _refuse_overlaps(cfg, source)
@@ -461,6 +473,7 @@ def dump_config(cfg: Config) -> str:
         ("daemon", _changed(cfg.daemon, DaemonConfig())),
         ("registry", _changed(cfg.registry, RegistryConfig())),
         ("storage", _changed(cfg.storage, StorageConfig(), always=("url",))),
+        ("retention", _changed(cfg.retention, RetentionConfig())),
     ):
         if table:
             doc[name] = table
