@@ -83,4 +83,3 @@ class S3Collect:
             self._client.put_object(Bucket=self.bucket, Key=self._marker_key(), Body=data)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._error(exc, f"write {MARKER_NAME}") from None
-

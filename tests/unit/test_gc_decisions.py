@@ -89,7 +89,7 @@ def test_retention_config_and_keep_local() -> None:
     from cpvd.errors import ConfigError
 
     cfg = parse_config(
-        '[retention]\ngrace_hours = 2.5\ngc_interval = 6\n'
+        "[retention]\ngrace_hours = 2.5\ngc_interval = 6\n"
         '[[watch]]\npath = "/data/ck"\nartifact = "a/m"\nkeep_local = 3\n',
         "t.toml",
     )
