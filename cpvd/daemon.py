@@ -27,6 +27,7 @@ from cpvd.api.server import ApiServer
 from cpvd.config.model import Config
 from cpvd.errors import CpvError
 from cpvd.lifecycle.collector import Collector
+from cpvd.lifecycle.local_keeper import LocalKeeper
 from cpvd.pipeline.copier import Copier
 from cpvd.pipeline.file_upload import FileUploads
 from cpvd.pipeline.health import Health, Pause, Wakeups
@@ -191,6 +192,9 @@ class Daemon:
         ]
         periodic_gc = asyncio.create_task(collector.periodic(), name="periodic-gc")
         stack.callback(periodic_gc.cancel)
+        keeper = LocalKeeper(self.config, engine, ledger, ex, bus)
+        local_space = asyncio.create_task(keeper.run(), name="keep-local")
+        stack.callback(local_space.cancel)
         relay = WatchRelay(asyncio.get_running_loop(), intake, speculative, bus)
         watcher.start(relay.ready, relay.waiting, relay.hint)
         stack.callback(watcher.stop)
