@@ -107,3 +107,18 @@ def test_retention_config_and_keep_local() -> None:
         with pytest.raises(ConfigError) as err:
             parse_config(text, "bad.toml")
         assert key in err.value.message
+
+
+def test_cpvctl_gc_parses_and_renders() -> None:
+    from cpvctl.cli import HANDLERS, build_parser
+    from cpvctl.gc import render_gc
+
+    args = build_parser().parse_args(["gc", "--dry-run", "--json"])
+    assert (args.verb, args.dry_run, args.json) == ("gc", True, True)
+    assert "gc" in HANDLERS
+    text = render_gc(
+        {"dry_run": True, "objects_to_delete": 3, "bytes_to_delete": 3 * 1024 * 1024,
+         "versions_kept": 2, "versions_pruned": 1, "grace_hours": 24.0, "objects_young": 4}
+    )  # fmt: skip
+    assert text.splitlines()[0] == "would delete 3 objects (3.0 MiB)"
+    assert "2 kept, 1 pruned" in text and "(24 h, kept): 4" in text
