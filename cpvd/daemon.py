@@ -184,6 +184,7 @@ class Daemon:
         )  # fmt: skip
         pusher = Pusher(self.config, queue, engine, ex, health, wakeups, bus)
         collector = Collector(engine, ex, bus, self.config)
+        stack.callback(collector.cancel)  # before the io pool waits for a running gc
         stack.push_async_callback(self._drain, worker, pusher, wakeups)
         stack.callback(speculative.close)  # the start-up clean-up deletes their snapshots
         self._tasks = [

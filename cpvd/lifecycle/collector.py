@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,12 @@ class Collector:
     bus: EventBus
     config: Callable[[], Config]
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        """Make a running gc end at its next step (the daemon is stopping: its io pool waits
+        for the thread, and a gc of a large bucket can take minutes)."""
+        self._stop.set()
 
     def storage(self) -> CollectableStorage:
         storage = self.engine.storage
@@ -59,13 +66,16 @@ class Collector:
             started = time.monotonic()
             try:
                 roots = await self.executors.on_registry(read_roots, self.engine, True)
+                registry_seconds = round(time.monotonic() - started, 3)
                 result = await self.executors.on_io(
-                    collect, storage, roots, grace, dry_run, self._progress()
-                )
+                    collect, storage, roots, grace, dry_run, self._progress(), time.time,
+                    self._stop,
+                )  # fmt: skip
             except CpvError as exc:
                 self.bus.publish("gc.failed", message=exc.message, dry_run=dry_run)
                 raise
             result["seconds"] = round(time.monotonic() - started, 3)
+            result["phase_seconds"]["registry"] = registry_seconds
             self.bus.publish("gc.finished", **result)
             log.info(
                 "gc%s: %d objects, %d bytes %s; %d kept versions, %d pruned",

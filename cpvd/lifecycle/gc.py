@@ -13,9 +13,11 @@ deleted, naming the version.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +31,7 @@ from cpvd.registry.dvcfiles import DvcFileError
 from cpvd.registry.retrieve import dir_entries
 from cpvd.registry.safety import UnsafeInput
 from cpvd.registry.sync import fetch_all_tags
-from cpvd.storage.base import CollectableStorage
+from cpvd.storage.base import CollectableStorage, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,12 @@ class GcRefused(CpvError):
     """gc cannot be sure what a kept version references, so it deletes nothing."""
 
     code = "conflict"
+
+
+class GcStopped(CpvError):
+    """The daemon is stopping: gc ends between two steps (what it deleted stays deleted)."""
+
+    code = "internal"
 
 
 @dataclass
@@ -105,20 +113,53 @@ def collect(
     dry_run: bool,
     progress: GcProgress | None = None,
     now: Callable[[], float] = time.time,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """The storage's side of gc (io thread); returns the report ``cpvctl gc`` prints."""
-    claim(storage, roots.identity)  # refuses a storage owned by another registry
-    referenced = set(roots.referenced) | manifest_files(storage, roots.dirs)
-    plan = plan_gc(storage.list_objects(), referenced, now(), grace)
-    deleted = 0 if dry_run else delete_planned(storage, plan, progress)
-    return report(plan, roots, grace, dry_run, deleted)
+    """The storage's side of gc (io thread); returns the report ``cpvctl gc`` prints.
+    ``stop`` (set when the daemon stops) ends it between two steps with GcStopped."""
+    stop = stop or threading.Event()
+    phases: dict[str, float] = {}
+    with _phase(phases, "manifests"):
+        claim(storage, roots.identity)  # refuses a storage owned by another registry
+        referenced = set(roots.referenced) | manifest_files(storage, roots.dirs, stop)
+    with _phase(phases, "list"):
+        plan = plan_gc(_until(stop, storage.list_objects()), referenced, now(), grace)
+    with _phase(phases, "delete"):
+        deleted = 0 if dry_run else delete_planned(storage, plan, progress, stop)
+    out = report(plan, roots, grace, dry_run, deleted)
+    out["phase_seconds"] = phases
+    return out
 
 
-def manifest_files(storage: CollectableStorage, dirs: dict[str, str]) -> set[str]:
+@contextlib.contextmanager
+def _phase(phases: dict[str, float], name: str) -> Iterator[None]:
+    """Time one step (the report shows where a slow gc spends it: storage or cpvd)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = round(time.perf_counter() - t0, 3)
+
+
+def _until(stop: threading.Event, objects: Iterable[StoredObject]) -> Iterator[StoredObject]:
+    for obj in objects:
+        _check(stop)
+        yield obj
+
+
+def _check(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise GcStopped("gc stopped because cpvd is stopping; run it again to finish")
+
+
+def manifest_files(
+    storage: CollectableStorage, dirs: dict[str, str], stop: threading.Event
+) -> set[str]:
     """Every file md5 the kept ``.dir`` manifests list (read in parallel)."""
 
     def entries(item: tuple[str, str]) -> list[str]:
         md5, tag = item
+        _check(stop)
         try:
             return [e.md5 for e in dir_entries(storage, md5)]
         except NotFound:
@@ -138,13 +179,20 @@ def manifest_files(storage: CollectableStorage, dirs: dict[str, str]) -> set[str
     return out
 
 
-def delete_planned(storage: CollectableStorage, plan: GcPlan, progress: GcProgress | None) -> int:
+def delete_planned(
+    storage: CollectableStorage,
+    plan: GcPlan,
+    progress: GcProgress | None,
+    stop: threading.Event | None = None,
+) -> int:
     """Delete in batches, files before manifests; returns the bytes deleted."""
+    stop = stop or threading.Event()
     objects = plan.ordered()
     total = sum(o.size for o in objects)
     done = 0
     for i in range(0, len(objects), DELETE_BATCH):
         batch = objects[i : i + DELETE_BATCH]
+        _check(stop)
         storage.delete_objects(o.md5 for o in batch)
         done += sum(o.size for o in batch)
         if progress is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cpvd.lifecycle.kept import kept_versions, pruned_versions
@@ -122,3 +124,25 @@ def test_cpvctl_gc_parses_and_renders() -> None:
     )  # fmt: skip
     assert text.splitlines()[0] == "would delete 3 objects (3.0 MiB)"
     assert "2 kept, 1 pruned" in text and "(24 h, kept): 4" in text
+
+
+def test_a_stopping_daemon_ends_gc_between_batches(tmp_path: Path) -> None:
+    import hashlib
+    import threading
+
+    from cpvd.lifecycle.gc import GcStopped, delete_planned
+    from cpvd.storage.local import LocalStorage
+
+    storage = LocalStorage(tmp_path)
+    blobs = [bytes([i]) * 10 for i in range(3)]
+    for b in blobs:
+        storage.put_bytes(hashlib.md5(b).hexdigest(), b)
+    plan = plan_gc(storage.list_objects(), set(), now=2e9, grace=0)
+    assert len(plan.delete) == 3
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(GcStopped):
+        delete_planned(storage, plan, None, stop)
+    assert len(list(storage.list_objects())) == 3
+    assert delete_planned(storage, plan, None, threading.Event()) == 30
+    assert list(storage.list_objects()) == []
