@@ -216,13 +216,16 @@ class RssSampler:
 class MotoServer:
     """moto's ``ThreadedMotoServer`` on 127.0.0.1 and a free port, in a child process."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefill: Path | None = None) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.endpoint = ""
+        #: objects to put into moto's backend before it serves (see benchmarks.gcbuild)
+        self.prefill = prefill
 
     def start(self) -> MotoServer:
+        extra = ["--prefill", str(self.prefill)] if self.prefill is not None else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.moto_child"],
+            [sys.executable, "-m", "benchmarks.moto_child", *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,

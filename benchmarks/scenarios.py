@@ -939,4 +939,7 @@ def all_groups(b: Bench) -> dict[str, Callable[[], None]]:
     groups["burst"] = lambda: burst_group(b)
     groups["idle"] = lambda: idle_group(b)
     groups["queries"] = lambda: query_group(b)
+    from benchmarks.gc_group import gc_group  # it imports Bench from here
+
+    groups["gc"] = lambda: gc_group(b)
     return groups

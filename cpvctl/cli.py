@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=_positive_int, metavar="N", help="check N random versions")
     p.add_argument("--artifact", metavar="NAME")
 
+    p = verb("gc", "delete stored objects no kept version references (older than the grace)")
+    p.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+
     p = verb("retry", "re-queue a failed job")
     p.add_argument("job_id", metavar="JOB_ID")
     p = verb("job", "show one job")
@@ -422,6 +425,13 @@ def cmd_verify(args: argparse.Namespace, client: Client) -> int:
     return EXIT_FAILED if result.get("missing") or result.get("corrupt") else EXIT_OK
 
 
+def cmd_gc(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.gc import render_gc, run_gc
+
+    _emit(args, run_gc(client, args.dry_run), render_gc)
+    return EXIT_OK
+
+
 def cmd_retry(args: argparse.Namespace, client: Client) -> int:
     from cpvctl.render import render_job
 
@@ -450,6 +460,7 @@ HANDLERS: dict[str, Handler] = {
     "resume": cmd_resume,
     "events": cmd_events,
     "verify": cmd_verify,
+    "gc": cmd_gc,
     "retry": cmd_retry,
     "job": cmd_job,
 }

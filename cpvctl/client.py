@@ -564,6 +564,16 @@ class Client:
 
     # --- events ------------------------------------------------------------------------
 
+    def gc(self, dry_run: bool = False, timeout: float = 3600.0) -> dict[str, Any]:
+        """Delete the storage objects no kept version references (``dry_run``: only count
+        them). The daemon answers when gc is done, so this waits up to ``timeout`` seconds."""
+        saved = self.timeout
+        self.timeout = max(saved, float(timeout))
+        try:
+            return dict(self.request("POST", "/gc", body={"dry_run": bool(dry_run)}))
+        finally:
+            self.timeout = saved
+
     def _open_events(
         self, read_timeout: float | None, after_id: int | None = None, raw: bool = False
     ) -> EventStream:

@@ -26,6 +26,8 @@ from cpvd.api.queries import Queries, Status
 from cpvd.api.server import ApiServer
 from cpvd.config.model import Config
 from cpvd.errors import CpvError
+from cpvd.lifecycle.collector import Collector
+from cpvd.lifecycle.local_keeper import LocalKeeper
 from cpvd.lifecycle.runner import Lifecycle
 from cpvd.pipeline.copier import Copier
 from cpvd.pipeline.file_upload import FileUploads
@@ -183,12 +185,19 @@ class Daemon:
             health, pause, wakeups, bus, metrics, lifecycle,
         )  # fmt: skip
         pusher = Pusher(self.config, queue, engine, ex, health, wakeups, bus, lifecycle)
+        collector = Collector(engine, ex, bus, self.config)
+        stack.callback(collector.cancel)  # before the io pool waits for a running gc
         stack.push_async_callback(self._drain, worker, pusher, wakeups)
         stack.callback(speculative.close)  # the start-up clean-up deletes their snapshots
         self._tasks = [
             asyncio.create_task(worker.run(), name="worker"),
             asyncio.create_task(pusher.run(), name="pusher"),
         ]
+        periodic_gc = asyncio.create_task(collector.periodic(), name="periodic-gc")
+        stack.callback(periodic_gc.cancel)
+        keeper = LocalKeeper(self.config, engine, ledger, ex, bus)
+        local_space = asyncio.create_task(keeper.run(), name="keep-local")
+        stack.callback(local_space.cancel)
         relay = WatchRelay(asyncio.get_running_loop(), intake, speculative, bus)
         watcher.start(relay.ready, relay.waiting, relay.hint)
         stack.callback(watcher.stop)
@@ -196,19 +205,11 @@ class Daemon:
         services = Services(
             intake=intake,
             queries=Queries(self.config, engine, queue, ex),
-            status=Status(
-                self.config,
-                queue,
-                health,
-                pause,
-                watcher.pending,
-                lambda: self.restart_needed,
-                watcher.ignored,
-                lambda: lifecycle.summary,
-            ),
+            status=self._status(queue, health, pause, watcher, lifecycle),
             operations=Operations(engine, queue, ledger, ex, health, pause, wakeups, bus),
             bus=bus,
             metrics=metrics,
+            collector=collector,
         )
         api = ApiServer(services, d, connection_cap(self.open_files))
         await api.start()
@@ -223,6 +224,20 @@ class Daemon:
         await self._main_loop(Live(watcher, api, engine, queue, snapshots, ex))
         self.notifier.stopping()
         log.info("stopping")
+
+    def _status(
+        self, queue: JobQueue, health: Health, pause: Pause, watcher: Watcher, lifecycle: Lifecycle
+    ) -> Status:
+        return Status(
+            self.config,
+            queue,
+            health,
+            pause,
+            watcher.pending,
+            lambda: self.restart_needed,
+            watcher.ignored,
+            lambda: lifecycle.summary,
+        )
 
     async def _main_loop(self, live: Live) -> None:
         while not self.stop.is_set():

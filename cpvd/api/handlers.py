@@ -26,6 +26,7 @@ from cpvd.api.limits import REQUEST_TIMEOUT
 from cpvd.api.metrics import CONTENT_TYPE, DaemonMetrics
 from cpvd.api.operations import Operations
 from cpvd.api.queries import Queries, Status
+from cpvd.lifecycle.collector import Collector
 from cpvd.pipeline.intake import Intake
 
 SSE_KEEPALIVE = 15.0
@@ -41,6 +42,7 @@ class Services:
     operations: Operations
     bus: EventBus
     metrics: DaemonMetrics
+    collector: Collector
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -216,6 +218,12 @@ async def verify(request: web.Request) -> web.Response:
     )
 
 
+async def gc(request: web.Request) -> web.Response:
+    data = await body(request)
+    dry_run = bool(field(data, "dry_run", bool, required=False))
+    return web.json_response(await services(request).collector.run(dry_run))
+
+
 async def pull_manifest(request: web.Request) -> web.Response:
     name = query(request, "artifact") or ""
     return web.json_response(
@@ -300,6 +308,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(f"{p}/pause", pause)
     app.router.add_post(f"{p}/resume", resume)
     app.router.add_post(f"{p}/verify", verify)
+    app.router.add_post(f"{p}/gc", gc)
     app.router.add_get(f"{p}/pull/manifest", pull_manifest)
     app.router.add_get(f"{p}/pull/object", pull_object)
     app.router.add_get(f"{p}/events", events)

@@ -8,7 +8,14 @@ from pathlib import Path
 import tomli_w
 
 from cpvd.config.lifecycle import BestConfig, KeepConfig, as_toml
-from cpvd.config.model import Config, DaemonConfig, RegistryConfig, StorageConfig, WatchConfig
+from cpvd.config.model import (
+    Config,
+    DaemonConfig,
+    RegistryConfig,
+    RetentionConfig,
+    StorageConfig,
+    WatchConfig,
+)
 
 
 def _plain(value: object) -> object:
@@ -46,6 +53,7 @@ def dump_config(cfg: Config) -> str:
         ("daemon", _changed(cfg.daemon, DaemonConfig())),
         ("registry", _changed(cfg.registry, RegistryConfig())),
         ("storage", _changed(cfg.storage, StorageConfig(), always=("url",))),
+        ("retention", _changed(cfg.retention, RetentionConfig())),
     ):
         if table:
             doc[name] = table

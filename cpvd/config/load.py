@@ -36,6 +36,7 @@ from cpvd.config.model import (
     Config,
     DaemonConfig,
     RegistryConfig,
+    RetentionConfig,
     StorageConfig,
     WatchConfig,
 )
@@ -56,6 +57,7 @@ _TABLES: dict[str, type] = {
     "daemon": DaemonConfig,
     "registry": RegistryConfig,
     "storage": StorageConfig,
+    "retention": RetentionConfig,
 }
 _TOP_LEVEL = (*_TABLES, "watch")
 
@@ -256,6 +258,13 @@ def _storage(data: Mapping[str, Any], where: _Where) -> StorageConfig:
     return StorageConfig(**kw)
 
 
+def _retention(data: Mapping[str, Any], where: _Where) -> RetentionConfig:
+    kw = _read_table(RetentionConfig, data, where)
+    _at_least(kw, "grace_hours", 0, where, strict=False)
+    _at_least(kw, "gc_interval", 0, where, strict=False)
+    return RetentionConfig(**kw)
+
+
 def _name(value: str, where: _Where, key: str) -> str:
     try:
         return validate_name(value)
@@ -282,6 +291,7 @@ def _watch(data: object, where: _Where) -> WatchConfig:
     if kw.get("artifact") in kw["data"]:
         raise where.error("data", f"lists the watch's own artifact {_show(kw['artifact'])}")
     where.soft(partial(_at_least, kw, "settle_seconds", 0, where, strict=False))
+    where.soft(partial(_at_least, kw, "keep_local", 0, where, strict=False))
     where.soft(partial(_unit_keys, kw, where))
     where.raise_pending()
     return WatchConfig(**kw)
@@ -351,7 +361,7 @@ def parse_config(text: str, source: Path | str) -> Config:
     errors = [
         ConfigError(
             f"{source}: unknown table [{key}]{_suggest(key, _TOP_LEVEL)}; "
-            "expected [daemon], [registry], [storage] and [[watch]]"
+            "expected [daemon], [registry], [storage], [retention] and [[watch]]"
         )
         for key in doc
         if key not in _TOP_LEVEL
@@ -361,6 +371,7 @@ def parse_config(text: str, source: Path | str) -> Config:
         "daemon": _daemon,
         "registry": _registry,
         "storage": _storage,
+        "retention": _retention,
     }
     for name, build in builders.items():
         table = doc.get(name, {})
@@ -389,6 +400,7 @@ def parse_config(text: str, source: Path | str) -> Config:
         registry=parts["registry"],
         storage=parts["storage"],
         watches=tuple(watches),
+        retention=parts["retention"],
         source=Path(source) if isinstance(source, Path) else None,
     )
     _refuse_overlaps(cfg, source)

@@ -73,6 +73,14 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    #: gc deletes an unreferenced object only once it is this old (its storage mtime)
+    grace_hours: float = 24.0
+    #: hours between two gc runs by the daemon itself; 0 = never (run ``cpvctl gc``)
+    gc_interval: float = 0.0
+
+
+@dataclass(frozen=True)
 class WatchConfig:
     path: Path
     artifact: str
@@ -89,6 +97,9 @@ class WatchConfig:
     best: BestConfig | None = None
     #: retention: which versions stay registered; None: every version is kept
     keep: KeepConfig | None = None
+    #: 0 = never delete the trainer's files; N = delete local checkpoints beyond the N newest
+    #: once they are versioned and pushed (cpvd.lifecycle.local_space)
+    keep_local: int = 0
 
     @property
     def unit_layout(self) -> str:
@@ -103,6 +114,7 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     watches: tuple[WatchConfig, ...] = ()
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     #: the file this was loaded from (None: embedded defaults / flags)
     source: Path | None = None
 

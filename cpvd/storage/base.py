@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -22,6 +23,8 @@ Progress = Callable[[int], None]
 DEFAULT_ABANDON_AGE = 24 * 3600.0
 
 _MD5_RE = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
+#: the file at the storage root naming the registry that owns the prefix (cpvd.lifecycle.marker)
+MARKER_NAME = "cpv-registry.json"
 
 
 def check_md5(md5: str) -> str:
@@ -94,6 +97,41 @@ class Storage(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """One object found by :meth:`Collectable.list_objects`: its md5 (``.dir`` kept), its
+    size and its age reference, the storage's modification time (seconds since the epoch)."""
+
+    md5: str
+    size: int
+    mtime: float
+
+
+def md5_of_key(two: str, rest: str) -> str | None:
+    """The md5 an object's layout path ``<two>/<rest>`` names, or None when the name is not
+    one DVC's layout holds (a temp file, a stray file): those are never listed or deleted."""
+    md5 = two + rest
+    return md5 if len(two) == 2 and _MD5_RE.match(md5) else None
+
+
+@runtime_checkable
+class Collectable(Protocol):
+    """What garbage collection needs of a backend besides :class:`Storage`: list every
+    object with its age, delete some, and read/write the ownership marker at the root."""
+
+    def list_objects(self) -> Iterator[StoredObject]: ...
+
+    def delete_objects(self, md5s: Iterable[str]) -> None:
+        """Delete these objects (absent ones are no error)."""
+        ...
+
+    def read_marker(self) -> bytes | None:
+        """The bytes of ``MARKER_NAME`` at the root, None when there is none."""
+        ...
+
+    def write_marker(self, data: bytes) -> None: ...
+
+
 def md5_matches(md5: str, digest: str) -> bool:
     """Whether a hex ``digest`` of an object's bytes matches its id (``.dir`` stripped)."""
     return md5.removesuffix(".dir") == digest
@@ -124,3 +162,8 @@ def bytes_digest(md5: str, data: bytes) -> bytes:
     if not md5_matches(md5, digest.hexdigest()):
         raise IntegrityError(f"bytes given for {md5} do not hash to it")
     return digest.digest()
+
+
+@runtime_checkable
+class CollectableStorage(Storage, Collectable, Protocol):
+    """A backend gc can run on (both built-in backends are)."""

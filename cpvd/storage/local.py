@@ -9,21 +9,27 @@ object or a temp file that ``abort_incomplete_uploads`` sweeps. Temp names start
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from cpvd.errors import ConfigError, IntegrityError, NotFound, StorageError
 from cpvd.storage.base import (
     DEFAULT_ABANDON_AGE,
+    MARKER_NAME,
     Progress,
+    StoredObject,
     bytes_digest,
     matches_stream,
+    md5_of_key,
     object_key,
 )
+from cpvd.storage.nofollow import DIR_FLAGS, FILE_FLAGS
 
 TMP_PREFIX = ".cpv-tmp-"
 _COPY_CHUNK = 8 * 1024 * 1024
@@ -156,6 +162,90 @@ class LocalStorage:
                 ) from None
         return removed
 
+    # -- garbage collection (cpvd.lifecycle) ---------------------------------------------
+
+    def list_objects(self) -> Iterator[StoredObject]:
+        """Every object in the layout, with its size and mtime; links and temp files are
+        skipped (they are not objects DVC reads, and gc never deletes them)."""
+        base = self._open_layout()
+        if base is None:
+            return
+        try:
+            for sub in sorted(_entries(base, stat.S_IFDIR)):
+                fd = _open_dir_at(base, sub)
+                if fd is None:
+                    continue
+                try:
+                    yield from _objects_in(fd, sub)
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(base)
+
+    def delete_objects(self, md5s: Iterable[str]) -> None:
+        """Unlink each object by name inside its own directory, opened without following a
+        link, so a link planted in the layout never makes gc delete something elsewhere."""
+        base = self._open_layout()
+        if base is None:
+            return
+        try:
+            for md5 in md5s:
+                key = object_key(md5).split("/")  # files, md5, <2 hex>, <rest>
+                fd = _open_dir_at(base, key[2])
+                if fd is None:
+                    continue
+                try:
+                    os.unlink(key[3], dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise StorageError(
+                    f"local storage {self.root}: cannot delete {md5}: {exc}"
+                ) from None
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(base)
+
+    def read_marker(self) -> bytes | None:
+        try:
+            fd = os.open(self.root / MARKER_NAME, FILE_FLAGS)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(
+                    f"local storage {self.root}: cannot read {MARKER_NAME}: {exc}"
+                ) from None
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise StorageError(f"local storage {self.root}: {MARKER_NAME} is not a file")
+            return f.read(1 << 16)
+
+    def write_marker(self, data: bytes) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._atomic_write(self.root / MARKER_NAME, lambda fout: fout.write(data))
+        except OSError as exc:
+            raise StorageError(
+                    f"local storage {self.root}: cannot write {MARKER_NAME}: {exc}"
+                ) from None
+
+    def _open_layout(self) -> int | None:
+        """``root/files/md5`` opened without following a link below the root; None if absent."""
+        try:
+            fd = os.open(self.root, DIR_FLAGS & ~os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"local storage {self.root}: cannot open: {exc}") from None
+        for name in ("files", "md5"):
+            sub = _open_dir_at(fd, name)
+            os.close(fd)
+            if sub is None:
+                return None
+            fd = sub
+        return fd
+
     def dvc_remote_settings(self) -> dict[str, str]:
         return {"url": str(self.root)}
 
@@ -192,6 +282,43 @@ def _copy(fin: BinaryIO, fout: BinaryIO, size: int, progress: Progress | None) -
             progress(n)
     if os.read(in_fd, 1):
         raise IntegrityError(f"source is longer than {size} bytes; changed since hashed")
+
+
+def _entries(dir_fd: int, kind: int) -> list[str]:
+    """Names in the directory open as ``dir_fd`` whose own type (links not followed) is ``kind``."""
+    out = []
+    with os.scandir(dir_fd) as it:
+        for e in it:
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_IFMT(e.stat(follow_symlinks=False).st_mode) == kind:
+                    out.append(e.name)
+    return out
+
+
+def _open_dir_at(dir_fd: int, name: str) -> int | None:
+    """Directory ``name`` below ``dir_fd`` (not a link); None when absent or not a directory."""
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise StorageError(f"local storage: cannot open {name}: {exc}") from None
+
+
+def _objects_in(fd: int, sub: str) -> Iterator[StoredObject]:
+    with os.scandir(fd) as it:
+        for e in it:
+            md5 = md5_of_key(sub, e.name)
+            if md5 is None:
+                continue
+            try:
+                st = e.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield StoredObject(md5, st.st_size, st.st_mtime)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -37,6 +37,7 @@ from cpvd.storage.base import (
     object_key,
 )
 from cpvd.storage.journal import UploadJournal
+from cpvd.storage.s3_gc import S3Collect
 
 MIB = 1024 * 1024
 CHECK_CONNECT_TIMEOUT = 3.0
@@ -162,7 +163,7 @@ def _client_error(
     )
 
 
-class S3Storage:
+class S3Storage(S3Collect):
     """Objects under ``s3://bucket/prefix/files/md5/``."""
 
     def __init__(
