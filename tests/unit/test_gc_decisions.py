@@ -78,7 +78,8 @@ def test_owner_check_names_the_other_registry() -> None:
 
 
 def test_retention_config_and_keep_local() -> None:
-    from cpvd.config.load import dump_config, parse_config
+    from cpvd.config.dump import dump_config
+    from cpvd.config.load import parse_config
     from cpvd.errors import ConfigError
 
     cfg = parse_config(
