@@ -25,6 +25,7 @@ from cpvd.api.limits import REQUEST_TIMEOUT
 from cpvd.api.metrics import CONTENT_TYPE, DaemonMetrics
 from cpvd.api.operations import Operations
 from cpvd.api.queries import Queries, Status
+from cpvd.api.version_pages import parse_page
 from cpvd.pipeline.intake import Intake
 
 SSE_KEEPALIVE = 15.0
@@ -126,6 +127,14 @@ async def artifacts(request: web.Request) -> web.Response:
 
 
 async def versions(request: web.Request) -> web.Response:
+    keys = ("offset", "limit", "sort", "order", "fields")
+    req = parse_page(*(query(request, k, False) for k in keys))
+    if req is not None:
+        artifact = query(request, "artifact") or ""
+        rows, total = await services(request).queries.versions_page(artifact, req)
+        return web.Response(
+            body=rows, content_type="application/json", headers={"X-Cpv-Total": str(total)}
+        )
     body = await services(request).queries.versions_json(query(request, "artifact") or "")
     return web.Response(body=body, content_type="application/json")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from cpvctl.protocol import API_VERSION, CPV_VERSION, Version, validate_name
+from cpvd.api.version_pages import PageRequest, page
 from cpvd.config.model import Config, WatchConfig
 from cpvd.errors import NotFound
 from cpvd.pipeline.health import Health, Pause
@@ -45,6 +46,25 @@ class Queries:
 
     def __post_init__(self) -> None:
         self._versions_cache: dict[str, tuple[tuple[str, int], bytes]] = {}
+        self._rows_cache: dict[str, tuple[tuple[str, int], list[dict[str, Any]]]] = {}
+
+    async def versions_page(self, artifact: str, req: PageRequest) -> tuple[bytes, int]:
+        """One page of the ``versions`` answer and the total count (the local page asks
+        for one page at a time)."""
+        rows = await self.executors.on_registry(self._version_rows, validate_name(artifact))
+        return json.dumps(page(rows, req)).encode(), len(rows)
+
+    def _version_rows(self, artifact: str) -> list[dict[str, Any]]:  # on the registry thread
+        key = (artifact, self.engine.generation)
+        hit = self._rows_cache.get(artifact)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        infos = self.engine.versions(artifact)
+        if not infos and artifact not in self.config().artifact_kinds():
+            raise NotFound(f"unknown artifact {artifact!r}", "unknown_artifact")
+        rows = [i.to_json() for i in infos]
+        self._rows_cache[artifact] = (key, rows)
+        return rows
 
     async def versions_json(self, artifact: str) -> bytes:
         """The ``versions`` answer, serialised; cached until the engine's generation moves
