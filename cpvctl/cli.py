@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id", metavar="JOB_ID")
     p = verb("job", "show one job")
     p.add_argument("job_id", metavar="JOB_ID")
+
+    p = verb("ui", "serve the local page on 127.0.0.1 and print its address")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--no-browser", action="store_true", help="only print the address")
     return parser
 
 
@@ -425,6 +429,12 @@ def cmd_job(args: argparse.Namespace, client: Client) -> int:
     return EXIT_FAILED if job.get("state") == "failed" else EXIT_OK
 
 
+def cmd_ui(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.ui.command import cmd_ui as serve_ui
+
+    return serve_ui(args, client)
+
+
 HANDLERS: dict[str, Handler] = {
     "status": cmd_status,
     "artifacts": cmd_artifacts,
@@ -440,6 +450,7 @@ HANDLERS: dict[str, Handler] = {
     "verify": cmd_verify,
     "retry": cmd_retry,
     "job": cmd_job,
+    "ui": cmd_ui,
 }
 
 
