@@ -143,5 +143,7 @@ def start(socket_path: str, port: int = 0, timeout: float = 30.0) -> PageServer:
     """Bind 127.0.0.1:``port`` (0: a free one) and serve on a daemon thread; the caller
     calls ``shutdown()`` and ``server_close()``."""
     server = PageServer(port, Guard(), Forwarder(socket_path, timeout))
-    threading.Thread(target=server.serve_forever, name="cpvctl-ui", daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, args=(0.1,), name="cpvctl-ui", daemon=True
+    ).start()
     return server
