@@ -24,6 +24,8 @@ from cpvd.registry.engine import Engine
 from cpvd.state.queue import JobQueue
 from cpvd.watch.unit_scan import UnitScan
 
+#: versions pages kept (each a few KiB, the plot's data about 1 MB at 10,000 versions)
+PAGE_CACHE_SIZE = 32
 #: the checkpoints the watcher holds back, with the reason (cpvd.watch.watcher.Watcher.waiting)
 Waiting = Callable[[], list[tuple[WatchConfig, Path, str]]]
 #: what each watch holds outside every unit (cpvd.watch.watcher.Watcher.ignored)
@@ -47,12 +49,24 @@ class Queries:
     def __post_init__(self) -> None:
         self._versions_cache: dict[str, tuple[tuple[str, int], bytes]] = {}
         self._rows_cache: dict[str, tuple[tuple[str, int], list[dict[str, Any]]]] = {}
+        self._page_cache: dict[tuple[str, int, PageRequest], bytes] = {}
 
     async def versions_page(self, artifact: str, req: PageRequest) -> tuple[bytes, int]:
         """One page of the ``versions`` answer and the total count (the local page asks
         for one page at a time)."""
-        rows = await self.executors.on_registry(self._version_rows, validate_name(artifact))
-        return json.dumps(page(rows, req)).encode(), len(rows)
+        return await self.executors.on_registry(self._versions_page, validate_name(artifact), req)
+
+    def _versions_page(self, artifact: str, req: PageRequest) -> tuple[bytes, int]:
+        """Cached per request until the generation moves: the page asks for the same plot
+        data and first page again after every event (10,000 versions: ~0.25 s to build)."""
+        rows = self._version_rows(artifact)
+        key = (artifact, self.engine.generation, req)
+        hit = self._page_cache.get(key)
+        if hit is None:
+            if len(self._page_cache) >= PAGE_CACHE_SIZE:
+                self._page_cache.clear()
+            hit = self._page_cache[key] = json.dumps(page(rows, req)).encode()
+        return hit, len(rows)
 
     def _version_rows(self, artifact: str) -> list[dict[str, Any]]:  # on the registry thread
         key = (artifact, self.engine.generation)

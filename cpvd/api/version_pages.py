@@ -130,6 +130,6 @@ def page(versions: list[dict[str, Any]], req: PageRequest) -> list[dict[str, Any
     end = None if req.limit is None else req.offset + req.limit
     rows = rows[req.offset : end]
     if req.fields is not None:
-        kept = req.fields
-        rows = [{k: v for k, v in row.items() if k in kept} for row in rows]
+        kept = [k for k in sorted(req.fields)]
+        rows = [{k: row[k] for k in kept if k in row} for row in rows]
     return rows

@@ -16,6 +16,7 @@ from tests.e2e.harness import DaemonProcess, Watch, cpvctl, wait_for
 from tests.e2e.ui_support import XSS_METRIC, push_versions, running_ui
 
 A = "ui/model"
+DATA = "ui/data"
 LOSSES = [0.9, 0.4, 0.6]
 TIMEOUT_MS = 30_000
 
@@ -24,8 +25,14 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture
 def daemon(short_tmp: Path, daemon_factory: Callable[..., DaemonProcess]) -> DaemonProcess:
-    d = daemon_factory(watches=[Watch(short_tmp / "w", A, layout=None)])
+    d = daemon_factory(
+        watches=[
+            Watch(short_tmp / "w", A, layout=None, data=[DATA]),
+            Watch(short_tmp / "dw", DATA, kind="data", layout=None),
+        ]
+    )
     d.start()
+    push_versions(d, DATA, [{}], short_tmp / "dw")
     metrics: list[dict[str, Any]] = [{"loss": x, "step": i} for i, x in enumerate(LOSSES)]
     metrics[-1][XSS_METRIC] = 7
     push_versions(d, A, metrics, short_tmp / "w")
@@ -56,6 +63,7 @@ def test_the_page_shows_versions_the_plot_and_a_script_metric_as_text(
         artifact_row = page.locator(f'#artifacts tr[data-artifact="{A}"]').inner_text()
         assert "v1.1.0" in artifact_row and "v1.2.0" in artifact_row  # best, latest
 
+        assert page.input_value("#metric") == "loss"  # the metric most versions have
         page.select_option("#metric", "loss")
         dots = page.locator("#plot circle").evaluate_all(
             "cs => cs.map(c => [c.dataset.version, +c.dataset.value, +c.getAttribute('cy'), "
@@ -76,6 +84,22 @@ def test_the_page_shows_versions_the_plot_and_a_script_metric_as_text(
         assert page.evaluate("window.__pwned") is None
         assert page.locator("img").count() == 0
         assert page.locator("script").count() == 3  # the page's own three
+
+        # lineage both ways: what v1.0.0 was trained on, and from the data side, who used it
+        page.locator('#versions tr[data-version="v1.0.0"]').click()
+        page.wait_for_function(
+            "() => document.getElementById('lineage').innerText.includes('trained on ui/data')"
+        )
+        assert f"trained on {DATA}@v1.0.0" in page.inner_text("#lineage")
+        page.locator(f'#artifacts tr[data-artifact="{DATA}"]').click()
+        page.wait_for_selector('#versions tr[data-version="v1.0.0"]')
+        page.locator('#versions tr[data-version="v1.0.0"]').click()
+        page.wait_for_function(
+            "() => document.getElementById('lineage').innerText.includes('used by')"
+        )
+        used = page.inner_text("#lineage")
+        assert all(f"used by {A}@{v}" in used for v in ("v1.0.0", "v1.1.0", "v1.2.0")), used
+        screenshots(page, "lineage")
         page.close()
 
 

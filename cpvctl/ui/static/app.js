@@ -89,12 +89,16 @@
   async function loadPlot() {
     if (!state.artifact) return;
     const q = "/v1/versions?artifact=" + enc(state.artifact) +
-              "&fields=version,metrics,stages,lineage&sort=version&order=asc&limit=10000";
+              "&fields=version,metrics,stages&sort=version&order=asc&limit=10000";
     state.all = (await api("GET", q)).data;
-    const keys = new Set();
-    for (const v of state.all) for (const k of Object.keys(v.metrics || {})) keys.add(k);
+    const counts = new Map();  // the metric most versions have is drawn first
+    for (const v of state.all) {
+      for (const k of Object.keys(v.metrics || {})) counts.set(k, (counts.get(k) || 0) + 1);
+    }
+    const keys = new Set(counts.keys());
+    const common = [...keys].sort((a, b) => counts.get(b) - counts.get(a) || (a < b ? -1 : 1));
     const select = $("metric");
-    const chosen = state.metric && keys.has(state.metric) ? state.metric : [...keys].sort()[0] || null;
+    const chosen = state.metric && keys.has(state.metric) ? state.metric : common[0] || null;
     select.replaceChildren();
     for (const k of [...keys].sort()) {
       const o = document.createElement("option");
