@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id", metavar="JOB_ID")
 
     p = verb("ui", "serve the local page on 127.0.0.1 and print its address")
-    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--port", type=_port, default=0, help="port (default: a free one)")
     p.add_argument("--no-browser", action="store_true", help="only print the address")
     return parser
 
@@ -171,6 +171,13 @@ def _positive_int(text: str) -> int:
 
 
 # --- local validation ----------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    value = 0 if text == "0" else _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, not {value}")
+    return value
 
 
 def _ref(text: str, need_version: bool, example: str) -> tuple[str, str | None]:

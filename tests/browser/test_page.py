@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -173,4 +174,51 @@ def test_the_page_refuses_a_missing_or_wrong_token(daemon: DaemonProcess, browse
         wrong = page.goto(ui.base + "/?token=not-the-token")
         assert wrong is not None and wrong.status == 403
         assert A not in page.content() and "v1." not in page.content()
+        page.close()
+
+
+def test_pause_resume_and_retry_of_a_failed_job_through_the_page(
+    short_tmp: Path, daemon_factory: Callable[..., DaemonProcess], browser: Any,
+    screenshots: Callable[[Any, str], Path],
+) -> None:
+    d = daemon_factory(
+        watches=[Watch(short_tmp / "w", A, layout=None)], extra_daemon={"retry_max_seconds": 0.05}
+    )
+    with d, running_ui(d.socket) as ui:
+        blocker = d.root / "storage" / "files"  # a file where the storage's directory goes
+        shutil.rmtree(blocker, ignore_errors=True)
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        blocker.write_bytes(b"not a directory")
+        ck = short_tmp / "w" / "x.dat"
+        ck.write_bytes(os.urandom(5000))
+        job = d.client().push(ck, A)
+        wait_for(lambda: d.client().job(job["job_id"])["state"] == "failed", timeout=60)
+
+        page = browser.new_page()
+        page.goto(ui.url)
+        failed = page.locator(f'#failed li[data-job="{job["job_id"]}"]')
+        failed.wait_for(timeout=TIMEOUT_MS)
+        screenshots(page, "queue-failed")
+        blocker.unlink()
+        failed.locator("button", has_text="retry").click()
+        page.click("#confirm-ok")
+        wait_for(lambda: d.client().job(job["job_id"])["state"] == "done", timeout=60)
+        page.wait_for_selector(f'#artifacts tr[data-artifact="{A}"]', timeout=TIMEOUT_MS)
+        page.wait_for_function(
+            f"() => document.querySelector('#artifacts tr[data-artifact=\"{A}\"]')"
+            ".innerText.includes('v1.0.0')",
+            timeout=TIMEOUT_MS,
+        )
+
+        row = page.locator(f'#artifacts tr[data-artifact="{A}"]')
+        row.locator("button", has_text="pause").click()
+        page.click("#confirm-ok")
+        wait_for(lambda: A in d.client().status()["daemon"]["paused"], timeout=30)
+        row.locator("button", has_text="resume").wait_for(timeout=TIMEOUT_MS)
+        row.locator("button", has_text="resume").click()
+        page.click("#confirm-cancel")  # a cancelled confirmation does nothing
+        assert A in d.client().status()["daemon"]["paused"]
+        row.locator("button", has_text="resume").click()
+        page.click("#confirm-ok")
+        wait_for(lambda: A not in d.client().status()["daemon"]["paused"], timeout=30)
         page.close()

@@ -16,6 +16,7 @@ from typing import Any
 
 from tests.e2e.harness import DaemonProcess
 
+REPO = Path(__file__).resolve().parents[2]  # the checkout whose cpvctl is under test
 URL_RE = re.compile(r"http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_-]+)")
 XSS_METRIC = "<script>window.__pwned=1</script><img src=x onerror=window.__pwned=2>"
 
@@ -41,7 +42,7 @@ def running_ui(socket: Path, port: int = 0) -> Iterator[UiProcess]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
         assert proc.stdout is not None
