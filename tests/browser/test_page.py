@@ -128,6 +128,15 @@ def test_a_promote_through_the_page_shows_in_cpvctl_show(
             timeout=TIMEOUT_MS,
         )
         assert page.evaluate("window.__sameDocument") is True  # updated without a reload
+
+        page.locator('#versions tr[data-version="v1.0.0"] button', has_text="revert").click()
+        page.click("#confirm-ok")
+        wait_for(lambda: daemon.client().show(A, "v1.0.0")["current"], timeout=60, what="revert")
+        page.wait_for_function(
+            "() => document.querySelector('#versions tr[data-version=\"v1.0.0\"]')"
+            ".innerText.includes('current')",
+            timeout=TIMEOUT_MS,
+        )
         page.close()
 
 
