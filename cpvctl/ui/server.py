@@ -101,12 +101,15 @@ class PageHandler(BaseHTTPRequestHandler):
     def _forward(self, method: str) -> None:
         body = None
         if method == "POST":
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
+            raw = (self.headers.get("Content-Length") or "0").strip()
+            if not raw.isdigit() or int(raw) > MAX_BODY:
                 self.close_connection = True
-                self._send(error_answer(413, "body_too_large", f"body over {MAX_BODY} bytes"))
+                self._send(error_answer(
+                    413 if raw.isdigit() else 400, "bad_request",
+                    f"Content-Length must be a number of bytes up to {MAX_BODY}",
+                ))
                 return
-            body = self.rfile.read(length)
+            body = self.rfile.read(int(raw))
         self._send(self.server.forwarder.call(method, self.path, body))
 
     def _start_stream(self, answer: Answer) -> None:

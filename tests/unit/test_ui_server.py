@@ -182,3 +182,21 @@ def test_a_stopped_daemon_is_a_502_naming_the_socket(short_tmp: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(("length", "status"), [("-1", 400), ("ten", 400), ("99999999", 413)])
+def test_a_bad_content_length_is_refused_without_waiting_for_a_body(
+    ui: PageServer, fake_daemon: tuple[Path, list[tuple[str, str, bytes]]], length: str,
+    status: int,
+) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", ui.port, timeout=10)
+    try:
+        conn.putrequest("POST", "/v1/pause", skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", f"127.0.0.1:{ui.port}")
+        conn.putheader("Cookie", f"{COOKIE}={ui.guard.token}")
+        conn.putheader("Content-Length", length)
+        conn.endheaders()
+        assert conn.getresponse().status == status
+    finally:
+        conn.close()
+    assert fake_daemon[1] == []
