@@ -203,8 +203,17 @@ def test_pause_resume_and_retry_of_a_failed_job_through_the_page(
         job = d.client().push(ck, A)
         wait_for(lambda: d.client().job(job["job_id"])["state"] == "failed", timeout=60)
 
+        (short_tmp / "w" / "torn.pt").write_bytes(b"PK\x03\x04" + os.urandom(3000))
+        waiting = wait_for(lambda: d.client().status()["waiting"], timeout=60, what="waiting")
+
         page = browser.new_page()
         page.goto(ui.url)
+        page.wait_for_function(
+            "r => document.getElementById('waiting').innerText.includes(r)",
+            arg=waiting[0]["reason"],
+            timeout=TIMEOUT_MS,
+        )
+        assert "torn.pt" in page.inner_text("#waiting")
         failed = page.locator(f'#failed li[data-job="{job["job_id"]}"]')
         failed.wait_for(timeout=TIMEOUT_MS)
         screenshots(page, "queue-failed")
