@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id", metavar="JOB_ID")
     p = verb("job", "show one job")
     p.add_argument("job_id", metavar="JOB_ID")
+
+    p = verb("ui", "serve the local page on 127.0.0.1 and print its address")
+    p.add_argument("--port", type=_port, default=0, help="port (default: a free one)")
+    p.add_argument("--no-browser", action="store_true", help="only print the address")
     return parser
 
 
@@ -182,6 +186,13 @@ def _positive_int(text: str) -> int:
 
 
 # --- local validation ----------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    value = 0 if text == "0" else _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, not {value}")
+    return value
 
 
 def _ref(text: str, version: str | None = None) -> Ref:
@@ -447,6 +458,12 @@ def cmd_job(args: argparse.Namespace, client: Client) -> int:
     return EXIT_FAILED if job.get("state") == "failed" else EXIT_OK
 
 
+def cmd_ui(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.ui.command import cmd_ui as serve_ui
+
+    return serve_ui(args, client)
+
+
 HANDLERS: dict[str, Handler] = {
     "status": cmd_status,
     "artifacts": cmd_artifacts,
@@ -463,6 +480,7 @@ HANDLERS: dict[str, Handler] = {
     "gc": cmd_gc,
     "retry": cmd_retry,
     "job": cmd_job,
+    "ui": cmd_ui,
 }
 
 

@@ -26,6 +26,7 @@ from cpvd.api.limits import REQUEST_TIMEOUT
 from cpvd.api.metrics import CONTENT_TYPE, DaemonMetrics
 from cpvd.api.operations import Operations
 from cpvd.api.queries import Queries, Status
+from cpvd.api.version_pages import parse_page
 from cpvd.lifecycle.collector import Collector
 from cpvd.pipeline.intake import Intake
 
@@ -130,6 +131,14 @@ async def artifacts(request: web.Request) -> web.Response:
 
 async def versions(request: web.Request) -> web.Response:
     every = query(request, "all", required=False) in ("1", "true")  # pruned ones too
+    keys = ("offset", "limit", "sort", "order", "fields")
+    req = parse_page(*(query(request, k, False) for k in keys))
+    if req is not None:
+        artifact = query(request, "artifact") or ""
+        rows, total = await services(request).queries.versions_page(artifact, req)
+        return web.Response(
+            body=rows, content_type="application/json", headers={"X-Cpv-Total": str(total)}
+        )
     body = await services(request).queries.versions_json(query(request, "artifact") or "", every)
     return web.Response(body=body, content_type="application/json")
 

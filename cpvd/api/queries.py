@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from cpvctl.protocol import API_VERSION, CPV_VERSION, Ref, ref_of, validate_name
+from cpvd.api.version_pages import PageRequest, page
 from cpvd.config.model import Config, WatchConfig
 from cpvd.errors import NotFound
 from cpvd.pipeline.health import Health, Pause
@@ -23,6 +24,8 @@ from cpvd.state.queue import JobQueue
 from cpvd.watch.pending import Pending, status_rows
 from cpvd.watch.unit_scan import UnitScan
 
+#: versions pages kept (each a few KiB, the plot's data about 1 MB at 10,000 versions)
+PAGE_CACHE_SIZE = 32
 #: the checkpoints the watcher holds back, settling or waiting (cpvd.watch.watcher.Watcher.pending)
 Waiting = Callable[[], list[tuple[WatchConfig, Pending]]]
 #: what each watch holds outside every unit (cpvd.watch.watcher.Watcher.ignored)
@@ -41,6 +44,37 @@ class Queries:
 
     def __post_init__(self) -> None:
         self._versions_cache: dict[str, tuple[tuple[str, int], bytes]] = {}  # artifact\0all
+        self._rows_cache: dict[str, tuple[tuple[str, int], list[dict[str, Any]]]] = {}
+        self._page_cache: dict[tuple[str, int, PageRequest], bytes] = {}
+
+    async def versions_page(self, artifact: str, req: PageRequest) -> tuple[bytes, int]:
+        """One page of the ``versions`` answer and the total count (the local page asks
+        for one page at a time)."""
+        return await self.executors.on_registry(self._versions_page, validate_name(artifact), req)
+
+    def _versions_page(self, artifact: str, req: PageRequest) -> tuple[bytes, int]:
+        """Cached per request until the generation moves: the page asks for the same plot
+        data and first page again after every event (10,000 versions: ~0.25 s to build)."""
+        rows = self._version_rows(artifact)
+        key = (artifact, self.engine.generation, req)
+        hit = self._page_cache.get(key)
+        if hit is None:
+            if len(self._page_cache) >= PAGE_CACHE_SIZE:
+                self._page_cache.clear()
+            hit = self._page_cache[key] = json.dumps(page(rows, req)).encode()
+        return hit, len(rows)
+
+    def _version_rows(self, artifact: str) -> list[dict[str, Any]]:  # on the registry thread
+        key = (artifact, self.engine.generation)
+        hit = self._rows_cache.get(artifact)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        infos = self.engine.versions(artifact)
+        if not infos and artifact not in self.config().artifact_kinds():
+            raise NotFound(f"unknown artifact {artifact!r}", "unknown_artifact")
+        rows = [i.to_json() for i in infos]
+        self._rows_cache[artifact] = (key, rows)
+        return rows
 
     async def versions_json(self, artifact: str, every: bool = False) -> bytes:
         """The ``versions`` answer, serialised; cached until the engine's generation moves

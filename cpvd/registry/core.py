@@ -170,13 +170,18 @@ class EngineCore:
         out = []
         for name, kind in sorted(kinds.items()):
             latest = index.latest(name)
+            versions = index.artifact_versions(name)
             out.append(
                 {
                     "name": name,
                     "kind": kind,
                     "latest": latest.version if latest else None,
                     "current": self.current_version(name),
-                    "count": len(index.artifact_versions(name)),
+                    "count": len(versions),
+                    # for the local page: where each stage points, and the bytes the
+                    # versions hold (before deduplication by content)
+                    "stages": {s: v.version for v in versions for s in v.stages},
+                    "bytes": sum(v.size for v in versions),
                 }
             )
         return out
