@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id", metavar="JOB_ID")
     p = verb("job", "show one job")
     p.add_argument("job_id", metavar="JOB_ID")
+    p = verb("hooks", "list hooks and their deliveries; `hooks test NAME` sends a sample event")
+    p.add_argument("action", nargs="?", choices=["list", "test"], default="list")
+    p.add_argument("name", nargs="?", metavar="NAME")
     return parser
 
 
@@ -417,6 +420,21 @@ def cmd_job(args: argparse.Namespace, client: Client) -> int:
     return EXIT_FAILED if job.get("state") == "failed" else EXIT_OK
 
 
+def cmd_hooks(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.render_hooks import render_hook_test, render_hooks
+
+    if args.action == "list":
+        if args.name is not None:
+            raise UsageError("`cpvctl hooks` takes no name; did you mean `cpvctl hooks test NAME`?")
+        _emit(args, client.hooks(), render_hooks)
+        return EXIT_OK
+    if args.name is None:
+        raise UsageError("`cpvctl hooks test` needs the NAME of a hook (see `cpvctl hooks`)")
+    result = client.hook_test(args.name)
+    _emit(args, result, render_hook_test)
+    return EXIT_OK if result.get("ok") else EXIT_FAILED
+
+
 HANDLERS: dict[str, Handler] = {
     "status": cmd_status,
     "artifacts": cmd_artifacts,
@@ -432,6 +450,7 @@ HANDLERS: dict[str, Handler] = {
     "verify": cmd_verify,
     "retry": cmd_retry,
     "job": cmd_job,
+    "hooks": cmd_hooks,
 }
 
 

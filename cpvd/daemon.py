@@ -26,6 +26,11 @@ from cpvd.api.queries import Queries, Status
 from cpvd.api.server import ApiServer
 from cpvd.config.model import Config
 from cpvd.errors import CpvError
+from cpvd.hooks import metrics as hook_metrics
+from cpvd.hooks.bridge import bus_tap
+from cpvd.hooks.dispatcher import Dispatcher
+from cpvd.hooks.outbox import Outbox
+from cpvd.hooks.service import HookService
 from cpvd.pipeline.copier import Copier
 from cpvd.pipeline.file_upload import FileUploads
 from cpvd.pipeline.health import Health, Pause, Wakeups
@@ -41,6 +46,7 @@ from cpvd.registry.engine import Engine
 from cpvd.service.instance import InstanceLock, clear_stale_socket, prepare_socket_dir
 from cpvd.service.sdnotify import Notifier
 from cpvd.startup import open_registry, open_state, release_finished_snapshots
+from cpvd.state.db import StateDB
 from cpvd.state.outcome import why_handled
 from cpvd.state.queue import JobQueue
 from cpvd.storage.base import Storage
@@ -166,6 +172,7 @@ class Daemon:
             unpushed=lambda: float(health.unpushed),
             storage_up=lambda: 0.0 if health.storage_ok is False else 1.0,
         )
+        outbox, dispatcher = await self._start_hooks(stack, db, bus, metrics)
         prepared = PreparedJobs()
         stack.callback(prepared.cancel_all)  # queued jobs upload everything next start
         uploads = FileUploads(lambda: engine.storage, snapshots.root, ex.file_upload)
@@ -178,7 +185,7 @@ class Daemon:
         )
         worker = Worker(
             self.config, queue, ledger, snapshots, copier, engine, ex, prepared,
-            health, pause, wakeups, bus, metrics,
+            health, pause, wakeups, bus, metrics, outbox,
         )  # fmt: skip
         pusher = Pusher(self.config, queue, engine, ex, health, wakeups, bus)
         stack.push_async_callback(self._drain, worker, pusher, wakeups)
@@ -191,15 +198,18 @@ class Daemon:
         watcher.start(relay.ready, relay.waiting, relay.hint)
         stack.callback(watcher.stop)
 
+        hooks = HookService(dispatcher)
         services = Services(
             intake=intake,
             queries=Queries(self.config, engine, queue, ex),
             status=Status(
-                self.config, queue, health, pause, watcher.waiting, lambda: self.restart_needed
+                self.config, queue, health, pause, watcher.waiting, lambda: self.restart_needed,
+                hooks.summary,
             ),
             operations=Operations(engine, queue, ledger, ex, health, pause, wakeups, bus),
             bus=bus,
             metrics=metrics,
+            hooks=hooks,
         )
         api = ApiServer(services, d, connection_cap(self.open_files))
         await api.start()
@@ -211,9 +221,23 @@ class Daemon:
         self.notifier.ready()
         heartbeat = asyncio.create_task(self._heartbeat(queue, health), name="heartbeat")
         stack.callback(heartbeat.cancel)
-        await self._main_loop(Live(watcher, api, engine, queue, snapshots, ex))
+        await self._main_loop(Live(watcher, api, engine, queue, snapshots, ex, dispatcher))
         self.notifier.stopping()
         log.info("stopping")
+
+    async def _start_hooks(
+        self, stack: AsyncExitStack, db: StateDB, bus: EventBus, metrics: DaemonMetrics
+    ) -> tuple[Outbox, Dispatcher]:
+        """The outbox (the worker records into it), the bus events it takes, and the
+        dispatcher, which first delivers what a previous run left undelivered."""
+        outbox = Outbox(db, lambda: self.cfg.hooks)
+        dispatcher = Dispatcher(self.config, outbox)
+        outbox.notify = dispatcher.wake
+        bus.tap(bus_tap(outbox))
+        hook_metrics.register(metrics.registry, dispatcher)
+        await dispatcher.start()
+        stack.push_async_callback(dispatcher.stop)
+        return outbox, dispatcher
 
     async def _main_loop(self, live: Live) -> None:
         while not self.stop.is_set():
@@ -279,6 +303,7 @@ class Live:
     queue: JobQueue
     snapshots: SnapshotStore
     executors: Executors
+    hooks: Dispatcher | None = None
 
     async def apply(self, cfg: Config) -> None:
         d = cfg.daemon
@@ -287,6 +312,8 @@ class Live:
         self.api.reconfigure(d.allow_uids, d.allow_group)
         self.queue.backoff_cap = d.retry_max_seconds
         self.snapshots.limit_bytes = max(0, int(d.snapshot_limit_bytes))
+        if self.hooks is not None:
+            self.hooks.sync()  # a lane for each added hook; removed hooks' lanes end
         await self.executors.on_registry(self._apply_to_engine, cfg)
 
     def _apply_to_engine(self, cfg: Config) -> None:  # on the registry thread

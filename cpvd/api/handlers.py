@@ -25,6 +25,7 @@ from cpvd.api.limits import REQUEST_TIMEOUT
 from cpvd.api.metrics import CONTENT_TYPE, DaemonMetrics
 from cpvd.api.operations import Operations
 from cpvd.api.queries import Queries, Status
+from cpvd.hooks.service import HookService
 from cpvd.pipeline.intake import Intake
 
 SSE_KEEPALIVE = 15.0
@@ -40,6 +41,7 @@ class Services:
     operations: Operations
     bus: EventBus
     metrics: DaemonMetrics
+    hooks: HookService | None = None
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -267,6 +269,22 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+def _hooks(request: web.Request) -> HookService:
+    hooks = services(request).hooks
+    if hooks is None:
+        raise ProtocolError("not_found", "this daemon runs no hooks")
+    return hooks
+
+
+async def hooks_list(request: web.Request) -> web.Response:
+    return web.json_response(_hooks(request).list())
+
+
+async def hooks_test(request: web.Request) -> web.Response:
+    data = await body(request)
+    return web.json_response(await _hooks(request).test(field(data, "name", str)))
+
+
 def add_routes(app: web.Application) -> None:
     p = API_PREFIX
     app.router.add_get(f"{p}/version", version)
@@ -285,4 +303,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{p}/pull/manifest", pull_manifest)
     app.router.add_get(f"{p}/pull/object", pull_object)
     app.router.add_get(f"{p}/events", events)
+    app.router.add_get(f"{p}/hooks", hooks_list)
+    app.router.add_post(f"{p}/hooks/test", hooks_test)
     app.router.add_get("/metrics", metrics)

@@ -37,6 +37,7 @@ from cpvd.config.model import (
 )
 from cpvd.config.overlap import overlap_problems
 from cpvd.errors import ConfigError
+from cpvd.hooks.config import dump_hook, parse_hooks
 
 KINDS = ("model", "data")
 #: AF_UNIX paths are limited to 108 bytes including the terminating NUL.
@@ -49,7 +50,7 @@ _TABLES: dict[str, type] = {
     "registry": RegistryConfig,
     "storage": StorageConfig,
 }
-_TOP_LEVEL = (*_TABLES, "watch")
+_TOP_LEVEL = (*_TABLES, "watch", "hook")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
@@ -324,7 +325,7 @@ def parse_config(text: str, source: Path | str) -> Config:
         if key not in _TOP_LEVEL:
             raise ConfigError(
                 f"{source}: unknown table [{key}]{_suggest(key, _TOP_LEVEL)}; "
-                "expected [daemon], [registry], [storage] and [[watch]]"
+                "expected [daemon], [registry], [storage], [[watch]] and [[hook]]"
             )
     parts: dict[str, Any] = {}
     builders: dict[str, Callable[[Mapping[str, Any], _Where], object]] = {
@@ -350,6 +351,7 @@ def parse_config(text: str, source: Path | str) -> Config:
         registry=parts["registry"],
         storage=parts["storage"],
         watches=tuple(watches),
+        hooks=parse_hooks(doc.get("hook", []), source),
         source=Path(source) if isinstance(source, Path) else None,
     )
     _refuse_overlaps(cfg, source)
@@ -469,5 +471,7 @@ def dump_config(cfg: Config) -> str:
             _changed(w, WatchConfig(path=w.path, artifact=w.artifact), always=("path", "artifact"))
             for w in cfg.watches
         ]
+    if cfg.hooks:
+        doc["hook"] = [dump_hook(h) for h in cfg.hooks]
     header = "# cpvd configuration (see `cpvd check --config THIS_FILE`)\n\n"
     return header + tomli_w.dumps(doc)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cpvd.config import paths
+from cpvd.hooks.model import HookConfig
 
 DEFAULT_SETTLE_SECONDS = 2.0
 
@@ -87,6 +88,8 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     watches: tuple[WatchConfig, ...] = ()
+    #: ``[[hook]]`` entries (cpvd.hooks): programs and webhooks that act on events
+    hooks: tuple[HookConfig, ...] = ()
     #: the file this was loaded from (None: embedded defaults / flags)
     source: Path | None = None
 

@@ -1,0 +1,152 @@
+"""Delivers the outbox: one asyncio task ("lane") per hook, so a slow or failing hook never
+holds up another, and nothing runs on the worker's path (a version only costs the insert
+that records its event). A lane takes its hook's due deliveries oldest first, one at a time;
+after a failure it backs off (the shared policy, capped by ``[daemon] retry_max_seconds``)
+before trying that hook again, so a receiver that is down is not hammered with the whole
+backlog. Successes are deleted from the outbox in small batches (a crash before the batch
+is written delivers those again, with the same ids: at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import aiohttp
+
+from cpvd.config.model import Config
+from cpvd.hooks.attempt import Attempt
+from cpvd.hooks.event import HookEvent
+from cpvd.hooks.exec_runner import run_exec
+from cpvd.hooks.http_sender import client_session, post
+from cpvd.hooks.model import HookConfig
+from cpvd.hooks.outbox import Delivery, Outbox
+from cpvd.hooks.record import HookRecord
+from cpvd.retry import Backoff
+
+log = logging.getLogger(__name__)
+
+BATCH = 50
+#: successes are written to the outbox at least this often (seconds) within a batch
+FLUSH_EVERY = 0.5
+
+
+class Dispatcher:
+    def __init__(self, config: Callable[[], Config], outbox: Outbox) -> None:
+        self.config, self.outbox = config, outbox
+        self.records: dict[str, HookRecord] = {}
+        self._lanes: dict[str, asyncio.Task[None]] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.stopping = False
+
+    def hook(self, name: str) -> HookConfig | None:
+        return next((h for h in self.config().hooks if h.name == name), None)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._session = client_session()
+        recovered = self.outbox.recover()
+        if recovered:
+            log.info("hooks: %d deliveries left by a previous run are due now", recovered)
+        self.sync()
+
+    def sync(self) -> None:
+        """A lane for every configured hook (call after a SIGHUP); lanes of removed hooks end."""
+        names = {h.name for h in self.config().hooks}
+        for name in names - set(self._lanes):
+            self.records.setdefault(name, HookRecord())
+            self._wakeups[name] = asyncio.Event()
+            self._lanes[name] = asyncio.create_task(self._lane(name), name=f"hook-{name}")
+        for name in set(self._lanes) - names:
+            self._lanes.pop(name).cancel()
+            self._wakeups.pop(name, None)
+
+    def wake(self) -> None:
+        """Something was recorded; callable from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed in between: shutdown
+            loop.call_soon_threadsafe(self._wake_all)
+
+    def _wake_all(self) -> None:
+        for event in self._wakeups.values():
+            event.set()
+
+    async def stop(self) -> None:
+        self.stopping = True
+        lanes = list(self._lanes.values())
+        for task in lanes:
+            task.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
+        self._lanes.clear()
+        if self._session is not None:
+            await self._session.close()
+
+    async def send(self, hook: HookConfig, event: HookEvent) -> Attempt:
+        if hook.url is not None:
+            assert self._session is not None, "start() first"
+            return await post(self._session, hook, event)
+        return await run_exec(hook, event)
+
+    # -- lanes ------------------------------------------------------------------------------
+
+    async def _lane(self, name: str) -> None:
+        delay: float | None = None
+        while not self.stopping:
+            hook = self.hook(name)
+            if hook is None:
+                return
+            self._wakeups[name].clear()  # before reading: a record after this wakes us
+            batch = self.outbox.due(name, time.time(), BATCH)
+            if not batch:
+                await self._sleep(name, self.outbox.next_due_at(name))
+                continue
+            failed = await self._deliver(hook, batch)
+            if failed is None:
+                delay = None
+                continue
+            delay = self._backoff().after(delay)
+            retry_at = time.time() + delay
+            self.outbox.failed(failed.seq, self.records[name].last_error or "", retry_at)
+            self.records[name].retry_at = retry_at
+            log.warning(
+                "hook %s: event %s (%s) not delivered: %s; retrying in %.0fs",
+                name, failed.event.id, failed.event.type, self.records[name].last_error, delay,
+            )  # fmt: skip
+            await asyncio.sleep(delay)  # new events do not cut a backoff short
+
+    async def _deliver(self, hook: HookConfig, batch: list[Delivery]) -> Delivery | None:
+        """Send ``batch`` in order until one fails (returned); record the successes."""
+        record = self.records[hook.name]
+        done: list[Delivery] = []
+        flushed = time.monotonic()
+        try:
+            for item in batch:
+                attempt = await self.send(hook, item.event)
+                record.note(item.event, attempt)
+                if not attempt.ok:
+                    return item
+                done.append(item)
+                if time.monotonic() - flushed >= FLUSH_EVERY:
+                    self.outbox.delivered(done)
+                    done, flushed = [], time.monotonic()
+            return None
+        finally:
+            self.outbox.delivered(done)
+
+    def _backoff(self) -> Backoff:
+        return Backoff(base=1.0, cap=max(0.05, min(300.0, self.config().daemon.retry_max_seconds)))
+
+    async def _sleep(self, name: str, until: float | None) -> None:
+        wakeup = self._wakeups.get(name)
+        if wakeup is None:
+            return
+        timeout = None if until is None else max(0.0, until - time.time())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wakeup.wait(), timeout)
