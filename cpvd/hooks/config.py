@@ -52,7 +52,8 @@ class _Hook:
             return None
         if isinstance(value, str):
             value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        good = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+        if not good or not value:
             raise self.error(key, f"expected a list of non-empty strings, got {_show(value)}")
         return tuple(value)
 

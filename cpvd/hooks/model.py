@@ -5,6 +5,7 @@ target (a program to run or a URL to POST to). No I/O here, so the config model 
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ TEST_EVENT = "hook.test"
 #: the placeholders an ``exec`` argument may hold, filled from the event's data
 PLACEHOLDERS = ("artifact", "version", "tag", "stage", "path")
 DEFAULT_TIMEOUT = 30.0
+_PLACEHOLDER_RE = re.compile("{(" + "|".join(PLACEHOLDERS) + ")}")
 
 
 @dataclass(frozen=True)
@@ -65,14 +67,12 @@ def redact_url(url: str) -> str:
 
 def fill_placeholders(argv: tuple[str, ...], data: dict[str, Any]) -> list[str]:
     """Each ``{artifact}``, ``{version}``, ``{tag}``, ``{stage}``, ``{path}`` replaced by the
-    event's value (empty when the event has none). Plain replacement, not ``str.format``: an
-    argument's other braces stay as written, and no value can reach anything but its slot."""
-    out = []
-    for arg in argv:
-        for key in PLACEHOLDERS:
-            token = "{" + key + "}"
-            if token in arg:
-                value = data.get(key)
-                arg = arg.replace(token, "" if value is None else str(value))
-        out.append(arg)
-    return out
+    event's value (empty when the event has none), in one pass: a value that itself holds
+    ``{version}`` (a checkpoint file named so) stays as it is. Not ``str.format``: an
+    argument's other braces stay as written."""
+
+    def value(match: re.Match[str]) -> str:
+        found = data.get(match.group(1))
+        return "" if found is None else str(found)
+
+    return [_PLACEHOLDER_RE.sub(value, arg) for arg in argv]

@@ -55,6 +55,8 @@ class DaemonProcess:
     extra_daemon: dict[str, Any] = field(default_factory=dict)
     extra_storage: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    #: TOML appended to the config as written (``[[hook]]`` tables, say)
+    extra_toml: str = ""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -104,6 +106,8 @@ class DaemonProcess:
             ]
             if w.data:
                 lines.append(f"data = {toml_str(list(w.data))}")
+        if self.extra_toml:
+            lines.append(self.extra_toml)
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self, wait: bool = True, extra_args: Sequence[str] = ()) -> DaemonProcess:
