@@ -939,4 +939,7 @@ def all_groups(b: Bench) -> dict[str, Callable[[], None]]:
     groups["burst"] = lambda: burst_group(b)
     groups["idle"] = lambda: idle_group(b)
     groups["queries"] = lambda: query_group(b)
+    from benchmarks.hooks_burst import hooks_group  # it builds on this module's helpers
+
+    groups["hooks"] = lambda: hooks_group(b)
     return groups

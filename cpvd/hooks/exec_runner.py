@@ -50,6 +50,9 @@ async def run_exec(hook: HookConfig, event: HookEvent) -> Attempt:
     except TimeoutError:
         await _kill(proc)
         return done(False, f"{argv[0]} ran over its timeout of {hook.timeout:g}s; killed")
+    except asyncio.CancelledError:  # cpvd stops: no program outlives it (run again next start)
+        await asyncio.shield(_kill(proc))
+        raise
     if proc.returncode == 0:
         return done(True, "exit 0")
     detail = f"{argv[0]} exited with status {proc.returncode}"

@@ -285,3 +285,20 @@ async def test_sighup_adds_a_hook(rig_factory: Any, recorder: tuple[Path, Path])
     rig.dispatcher.sync()
     (event_id,) = rig.record(1)
     await until(lambda: (out / event_id).exists(), what="the new hook")
+
+
+async def test_stopping_kills_a_running_program_and_keeps_its_delivery(
+    rig_factory: Any, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pid"
+    prog = tmp_path / "long-eval.sh"
+    prog.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 30\n")
+    prog.chmod(0o755)
+    rig = await rig_factory(HookConfig(name="ev", on=("version.created",), exec=(str(prog),)))
+    rig.record(1)
+    await until(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the program")
+    pid = int(pidfile.read_text())
+    await rig.dispatcher.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert rig.outbox.pending() == {"ev": 1}  # delivered again at the next start
