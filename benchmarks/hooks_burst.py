@@ -19,12 +19,13 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from benchmarks.procs import MIB, Daemon, Watch, make_bare_remote, remote_tags
+from benchmarks.procs import MIB, Daemon, Watch, cpu_seconds, make_bare_remote, remote_tags
 from benchmarks.report import Results, ratio
 from benchmarks.scenarios import Bench, tags_reach, wait_until, write_random
 
 SECTION = "7. Hooks"
 SCRIPT = "#!/bin/sh\ncat > /dev/null\n"
+CPU_NOTE = "utime+stime of the daemon's process tree (git and hook programs included) / versions"
 
 
 @contextmanager
@@ -79,6 +80,12 @@ def hooks_group(b: Bench) -> None:
         SECTION, f"two hooks: time until both took all {n} events", "s",
         note="from the drop; the versions are on the remote before this",
     )  # fmt: skip
+    cpu = {
+        False: b.results.figure(SECTION, "daemon CPU per version, no hooks", "ms",
+                                note=CPU_NOTE),
+        True: b.results.figure(SECTION, "daemon CPU per version, two hooks", "ms",
+                               note=CPU_NOTE + ", every delivery included (the programs too)"),
+    }  # fmt: skip
     script = gdir / "eval.sh"
     script.write_text(SCRIPT)
     script.chmod(0o755)
@@ -88,19 +95,26 @@ def hooks_group(b: Bench) -> None:
             for with_hooks in order:
                 extra = hooks_toml(script, url) if with_hooks else ""
                 fig = hooked if with_hooks else plain
-                elapsed, delivered = _burst(b, gdir / f"r{r}-{int(with_hooks)}", n, extra, hits)
+                root = gdir / f"r{r}-{int(with_hooks)}"
+                elapsed, delivered, cpu_s = _burst(b, root, n, extra, hits)
                 fig.samples.append(n / elapsed)
+                cpu[with_hooks].samples.append(cpu_s / n * 1000)
                 if with_hooks:
                     drained.samples.append(delivered)
                 took = f", delivered in {delivered:.2f} s" if with_hooks else ""
                 label = "two hooks" if with_hooks else "no hooks"
-                b.log(f"[hooks] run {r + 1} {label}: {n / elapsed:.1f}/s{took}")
+                b.log(
+                    f"[hooks] run {r + 1} {label}: {n / elapsed:.1f}/s{took}, "
+                    f"{cpu_s / n * 1000:.0f} ms CPU per version"
+                )
     shutil.rmtree(gdir, ignore_errors=True)
 
 
-def _burst(b: Bench, root: Path, n: int, extra: str, hits: list[int]) -> tuple[float, float]:
-    """Drop ``n`` checkpoints at once; seconds until the last tag is on the remote, and
-    until both hooks took every event (0 without hooks)."""
+def _burst(
+    b: Bench, root: Path, n: int, extra: str, hits: list[int]
+) -> tuple[float, float, float]:
+    """Drop ``n`` checkpoints at once; seconds until the last tag is on the remote, until
+    both hooks took every event (0 without hooks), and the daemon's CPU seconds to then."""
     watch, staging = root / "watch", root / "staging"
     staging.mkdir(parents=True)
     remote = make_bare_remote(root / "remote.git")
@@ -114,17 +128,21 @@ def _burst(b: Bench, root: Path, n: int, extra: str, hits: list[int]) -> tuple[f
         write_random(staging / name, MIB)
     with daemon:
         before = hits[0]
+        cpu0 = cpu_seconds(daemon.pid)
         t0 = time.perf_counter()
         for name in names:
             os.rename(staging / name, watch / name)
         wait_until(tags_reach(remote, "bench/hooks@", n), 900, f"{n} tags", interval=0.02)
         elapsed = time.perf_counter() - t0
-        if not extra:
-            return elapsed, 0.0
-        wait_until(lambda: hits[0] - before >= n and _pending(daemon) == 0, 300, "deliveries")
-        delivered = time.perf_counter() - t0
+        delivered = 0.0
+        if extra:
+            wait_until(lambda: hits[0] - before >= n and _pending(daemon) == 0, 300, "hooks")
+            delivered = time.perf_counter() - t0
+        else:  # the queue is empty and the last push done: the same end as with hooks
+            wait_until(lambda: daemon.client().status()["queue"]["depth"] == 0, 300, "queue")
+        used = cpu_seconds(daemon.pid) - cpu0
     assert len(remote_tags(remote, "bench/hooks@")) == n
-    return elapsed, delivered
+    return elapsed, delivered, used
 
 
 def _pending(daemon: Daemon) -> int:

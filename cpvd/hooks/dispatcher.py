@@ -18,6 +18,7 @@ from collections.abc import Callable
 import aiohttp
 
 from cpvd.config.model import Config
+from cpvd.errors import CpvError
 from cpvd.hooks.attempt import Attempt
 from cpvd.hooks.event import HookEvent
 from cpvd.hooks.exec_runner import run_exec
@@ -40,6 +41,8 @@ class Dispatcher:
         self.records: dict[str, HookRecord] = {}
         self._lanes: dict[str, asyncio.Task[None]] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
+        #: each failing hook's current backoff (gone after a success)
+        self._delays: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
         self.stopping = False
@@ -97,29 +100,41 @@ class Dispatcher:
     # -- lanes ------------------------------------------------------------------------------
 
     async def _lane(self, name: str) -> None:
+        """Outlives any failure of its own (the state database unwritable: disk full)."""
         delay: float | None = None
-        while not self.stopping:
-            hook = self.hook(name)
-            if hook is None:
-                return
-            self._wakeups[name].clear()  # before reading: a record after this wakes us
-            batch = self.outbox.due(name, time.time(), BATCH)
-            if not batch:
-                await self._sleep(name, self.outbox.next_due_at(name))
-                continue
-            failed = await self._deliver(hook, batch)
-            if failed is None:
+        while not self.stopping and self.hook(name) is not None:
+            try:
+                await self._lane_step(name)
                 delay = None
-                continue
-            delay = self._backoff().after(delay)
-            retry_at = time.time() + delay
-            self.outbox.failed(failed.seq, self.records[name].last_error or "", retry_at)
-            self.records[name].retry_at = retry_at
-            log.warning(
-                "hook %s: event %s (%s) not delivered: %s; retrying in %.0fs",
-                name, failed.event.id, failed.event.type, self.records[name].last_error, delay,
-            )  # fmt: skip
-            await asyncio.sleep(delay)  # new events do not cut a backoff short
+            except CpvError as exc:
+                delay = self._backoff().after(delay)
+                log.error("hook %s: %s; retrying in %.0fs", name, exc.message, delay)
+                await asyncio.sleep(delay)
+
+    async def _lane_step(self, name: str) -> None:
+        """Deliver what is due; sleep until more is due or recorded, or after a failed
+        delivery for the hook's backoff (new events do not cut it short)."""
+        hook = self.hook(name)
+        if hook is None:
+            return
+        self._wakeups[name].clear()  # before reading: a record after this wakes us
+        batch = self.outbox.due(name, time.time(), BATCH)
+        if not batch:
+            await self._sleep(name, self.outbox.next_due_at(name))
+            return
+        failed = await self._deliver(hook, batch)
+        if failed is None:
+            self._delays.pop(name, None)
+            return
+        delay = self._delays[name] = self._backoff().after(self._delays.get(name))
+        record = self.records[name]
+        record.retry_at = time.time() + delay
+        self.outbox.failed(failed.seq, record.last_error or "", record.retry_at)
+        log.warning(
+            "hook %s: event %s (%s) not delivered: %s; retrying in %.0fs",
+            name, failed.event.id, failed.event.type, record.last_error, delay,
+        )  # fmt: skip
+        await asyncio.sleep(delay)
 
     async def _deliver(self, hook: HookConfig, batch: list[Delivery]) -> Delivery | None:
         """Send ``batch`` in order until one fails (returned); record the successes."""

@@ -230,7 +230,8 @@ class Worker:
         state = "done" if result.status == "versioned" else "unchanged"
         created = {
             "artifact": job.artifact, "version": info.version, "tag": info.tag, "md5": info.md5,
-            "size": info.size, "path": job.source, "job_id": job.id, "metrics": job.metrics or {},
+            "size": info.size, "path": job.source, "job_id": job.id, "metrics": info.metrics,
+            "lineage": info.lineage,
         }  # fmt: skip
         self._finish(
             job, state, {"status": result.status, **info.to_json()}, content, version=info.version,
