@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cpvd.config.model import Config, RegistryConfig, StorageConfig, WatchConfig
 from cpvd.errors import GitError
+from cpvd.hooks.readiness import hook_ready
 from cpvd.redact import mask_url
 from cpvd.registry.git import registry_git_env as git_env
 
@@ -181,6 +182,9 @@ def run_checks(cfg: Config) -> list[CheckResult]:
     if cfg.registry.remote:
         results.append(check_git_remote(cfg.registry))
     results += [check_watch(i, w) for i, w in enumerate(cfg.watches, start=1)]
+    results += [
+        CheckResult(f"hook {h.name}", *hook_ready(i, h)) for i, h in enumerate(cfg.hooks, 1)
+    ]
     return results
 
 

@@ -3,11 +3,15 @@ key; placeholders, URL redaction and the artifact filter are pure functions."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cpvd.config.load import dump_config, parse_config
+from cpvd.config.model import Config, StorageConfig
 from cpvd.errors import ConfigError
 from cpvd.hooks.model import HookConfig, fill_placeholders, redact_url
+from cpvd.setup.check import run_checks
 
 GOOD = """
 [[hook]]
@@ -90,3 +94,33 @@ def test_artifact_filter_and_event_types() -> None:
     assert not hook.matches("version.created", {"artifact": "nlp/bert"})
     assert not hook.matches("version.created", {})
     assert not hook.matches("job.failed", {"artifact": "vision/r50"})
+
+
+def test_cpvd_check_names_a_missing_program_and_an_unset_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "eval.sh"
+    script.write_text("#!/bin/sh\n")
+    hooks = (
+        HookConfig(name="a", on=("job.failed",), exec=(str(tmp_path / "nope"),)),
+        HookConfig(name="b", on=("job.failed",), exec=(str(script),)),
+        HookConfig(name="c", on=("job.failed",), exec=("no-such-program-cpv",)),
+        HookConfig(name="d", on=("job.failed",), url="https://h.example/x", secret_env="CPV_S"),
+        HookConfig(name="e", on=("job.failed",), exec=("sh", "-c", "true")),
+    )
+    monkeypatch.delenv("CPV_S", raising=False)
+    results = {r.name: r for r in run_checks(Config(storage=StorageConfig(url=str(tmp_path)),
+                                                    hooks=hooks))}  # fmt: skip
+    detail = {name: r.detail for name, r in results.items() if not r.ok}
+    assert "not found; fix [[hook]] #1 exec" in detail["hook a"]
+    assert "chmod +x" in detail["hook b"]
+    assert "not found on PATH" in detail["hook c"]
+    assert "CPV_S (secret_env of [[hook]] #4)" in detail["hook d"]
+    assert results["hook e"].ok
+    script.chmod(0o755)
+    monkeypatch.setenv("CPV_S", "x")
+    results = {r.name: r for r in run_checks(Config(storage=StorageConfig(url=str(tmp_path)),
+                                                    hooks=hooks))}  # fmt: skip
+    assert results["hook b"].ok and results["hook d"].ok
+    want = "posts to https://h.example/… on job.failed, signed with $CPV_S"
+    assert results["hook d"].detail == want
