@@ -31,8 +31,8 @@ from cpvd.retry import Backoff
 log = logging.getLogger(__name__)
 
 BATCH = 50
-#: successes are written to the outbox at least this often (seconds) within a batch
-FLUSH_EVERY = 0.5
+#: seconds between two writes of the deliveries hooks took (all hooks in one transaction)
+ACK_EVERY = 1.0
 
 
 class Dispatcher:
@@ -43,6 +43,9 @@ class Dispatcher:
         self._wakeups: dict[str, asyncio.Event] = {}
         #: each failing hook's current backoff (gone after a success)
         self._delays: dict[str, float] = {}
+        #: deliveries taken by their hook, not yet deleted from the outbox (by seq)
+        self._acks: dict[int, Delivery] = {}
+        self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
         self.stopping = False
@@ -56,6 +59,7 @@ class Dispatcher:
         recovered = self.outbox.recover()
         if recovered:
             log.info("hooks: %d deliveries left by a previous run are due now", recovered)
+        self._flusher = asyncio.create_task(self._flush_acks(), name="hook-acks")
         self.sync()
 
     def sync(self) -> None:
@@ -68,6 +72,13 @@ class Dispatcher:
         for name in set(self._lanes) - names:
             self._lanes.pop(name).cancel()
             self._wakeups.pop(name, None)
+
+    def pending(self) -> dict[str, int]:
+        """Deliveries waiting per hook (those taken but not yet written off excluded)."""
+        counts = self.outbox.pending()
+        for d in list(self._acks.values()):
+            counts[d.hook] = counts.get(d.hook, 0) - 1
+        return {hook: n for hook, n in counts.items() if n > 0}
 
     def wake(self) -> None:
         """Something was recorded; callable from any thread."""
@@ -83,11 +94,13 @@ class Dispatcher:
 
     async def stop(self) -> None:
         self.stopping = True
-        lanes = list(self._lanes.values())
-        for task in lanes:
+        tasks = [*self._lanes.values(), *([self._flusher] if self._flusher else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*lanes, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._lanes.clear()
+        with contextlib.suppress(CpvError):  # unwritable: they are delivered again next start
+            self._write_acks()
         if self._session is not None:
             await self._session.close()
 
@@ -118,9 +131,14 @@ class Dispatcher:
         if hook is None:
             return
         self._wakeups[name].clear()  # before reading: a record after this wakes us
-        batch = self.outbox.due(name, time.time(), BATCH)
-        if not batch:
-            await self._sleep(name, self.outbox.next_due_at(name))
+        taken = self._acks
+        due = self.outbox.due(name, time.time(), BATCH + len(taken))
+        batch = [d for d in due if d.seq not in taken][:BATCH]
+        if not batch:  # the rows due now, if any, were taken and wait for the next ack write
+            until = self.outbox.next_due_at(name)
+            if due and until is not None:
+                until = max(until, time.time() + ACK_EVERY)
+            await self._sleep(name, until)
             return
         failed = await self._deliver(hook, batch)
         if failed is None:
@@ -137,23 +155,30 @@ class Dispatcher:
         await asyncio.sleep(delay)
 
     async def _deliver(self, hook: HookConfig, batch: list[Delivery]) -> Delivery | None:
-        """Send ``batch`` in order until one fails (returned); record the successes."""
+        """Send ``batch`` in order until one fails (returned); the successes are acked."""
         record = self.records[hook.name]
-        done: list[Delivery] = []
-        flushed = time.monotonic()
-        try:
-            for item in batch:
-                attempt = await self.send(hook, item.event)
-                record.note(item.event, attempt)
-                if not attempt.ok:
-                    return item
-                done.append(item)
-                if time.monotonic() - flushed >= FLUSH_EVERY:
-                    self.outbox.delivered(done)
-                    done, flushed = [], time.monotonic()
-            return None
-        finally:
-            self.outbox.delivered(done)
+        for item in batch:
+            attempt = await self.send(hook, item.event)
+            record.note(item.event, attempt)
+            if not attempt.ok:
+                return item
+            self._acks[item.seq] = item
+        return None
+
+    async def _flush_acks(self) -> None:
+        while True:
+            await asyncio.sleep(ACK_EVERY)
+            try:
+                self._write_acks()
+            except CpvError as exc:  # kept, and tried again at the next round
+                log.error("hooks: could not record deliveries: %s", exc.message)
+
+    def _write_acks(self) -> None:
+        if self._acks:
+            taken = list(self._acks.values())
+            self.outbox.delivered(taken)
+            for d in taken:
+                self._acks.pop(d.seq, None)
 
     def _backoff(self) -> Backoff:
         return Backoff(base=1.0, cap=max(0.05, min(300.0, self.config().daemon.retry_max_seconds)))

@@ -30,7 +30,7 @@ class HookCollector(Collector):
         failures = CounterMetricFamily(
             "cpv_hook_failures", "Failed hook delivery attempts since start.", labels=["hook"]
         )
-        counts = d.outbox.pending()
+        counts = d.pending()
         for hook in d.config().hooks:
             rec = d.records.get(hook.name, HookRecord())
             pending.add_metric([hook.name], counts.get(hook.name, 0))

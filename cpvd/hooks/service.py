@@ -21,7 +21,7 @@ class HookService:
 
     def list(self) -> dict[str, Any]:
         d = self.dispatcher
-        pending = d.outbox.pending()
+        pending = d.pending()
         hooks = [
             {**_describe(h), "pending": pending.get(h.name, 0),
              **d.records.get(h.name, HookRecord()).to_json()}
