@@ -171,6 +171,19 @@ def render_job(job: Mapping[str, Any]) -> str:
     return line
 
 
+def _hooks_lines(hooks: object) -> list[str]:
+    """``hooks: 2, pending 3`` and one line per failing hook (see ``cpvctl hooks``)."""
+    if not isinstance(hooks, Mapping) or not hooks.get("count"):
+        return []
+    lines = [f"hooks: {hooks.get('count')}, pending {hooks.get('pending', 0)}"]
+    for f in hooks.get("failing") or []:
+        lines.append(
+            f"  hook {f.get('name', DASH)} FAILING ({f.get('failures', '?')} attempts): "
+            f"{f.get('error') or DASH}"
+        )
+    return lines
+
+
 def render_status(st: Mapping[str, Any]) -> str:
     out: list[str] = []
     daemon = st.get("daemon") or {}
@@ -271,19 +284,6 @@ def render_status(st: Mapping[str, Any]) -> str:
             )
         )
     return "\n".join(out)
-
-
-def _hooks_lines(hooks: object) -> list[str]:
-    """``hooks: 2, pending 3`` and one line per failing hook (see ``cpvctl hooks``)."""
-    if not isinstance(hooks, Mapping) or not hooks.get("count"):
-        return []
-    lines = [f"hooks: {hooks.get('count')}, pending {hooks.get('pending', 0)}"]
-    for f in hooks.get("failing") or []:
-        lines.append(
-            f"  hook {f.get('name', DASH)} FAILING ({f.get('failures', '?')} attempts): "
-            f"{f.get('error') or DASH}"
-        )
-    return lines
 
 
 def render_event(event: str, data: Mapping[str, Any]) -> str:

@@ -172,7 +172,7 @@ class Daemon:
             unpushed=lambda: float(health.unpushed),
             storage_up=lambda: 0.0 if health.storage_ok is False else 1.0,
         )
-        outbox, dispatcher = await self._start_hooks(stack, db, bus, metrics)
+        outbox, dispatcher = await self._start_hooks(stack, db, bus, metrics, queue)
         prepared = PreparedJobs()
         stack.callback(prepared.cancel_all)  # queued jobs upload everything next start
         uploads = FileUploads(lambda: engine.storage, snapshots.root, ex.file_upload)
@@ -203,8 +203,7 @@ class Daemon:
             intake=intake,
             queries=Queries(self.config, engine, queue, ex),
             status=Status(
-                self.config, queue, health, pause, watcher.waiting, lambda: self.restart_needed,
-                hooks.summary,
+                self.config, queue, health, pause, watcher.waiting, lambda: self.restart_needed
             ),
             operations=Operations(engine, queue, ledger, ex, health, pause, wakeups, bus),
             bus=bus,
@@ -226,12 +225,18 @@ class Daemon:
         log.info("stopping")
 
     async def _start_hooks(
-        self, stack: AsyncExitStack, db: StateDB, bus: EventBus, metrics: DaemonMetrics
+        self,
+        stack: AsyncExitStack,
+        db: StateDB,
+        bus: EventBus,
+        metrics: DaemonMetrics,
+        queue: JobQueue,
     ) -> tuple[Outbox, Dispatcher]:
         """The outbox (the worker records into it), the bus events it takes, and the
-        dispatcher, which first delivers what a previous run left undelivered."""
+        dispatcher, which first delivers what a previous run left undelivered and holds
+        deliveries back while checkpoints queue up (a burst)."""
         outbox = Outbox(db, lambda: self.cfg.hooks)
-        dispatcher = Dispatcher(self.config, outbox)
+        dispatcher = Dispatcher(self.config, outbox, busy=lambda: queue.depth() > 1)
         outbox.notify = dispatcher.wake
         bus.tap(bus_tap(outbox))
         hook_metrics.register(metrics.registry, dispatcher)

@@ -108,7 +108,10 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(services(request).status.report())
+    report, hooks = services(request).status.report(), services(request).hooks
+    if hooks is not None:  # pending deliveries and failing hooks (cpvd.hooks)
+        report["hooks"] = hooks.summary()
+    return web.json_response(report)
 
 
 async def artifacts(request: web.Request) -> web.Response:

@@ -100,8 +100,6 @@ class Status:
     waiting: Waiting
     #: config keys a SIGHUP changed that the daemon applies only at its next start
     restart_needed: Callable[[], list[str]] = list
-    #: hooks' pending deliveries and failures (cpvd.hooks.service.HookService.summary)
-    hooks: Callable[[], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         self.started = time.time()
@@ -139,7 +137,6 @@ class Status:
                 "error": health.remote_error,
                 "unpushed": health.unpushed,
             },
-            **({"hooks": self.hooks()} if self.hooks is not None else {}),
         }
 
     def _watch(self, w: WatchConfig) -> dict[str, Any]:

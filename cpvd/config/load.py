@@ -25,6 +25,7 @@ from typing import Any
 
 import tomli_w
 
+import cpvd.hooks.config as hook_tables
 from cpvctl.protocol import ProtocolError, validate_name
 from cpvd.config import paths
 from cpvd.config.model import (
@@ -37,7 +38,6 @@ from cpvd.config.model import (
 )
 from cpvd.config.overlap import overlap_problems
 from cpvd.errors import ConfigError
-from cpvd.hooks.config import dump_hook, parse_hooks
 
 KINDS = ("model", "data")
 #: AF_UNIX paths are limited to 108 bytes including the terminating NUL.
@@ -351,7 +351,7 @@ def parse_config(text: str, source: Path | str) -> Config:
         registry=parts["registry"],
         storage=parts["storage"],
         watches=tuple(watches),
-        hooks=parse_hooks(doc.get("hook", []), source),
+        hooks=hook_tables.parse_hooks(doc.get("hook", []), source),
         source=Path(source) if isinstance(source, Path) else None,
     )
     _refuse_overlaps(cfg, source)
@@ -472,6 +472,6 @@ def dump_config(cfg: Config) -> str:
             for w in cfg.watches
         ]
     if cfg.hooks:
-        doc["hook"] = [dump_hook(h) for h in cfg.hooks]
+        doc["hook"] = [hook_tables.dump_hook(h) for h in cfg.hooks]
     header = "# cpvd configuration (see `cpvd check --config THIS_FILE`)\n\n"
     return header + tomli_w.dumps(doc)

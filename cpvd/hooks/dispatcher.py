@@ -33,11 +33,20 @@ log = logging.getLogger(__name__)
 BATCH = 50
 #: seconds between two writes of the deliveries hooks took (all hooks in one transaction)
 ACK_EVERY = 1.0
+#: longest a delivery waits for a backlog of versions to clear (seconds after its event)
+DEFER_MAX = 60.0
+#: how often a held-back lane looks at the backlog again
+BUSY_POLL = 0.5
 
 
 class Dispatcher:
-    def __init__(self, config: Callable[[], Config], outbox: Outbox) -> None:
-        self.config, self.outbox = config, outbox
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        outbox: Outbox,
+        busy: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.config, self.outbox, self.busy = config, outbox, busy
         self.records: dict[str, HookRecord] = {}
         self._lanes: dict[str, asyncio.Task[None]] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
@@ -139,6 +148,9 @@ class Dispatcher:
             if due and until is not None:
                 until = max(until, time.time() + ACK_EVERY)
             await self._sleep(name, until)
+            return
+        if self.busy() and time.time() < batch[0].event.time + DEFER_MAX:
+            await asyncio.sleep(BUSY_POLL)  # versions are waiting: they go first
             return
         failed = await self._deliver(hook, batch)
         if failed is None:

@@ -95,6 +95,8 @@ class DaemonProcess:
         if self.endpoint_url:
             lines += [f"endpoint_url = {toml_str(self.endpoint_url)}", 'region = "us-east-1"']
         lines += [f"{k} = {toml_str(v)}" for k, v in self.extra_storage.items()]
+        if self.extra_toml:  # its own tables ([[hook]]), so before the watches
+            lines.append(self.extra_toml)
         for w in self.watches:
             lines += [
                 "[[watch]]",
@@ -106,8 +108,6 @@ class DaemonProcess:
             ]
             if w.data:
                 lines.append(f"data = {toml_str(list(w.data))}")
-        if self.extra_toml:
-            lines.append(self.extra_toml)
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self, wait: bool = True, extra_args: Sequence[str] = ()) -> DaemonProcess:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import cpvd.hooks.dispatcher as dispatcher_mod
 from cpvd.config.model import Config, DaemonConfig
 from cpvd.hooks.dispatcher import Dispatcher
 from cpvd.hooks.model import HookConfig
@@ -53,7 +54,8 @@ class Rig:
     def __init__(self, db: StateDB, hooks: tuple[HookConfig, ...]) -> None:
         self.cfg = Config(daemon=DaemonConfig(retry_max_seconds=0.2), hooks=hooks)
         self.outbox = Outbox(db, lambda: self.cfg.hooks)
-        self.dispatcher = Dispatcher(lambda: self.cfg, self.outbox)
+        self.backlog = False  # what the daemon's queue says: versions are waiting
+        self.dispatcher = Dispatcher(lambda: self.cfg, self.outbox, lambda: self.backlog)
         self.outbox.notify = self.dispatcher.wake
 
     def record(self, n: int, type: str = "version.created") -> list[str]:
@@ -302,3 +304,20 @@ async def test_stopping_kills_a_running_program_and_keeps_its_delivery(
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert rig.outbox.pending() == {"ev": 1}  # delivered again at the next start
+
+
+async def test_a_backlog_of_versions_goes_first(
+    rig_factory: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = await rig_factory(web(receiver.url))
+    rig.backlog = True
+    ids = rig.record(3)
+    await asyncio.sleep(1.5)
+    assert receiver.received == []  # held back while versions wait
+    rig.backlog = False
+    await until(lambda: receiver.accepted_ids() == set(ids), what="delivery after the burst")
+
+    monkeypatch.setattr(dispatcher_mod, "DEFER_MAX", 0.3)  # a backlog that never clears
+    rig.backlog = True
+    late = rig.record(1)
+    await until(lambda: receiver.accepted_ids() >= set(late), what="delivery despite it")
