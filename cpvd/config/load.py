@@ -50,7 +50,7 @@ _TABLES: dict[str, type] = {
     "registry": RegistryConfig,
     "storage": StorageConfig,
 }
-_TOP_LEVEL = (*_TABLES, "watch", "hook")
+_TOP_LEVEL = (*_TABLES, "watch")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
@@ -319,13 +319,14 @@ def parse_config(text: str, source: Path | str) -> Config:
     """Parse and validate TOML ``text``; ``source`` is named in every error message."""
     try:
         doc = tomllib.loads(text)
+        raw_hooks = doc.pop("hook", [])  # [[hook]] tables, read by cpvd.hooks.config
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     for key in doc:
         if key not in _TOP_LEVEL:
             raise ConfigError(
                 f"{source}: unknown table [{key}]{_suggest(key, _TOP_LEVEL)}; "
-                "expected [daemon], [registry], [storage], [[watch]] and [[hook]]"
+                "expected [daemon], [registry], [storage] and [[watch]]"
             )
     parts: dict[str, Any] = {}
     builders: dict[str, Callable[[Mapping[str, Any], _Where], object]] = {
@@ -351,7 +352,7 @@ def parse_config(text: str, source: Path | str) -> Config:
         registry=parts["registry"],
         storage=parts["storage"],
         watches=tuple(watches),
-        hooks=hook_tables.parse_hooks(doc.get("hook", []), source),
+        hooks=hook_tables.parse_hooks(raw_hooks, source),
         source=Path(source) if isinstance(source, Path) else None,
     )
     _refuse_overlaps(cfg, source)

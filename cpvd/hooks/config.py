@@ -145,18 +145,30 @@ def parse_hook(data: object, source: Path | str, number: int) -> HookConfig:
 
 
 def parse_hooks(raw: object, source: Path | str) -> tuple[HookConfig, ...]:
-    """Every ``[[hook]]`` of a config document, names unique."""
+    """Every ``[[hook]]`` of a config document, names unique; every problem reported at once
+    (one ConfigError, a line each), as the rest of the config's are."""
     if not isinstance(raw, list):
         raise ConfigError(f"{source}: [hook] must be an array of tables: write [[hook]]")
-    hooks = tuple(parse_hook(d, source, i) for i, d in enumerate(raw, start=1))
-    seen: dict[str, int] = {}
-    for i, hook in enumerate(hooks, start=1):
-        if hook.name in seen:
-            raise _Hook(source, i, {}).error(
-                "name", f"{_show(hook.name)} is already used by [[hook]] #{seen[hook.name]}"
+    hooks: list[HookConfig] = []
+    problems: list[str] = []
+    first: dict[str, int] = {}
+    for i, data in enumerate(raw, start=1):
+        try:
+            hook = parse_hook(data, source, i)
+        except ConfigError as exc:
+            problems.append(exc.message)
+            continue
+        if hook.name in first:
+            problems.append(
+                _Hook(source, i, {}).error(
+                    "name", f"{_show(hook.name)} is already used by [[hook]] #{first[hook.name]}"
+                ).message
             )
-        seen[hook.name] = i
-    return hooks
+        first.setdefault(hook.name, i)
+        hooks.append(hook)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return tuple(hooks)
 
 
 def dump_hook(hook: HookConfig) -> dict[str, object]:

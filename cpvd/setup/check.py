@@ -14,9 +14,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import cpvd.hooks.readiness as hook_readiness
 from cpvd.config.model import Config, RegistryConfig, StorageConfig, WatchConfig
 from cpvd.errors import GitError
-from cpvd.hooks.readiness import hook_ready
 from cpvd.redact import mask_url
 from cpvd.registry.git import registry_git_env as git_env
 
@@ -182,9 +182,8 @@ def run_checks(cfg: Config) -> list[CheckResult]:
     if cfg.registry.remote:
         results.append(check_git_remote(cfg.registry))
     results += [check_watch(i, w) for i, w in enumerate(cfg.watches, start=1)]
-    results += [
-        CheckResult(f"hook {h.name}", *hook_ready(i, h)) for i, h in enumerate(cfg.hooks, 1)
-    ]
+    for i, hook in enumerate(cfg.hooks, start=1):
+        results.append(CheckResult(f"hook {hook.name}", *hook_readiness.hook_ready(i, hook)))
     return results
 
 

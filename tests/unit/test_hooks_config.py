@@ -66,6 +66,15 @@ def test_bad_hooks_name_the_key(table: str, key: str, words: str) -> None:
     assert key in message and words in message
 
 
+def test_every_bad_hook_is_reported_at_once() -> None:
+    bad = '[[hook]]\non = ["nope"]\nexec = ["/x"]\n[[hook]]\non = ["job.failed"]\nurl = "ftp://x"\n'
+    with pytest.raises(ConfigError) as err:
+        parse_config(bad, "c.toml")
+    first, second = err.value.message.splitlines()
+    assert first.startswith("c.toml: [[hook]] #1 on:")
+    assert second.startswith("c.toml: [[hook]] #2 url:")
+
+
 def test_duplicate_names_are_refused() -> None:
     one = '[[hook]]\nname = "x"\non = ["job.failed"]\nexec = ["/x"]\n'
     with pytest.raises(ConfigError, match=r"\[\[hook\]\] #2 name: \"x\" is already used"):
