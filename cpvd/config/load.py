@@ -472,7 +472,5 @@ def dump_config(cfg: Config) -> str:
             _changed(w, WatchConfig(path=w.path, artifact=w.artifact), always=("path", "artifact"))
             for w in cfg.watches
         ]
-    if cfg.hooks:
-        doc["hook"] = [hook_tables.dump_hook(h) for h in cfg.hooks]
     header = "# cpvd configuration (see `cpvd check --config THIS_FILE`)\n\n"
     return header + tomli_w.dumps(doc)
