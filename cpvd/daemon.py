@@ -158,9 +158,7 @@ class Daemon:
         stack.callback(ex.shutdown)
         engine = await ex.on_registry(open_registry, cfg, state, ledger)
         await _abort_incomplete_uploads(ex, engine.storage)
-        recovered = queue.recover()
-        if recovered:
-            log.info("resuming %d jobs interrupted by a stop or crash", len(recovered))
+        _resume_interrupted(queue)
         snapshots = SnapshotStore(state / "snapshots", d.snapshot_limit_bytes)
         release_finished_snapshots(queue, snapshots, self.rebuild_queue)
 
@@ -198,7 +196,6 @@ class Daemon:
         watcher.start(relay.ready, relay.waiting, relay.hint)
         stack.callback(watcher.stop)
 
-        hooks = HookService(dispatcher)
         services = Services(
             intake=intake,
             queries=Queries(self.config, engine, queue, ex),
@@ -208,7 +205,7 @@ class Daemon:
             operations=Operations(engine, queue, ledger, ex, health, pause, wakeups, bus),
             bus=bus,
             metrics=metrics,
-            hooks=hooks,
+            hooks=HookService(dispatcher),
         )
         api = ApiServer(services, d, connection_cap(self.open_files))
         await api.start()
@@ -326,6 +323,13 @@ class Live:
         (and no longer into removed ones)."""
         self.engine.config = cfg
         self.engine.writable_roots = [Path(os.path.realpath(w.path)) for w in cfg.watches]
+
+
+def _resume_interrupted(queue: JobQueue) -> None:
+    """Jobs a stop or crash left running go back to the queue (each step is idempotent)."""
+    recovered = queue.recover()
+    if recovered:
+        log.info("resuming %d jobs interrupted by a stop or crash", len(recovered))
 
 
 async def _abort_incomplete_uploads(ex: Executors, storage: Storage) -> None:
