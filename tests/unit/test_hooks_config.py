@@ -3,13 +3,12 @@ key; placeholders, URL redaction and the artifact filter are pure functions."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import tomli_w
 
-from cpvd.config.load import dump_config, parse_config
+from cpvd.config.load import parse_config
 from cpvd.config.model import Config, StorageConfig
 from cpvd.errors import ConfigError
 from cpvd.hooks.config import dump_hook
@@ -40,8 +39,7 @@ def test_good_hooks_load_and_dump_back() -> None:
     )  # fmt: skip
     assert second.name == "hook-2" and second.kind == "url" and second.timeout == 30.0
     tables = tomli_w.dumps({"hook": [dump_hook(h) for h in cfg.hooks]})
-    text = dump_config(replace(cfg, hooks=())) + tables
-    assert parse_config(text, "again.toml") == replace(cfg, source=None)
+    assert parse_config(tables, "again.toml").hooks == cfg.hooks
 
 
 @pytest.mark.parametrize(
