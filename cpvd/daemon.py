@@ -231,9 +231,10 @@ class Daemon:
     ) -> tuple[Outbox, Dispatcher]:
         """The outbox (the worker records into it), the bus events it takes, and the
         dispatcher, which first delivers what a previous run left undelivered and holds
-        deliveries back while checkpoints queue up (a burst)."""
+        deliveries back while a job is queued or running (the event is recorded as its own
+        job ends, so a lone version's hooks run at once; a burst's wait for the last)."""
         outbox = Outbox(db, lambda: self.cfg.hooks)
-        dispatcher = Dispatcher(self.config, outbox, busy=lambda: queue.depth() > 1)
+        dispatcher = Dispatcher(self.config, outbox, busy=lambda: queue.depth() > 0)
         outbox.notify = dispatcher.wake
         bus.tap(bus_tap(outbox))
         hook_metrics.register(metrics.registry, dispatcher)

@@ -139,6 +139,11 @@ class Dispatcher:
         hook = self.hook(name)
         if hook is None:
             return
+        if self.busy():  # versions are waiting: they go first (checked before any batch is read)
+            oldest = self.outbox.oldest(name)
+            if oldest is not None and time.time() < oldest + DEFER_MAX:
+                await asyncio.sleep(BUSY_POLL)
+                return
         self._wakeups[name].clear()  # before reading: a record after this wakes us
         taken = self._acks
         due = self.outbox.due(name, time.time(), BATCH + len(taken))
@@ -148,9 +153,6 @@ class Dispatcher:
             if due and until is not None:
                 until = max(until, time.time() + ACK_EVERY)
             await self._sleep(name, until)
-            return
-        if self.busy() and time.time() < batch[0].event.time + DEFER_MAX:
-            await asyncio.sleep(BUSY_POLL)  # versions are waiting: they go first
             return
         failed = await self._deliver(hook, batch)
         if failed is None:

@@ -122,6 +122,16 @@ class Outbox:
             ).fetchone()
         return None if when is None else float(when)
 
+    def oldest(self, hook: str) -> float | None:
+        """When the oldest event still waiting for ``hook`` happened (None: none waits)."""
+        with self.db.read() as conn:
+            (when,) = conn.execute(
+                "SELECT MIN(e.time) FROM hook_deliveries d JOIN hook_events e"
+                " ON e.id = d.event_id WHERE d.hook = ?",
+                (hook,),
+            ).fetchone()
+        return None if when is None else float(when)
+
     def delivered(self, done: Sequence[Delivery]) -> None:
         """The hook took these: forget them (and events no other hook still waits for)."""
         if not done:
