@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from benchmarks.hooks_burst import add_hooks_target
 from benchmarks.procs import prepare_environment
 from benchmarks.report import (
     LoadSampler,
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="run only these groups (repeatable; a prefix such as 'e2e' matches "
-        "e2e-f256m, e2e-f1g, e2e-d1g; others: burst, idle, queries)",
+        "e2e-f256m, e2e-f1g, e2e-d1g; others: burst, idle, queries, hooks)",
     )
     p.add_argument("--runs", type=int, default=None, help="runs per figure (default 3; quick 1)")
     p.add_argument(
@@ -297,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     load.stop()
     add_targets(results, plan)
+    add_hooks_target(results, plan.burst_n)
     elapsed = time.monotonic() - started
     machine += [
         (

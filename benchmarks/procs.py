@@ -395,6 +395,8 @@ class Daemon:
     registry_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: TOML appended to the config as written (the hooks group's ``[[hook]]`` tables)
+    extra_toml: str = ""
 
     @property
     def socket(self) -> Path:
@@ -440,6 +442,8 @@ class Daemon:
                 # checkpoint, as the scenarios measure it, whatever its name
                 'layout = "entries"',
             ]
+        if self.extra_toml:
+            lines.append(self.extra_toml)
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = 120.0) -> Daemon:

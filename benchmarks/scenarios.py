@@ -940,6 +940,8 @@ def all_groups(b: Bench) -> dict[str, Callable[[], None]]:
     groups["idle"] = lambda: idle_group(b)
     groups["queries"] = lambda: query_group(b)
     from benchmarks.gc_group import gc_group  # it imports Bench from here
+    from benchmarks.hooks_burst import hooks_group  # it builds on this module's helpers
 
     groups["gc"] = lambda: gc_group(b)
+    groups["hooks"] = lambda: hooks_group(b)
     return groups

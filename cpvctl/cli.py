@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("ui", "serve the local page on 127.0.0.1 and print its address")
     p.add_argument("--port", type=_port, default=0, help="port (default: a free one)")
     p.add_argument("--no-browser", action="store_true", help="only print the address")
+    p = verb("hooks", "list hooks and their deliveries; `hooks test NAME` sends a sample event")
+    p.add_argument("action", nargs="?", choices=["list", "test"], default="list")
+    p.add_argument("name", nargs="?", metavar="NAME")
     return parser
 
 
@@ -464,6 +467,21 @@ def cmd_ui(args: argparse.Namespace, client: Client) -> int:
     return serve_ui(args, client)
 
 
+def cmd_hooks(args: argparse.Namespace, client: Client) -> int:
+    from cpvctl.render_hooks import render_hook_test, render_hooks
+
+    if args.action == "list":
+        if args.name is not None:
+            raise UsageError("`cpvctl hooks` takes no name; did you mean `cpvctl hooks test NAME`?")
+        _emit(args, client.hooks(), render_hooks)
+        return EXIT_OK
+    if args.name is None:
+        raise UsageError("`cpvctl hooks test` needs the NAME of a hook (see `cpvctl hooks`)")
+    result = client.hook_test(args.name)
+    _emit(args, result, render_hook_test)
+    return EXIT_OK if result.get("ok") else EXIT_FAILED
+
+
 HANDLERS: dict[str, Handler] = {
     "status": cmd_status,
     "artifacts": cmd_artifacts,
@@ -481,6 +499,7 @@ HANDLERS: dict[str, Handler] = {
     "retry": cmd_retry,
     "job": cmd_job,
     "ui": cmd_ui,
+    "hooks": cmd_hooks,
 }
 
 

@@ -562,6 +562,16 @@ class Client:
             body["artifact"] = _name(artifact)
         return dict(self.request("POST", "/verify", body=body))
 
+    def hooks(self) -> dict[str, Any]:
+        """Hooks with their pending count, failures and last deliveries."""
+        return dict(self.request("GET", "/hooks"))
+
+    def hook_test(self, name: str) -> dict[str, Any]:
+        """Send a sample ``hook.test`` event to hook ``name`` now; the attempt's outcome."""
+        if not isinstance(name, str) or not name:
+            raise UsageError("hook name must be a non-empty string")
+        return dict(self.request("POST", "/hooks/test", body={"name": name}))
+
     # --- events ------------------------------------------------------------------------
 
     def gc(self, dry_run: bool = False, timeout: float = 3600.0) -> dict[str, Any]:

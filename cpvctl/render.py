@@ -174,6 +174,19 @@ def render_job(job: Mapping[str, Any]) -> str:
     return line
 
 
+def _hooks_lines(hooks: object) -> list[str]:
+    """``hooks: 2, pending 3`` and one line per failing hook (see ``cpvctl hooks``)."""
+    if not isinstance(hooks, Mapping) or not hooks.get("count"):
+        return []
+    lines = [f"hooks: {hooks.get('count')}, pending {hooks.get('pending', 0)}"]
+    for f in hooks.get("failing") or []:
+        lines.append(
+            f"  hook {f.get('name', DASH)} FAILING ({f.get('failures', '?')} attempts): "
+            f"{f.get('error') or DASH}"
+        )
+    return lines
+
+
 def render_status(st: Mapping[str, Any]) -> str:
     out: list[str] = []
     daemon = st.get("daemon") or {}
@@ -212,6 +225,7 @@ def render_status(st: Mapping[str, Any]) -> str:
     if registry.get("error"):
         line += f"  ({registry['error']})"
     out.append(line)
+    out.extend(_hooks_lines(st.get("hooks")))
 
     lifecycle = render_lifecycle(st.get("artifacts") or [])
     if lifecycle:

@@ -26,6 +26,11 @@ from cpvd.api.queries import Queries, Status
 from cpvd.api.server import ApiServer
 from cpvd.config.model import Config
 from cpvd.errors import CpvError
+from cpvd.hooks import metrics as hook_metrics
+from cpvd.hooks.bridge import bus_tap
+from cpvd.hooks.dispatcher import Dispatcher
+from cpvd.hooks.outbox import Outbox
+from cpvd.hooks.service import HookService
 from cpvd.lifecycle.collector import Collector
 from cpvd.lifecycle.local_keeper import LocalKeeper
 from cpvd.lifecycle.runner import Lifecycle
@@ -44,6 +49,7 @@ from cpvd.registry.engine import Engine
 from cpvd.service.instance import InstanceLock, clear_stale_socket, prepare_socket_dir
 from cpvd.service.sdnotify import Notifier
 from cpvd.startup import open_registry, open_state, release_finished_snapshots
+from cpvd.state.db import StateDB
 from cpvd.state.outcome import why_handled
 from cpvd.state.queue import JobQueue
 from cpvd.storage.base import Storage
@@ -155,9 +161,7 @@ class Daemon:
         stack.callback(ex.shutdown)
         engine = await ex.on_registry(open_registry, cfg, state, ledger)
         await _abort_incomplete_uploads(ex, engine.storage)
-        recovered = queue.recover()
-        if recovered:
-            log.info("resuming %d jobs interrupted by a stop or crash", len(recovered))
+        _resume_interrupted(queue)
         snapshots = SnapshotStore(state / "snapshots", d.snapshot_limit_bytes)
         release_finished_snapshots(queue, snapshots, self.rebuild_queue)
 
@@ -169,6 +173,7 @@ class Daemon:
             unpushed=lambda: float(health.unpushed),
             storage_up=lambda: 0.0 if health.storage_ok is False else 1.0,
         )
+        outbox, dispatcher = await self._start_hooks(stack, db, bus, metrics, queue)
         prepared = PreparedJobs()
         stack.callback(prepared.cancel_all)  # queued jobs upload everything next start
         uploads = FileUploads(lambda: engine.storage, snapshots.root, ex.file_upload)
@@ -182,7 +187,7 @@ class Daemon:
         lifecycle = Lifecycle(self.config, engine, bus)
         worker = Worker(
             self.config, queue, ledger, snapshots, copier, engine, ex, prepared,
-            health, pause, wakeups, bus, metrics, lifecycle,
+            health, pause, wakeups, bus, metrics, lifecycle, outbox,
         )  # fmt: skip
         pusher = Pusher(self.config, queue, engine, ex, health, wakeups, bus, lifecycle)
         collector = Collector(engine, ex, bus, self.config)
@@ -210,6 +215,7 @@ class Daemon:
             bus=bus,
             metrics=metrics,
             collector=collector,
+            hooks=HookService(dispatcher),
         )
         api = ApiServer(services, d, connection_cap(self.open_files))
         await api.start()
@@ -221,7 +227,7 @@ class Daemon:
         self.notifier.ready()
         heartbeat = asyncio.create_task(self._heartbeat(queue, health), name="heartbeat")
         stack.callback(heartbeat.cancel)
-        await self._main_loop(Live(watcher, api, engine, queue, snapshots, ex))
+        await self._main_loop(Live(watcher, api, engine, queue, snapshots, ex, dispatcher))
         self.notifier.stopping()
         log.info("stopping")
 
@@ -238,6 +244,28 @@ class Daemon:
             watcher.ignored,
             lambda: lifecycle.summary,
         )
+
+
+    async def _start_hooks(
+        self,
+        stack: AsyncExitStack,
+        db: StateDB,
+        bus: EventBus,
+        metrics: DaemonMetrics,
+        queue: JobQueue,
+    ) -> tuple[Outbox, Dispatcher]:
+        """The outbox (the worker records into it), the bus events it takes, and the
+        dispatcher, which first delivers what a previous run left undelivered and holds
+        deliveries back while a job is queued or running (the event is recorded as its own
+        job ends, so a lone version's hooks run at once; a burst's wait for the last)."""
+        outbox = Outbox(db, lambda: self.cfg.hooks)
+        dispatcher = Dispatcher(self.config, outbox, busy=lambda: queue.depth() > 0)
+        outbox.notify = dispatcher.wake
+        bus.tap(bus_tap(outbox))
+        hook_metrics.register(metrics.registry, dispatcher)
+        await dispatcher.start()
+        stack.push_async_callback(dispatcher.stop)
+        return outbox, dispatcher
 
     async def _main_loop(self, live: Live) -> None:
         while not self.stop.is_set():
@@ -303,6 +331,7 @@ class Live:
     queue: JobQueue
     snapshots: SnapshotStore
     executors: Executors
+    hooks: Dispatcher | None = None
 
     async def apply(self, cfg: Config) -> None:
         d = cfg.daemon
@@ -311,6 +340,8 @@ class Live:
         self.api.reconfigure(d.allow_uids, d.allow_group)
         self.queue.backoff_cap = d.retry_max_seconds
         self.snapshots.limit_bytes = max(0, int(d.snapshot_limit_bytes))
+        if self.hooks is not None:
+            self.hooks.sync()  # a lane for each added hook; removed hooks' lanes end
         await self.executors.on_registry(self._apply_to_engine, cfg)
 
     def _apply_to_engine(self, cfg: Config) -> None:  # on the registry thread
@@ -318,6 +349,13 @@ class Live:
         (and no longer into removed ones)."""
         self.engine.config = cfg
         self.engine.writable_roots = [Path(os.path.realpath(w.path)) for w in cfg.watches]
+
+
+def _resume_interrupted(queue: JobQueue) -> None:
+    """Jobs a stop or crash left running go back to the queue (each step is idempotent)."""
+    recovered = queue.recover()
+    if recovered:
+        log.info("resuming %d jobs interrupted by a stop or crash", len(recovered))
 
 
 async def _abort_incomplete_uploads(ex: Executors, storage: Storage) -> None:

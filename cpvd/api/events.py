@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -167,6 +167,12 @@ class EventBus:
         self._closed = False
         #: events dropped across all subscribers because they read too slowly
         self.lagged_total = 0
+        self._taps: list[Callable[[str, dict[str, Any]], None]] = []
+
+    def tap(self, fn: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``fn(type, data)`` on the publishing thread for every event, before it is
+        queued for subscribers: never dropped for lag (the hooks outbox records from here)."""
+        self._taps.append(fn)
 
     def attach(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Bind to the loop subscribers live on; call from that loop's thread at start-up."""
@@ -187,6 +193,8 @@ class EventBus:
         """Publish from any thread; never blocks on subscribers."""
         if not _TYPE_RE.match(type):
             raise ValueError(f"invalid event type {type!r}")
+        for tap in self._taps:
+            tap(type, data)
         stamp = time.time()
         loop = self._loop
         if loop is None or self._loop_thread == threading.get_ident():

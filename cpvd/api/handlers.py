@@ -27,6 +27,7 @@ from cpvd.api.metrics import CONTENT_TYPE, DaemonMetrics
 from cpvd.api.operations import Operations
 from cpvd.api.queries import Queries, Status
 from cpvd.api.version_pages import parse_page
+from cpvd.hooks.service import HookService
 from cpvd.lifecycle.collector import Collector
 from cpvd.pipeline.intake import Intake
 
@@ -44,6 +45,7 @@ class Services:
     bus: EventBus
     metrics: DaemonMetrics
     collector: Collector
+    hooks: HookService | None = None
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -119,9 +121,11 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    report = services(request).status.report()
+    report, hooks = services(request).status.report(), services(request).hooks
     if request.query.get("ignored") in ("1", "true"):
         report["ignored"] = await services(request).status.ignored_report()
+    if hooks is not None:  # pending deliveries and failing hooks (cpvd.hooks)
+        report["hooks"] = hooks.summary()
     return web.json_response(report)
 
 
@@ -302,6 +306,22 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+def _hooks(request: web.Request) -> HookService:
+    hooks = services(request).hooks
+    if hooks is None:
+        raise ProtocolError("not_found", "this daemon runs no hooks")
+    return hooks
+
+
+async def hooks_list(request: web.Request) -> web.Response:
+    return web.json_response(_hooks(request).list())
+
+
+async def hooks_test(request: web.Request) -> web.Response:
+    data = await body(request)
+    return web.json_response(await _hooks(request).test(field(data, "name", str)))
+
+
 def add_routes(app: web.Application) -> None:
     p = API_PREFIX
     app.router.add_get(f"{p}/version", version)
@@ -318,6 +338,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(f"{p}/resume", resume)
     app.router.add_post(f"{p}/verify", verify)
     app.router.add_post(f"{p}/gc", gc)
+    app.router.add_get(f"{p}/hooks", hooks_list)
+    app.router.add_post(f"{p}/hooks/test", hooks_test)
     app.router.add_get(f"{p}/pull/manifest", pull_manifest)
     app.router.add_get(f"{p}/pull/object", pull_object)
     app.router.add_get(f"{p}/events", events)

@@ -16,6 +16,7 @@ from cpvd.config.model import (
     StorageConfig,
     WatchConfig,
 )
+from cpvd.hooks.config import dump_hook
 
 
 def _plain(value: object) -> object:
@@ -62,5 +63,7 @@ def dump_config(cfg: Config) -> str:
             _changed(w, WatchConfig(path=w.path, artifact=w.artifact), always=("path", "artifact"))
             for w in cfg.watches
         ]
+    if cfg.hooks:
+        doc["hook"] = [dump_hook(h) for h in cfg.hooks]
     header = "# cpvd configuration (see `cpvd check --config THIS_FILE`)\n\n"
     return header + tomli_w.dumps(doc)

@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import cpvd.hooks.config as hook_tables
 from cpvctl.protocol import ProtocolError, validate_name
 from cpvd.config import paths
 from cpvd.config.lifecycle import (
@@ -356,12 +357,13 @@ def parse_config(text: str, source: Path | str) -> Config:
     """Parse and validate TOML ``text``; ``source`` is named in every error message."""
     try:
         doc = tomllib.loads(text)
+        raw_hooks = doc.pop("hook", [])  # [[hook]] tables, read by cpvd.hooks.config
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     errors = [
         ConfigError(
             f"{source}: unknown table [{key}]{_suggest(key, _TOP_LEVEL)}; "
-            "expected [daemon], [registry], [storage], [retention] and [[watch]]"
+            "expected [daemon], [registry], [storage], [retention], [[watch]] and [[hook]]"
         )
         for key in doc
         if key not in _TOP_LEVEL
@@ -401,6 +403,7 @@ def parse_config(text: str, source: Path | str) -> Config:
         storage=parts["storage"],
         watches=tuple(watches),
         retention=parts["retention"],
+        hooks=hook_tables.parse_hooks(raw_hooks, source),
         source=Path(source) if isinstance(source, Path) else None,
     )
     _refuse_overlaps(cfg, source)

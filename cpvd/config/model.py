@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cpvd.config import paths
 from cpvd.config.lifecycle import BestConfig, KeepConfig
+from cpvd.hooks.model import HookConfig
 
 DEFAULT_SETTLE_SECONDS = 2.0
 
@@ -115,6 +116,8 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     watches: tuple[WatchConfig, ...] = ()
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    #: ``[[hook]]`` entries (cpvd.hooks): programs and webhooks that act on events
+    hooks: tuple[HookConfig, ...] = ()
     #: the file this was loaded from (None: embedded defaults / flags)
     source: Path | None = None
 

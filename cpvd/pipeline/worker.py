@@ -22,6 +22,7 @@ from cpvd.api.events import EventBus
 from cpvd.api.metrics import DaemonMetrics
 from cpvd.config.model import Config
 from cpvd.errors import CpvError, StorageError
+from cpvd.hooks.outbox import Outbox
 from cpvd.lifecycle.runner import Lifecycle
 from cpvd.pipeline.copier import Copier, Vanished
 from cpvd.pipeline.file_upload import Stored, UploadBatch
@@ -69,6 +70,8 @@ class Worker:
     metrics: DaemonMetrics
     #: best (and, with no remote, retention) right after each version; None: neither
     lifecycle: Lifecycle | None = None
+    #: hook events are recorded here in the transaction that ends their job (cpvd.hooks)
+    outbox: Outbox | None = None
 
     def __post_init__(self) -> None:
         self._next_upload = NextJobUpload(
@@ -233,9 +236,15 @@ class Worker:
     def _versioned(self, job: Job, result: VersionResult, seconds: float) -> None:
         info, content = result.info, result.content
         state = "done" if result.status == "versioned" else "unchanged"
+        created = {
+            "artifact": job.artifact, "version": info.version, "tag": info.tag, "md5": info.md5,
+            "size": info.size, "path": job.source, "job_id": job.id, "metrics": info.metrics,
+            "lineage": info.lineage,
+        }  # fmt: skip
         self._finish(
-            job, state, {"status": result.status, **info.to_json()}, content, version=info.version
-        )
+            job, state, {"status": result.status, **info.to_json()}, content, version=info.version,
+            event=("version.created", created) if state == "done" else None,
+        )  # fmt: skip
         self.metrics.job_done(state, seconds, content.size, job.artifact)
         self.bus.publish(
             "versioned" if state == "done" else "unchanged",
@@ -258,11 +267,17 @@ class Worker:
         result: dict[str, object],
         content: ContentHash,
         version: str | None = None,
+        event: tuple[str, dict[str, object]] | None = None,
     ) -> None:
-        end_job(self.queue, self.ledger, job, state, result, content.md5, version)
+        inside = partial(self._hook_event, *event) if event is not None else None
+        end_job(self.queue, self.ledger, job, state, result, content.md5, version, inside)
         self.snapshots.release(snapshot_key(job))
         if state == "skipped":
             self._publish_skipped(job, str(result.get("reason")))
+
+    def _hook_event(self, type: str, data: dict[str, object]) -> None:
+        if self.outbox is not None:
+            self.outbox.record(type, data)
 
     def _publish_skipped(self, job: Job, reason: str) -> None:
         self.bus.publish(
@@ -274,7 +289,13 @@ class Worker:
         if isinstance(exc, StorageError):
             self.health.storage_down(exc.message)
         outage = isinstance(exc, StorageError) and exc.outage
-        updated = self.queue.fail(job.id, exc.message, retryable=retry, outage=outage)
+        with self.queue.db.write():  # failed for good and its hook event: both or neither
+            updated = self.queue.fail(job.id, exc.message, retryable=retry, outage=outage)
+            if updated.state == "failed":
+                self._hook_event("job.failed", {
+                    "artifact": job.artifact, "path": job.source, "job_id": job.id,
+                    "error": exc.message, "attempts": updated.attempts,
+                })  # fmt: skip
         self.metrics.failure(type(exc).__name__)
         log.warning(
             "job %s (%s) failed: %s%s",

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import cpvd.hooks.readiness as hook_readiness
 from cpvd.config.model import Config, RegistryConfig, StorageConfig, WatchConfig
 from cpvd.errors import CpvError, GitError
 from cpvd.redact import mask_url
@@ -182,6 +183,8 @@ def run_checks(cfg: Config) -> list[CheckResult]:
         results.append(check_git_remote(cfg.registry))
     results.append(check_registry(cfg))
     results += [check_watch(i, w) for i, w in enumerate(cfg.watches, start=1)]
+    for i, hook in enumerate(cfg.hooks, start=1):
+        results.append(CheckResult(f"hook {hook.name}", *hook_readiness.hook_ready(i, hook)))
     return results
 
 

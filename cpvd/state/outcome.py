@@ -3,6 +3,7 @@ already, and how did its job end. Both read or write the queue and the ledger to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from cpvd.state.ledger import Ledger
@@ -29,8 +30,10 @@ def end_job(
     result: dict[str, Any],
     md5: str,
     version: str | None = None,
+    inside: Callable[[], object] | None = None,
 ) -> None:
-    """End ``job`` and record its checkpoint in the ledger, in one transaction.
+    """End ``job`` and record its checkpoint in the ledger, in one transaction; ``inside``
+    runs in it too (the hooks outbox records the event that reports the job's end).
 
     A crash between "job done" and "checkpoint in the ledger" left a finished job the ledger
     did not know, so the next start's rescan queued the same checkpoint again and versioned
@@ -48,3 +51,5 @@ def end_job(
             reason = "versioned" if state == "done" else "unchanged"
         size, mtime_ns = sig or (-1, -1)
         ledger.record(job.artifact, job.source, md5, size, mtime_ns, version, reason)
+        if inside is not None:
+            inside()

@@ -63,6 +63,8 @@ class DaemonProcess:
     extra_daemon: dict[str, Any] = field(default_factory=dict)
     extra_storage: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    #: TOML appended to the config as written (``[[hook]]`` tables, say)
+    extra_toml: str = ""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -101,6 +103,8 @@ class DaemonProcess:
         if self.endpoint_url:
             lines += [f"endpoint_url = {toml_str(self.endpoint_url)}", 'region = "us-east-1"']
         lines += [f"{k} = {toml_str(v)}" for k, v in self.extra_storage.items()]
+        if self.extra_toml:  # its own tables ([[hook]]), so before the watches
+            lines.append(self.extra_toml)
         for w in self.watches:
             lines += [
                 "[[watch]]",
