@@ -20,6 +20,7 @@ from pathlib import Path
 from cpvd.errors import GitError
 from cpvd.redact import mask_url
 from cpvd.registry.core import EngineCore
+from cpvd.registry.git import git_out, run_git
 from cpvd.registry.index import read_index
 from cpvd.registry.metadata import VersionInfo, version_tag
 from cpvd.registry.model import PushReport, VersionRequest
@@ -74,18 +75,34 @@ def fetch_all_tags(core: EngineCore) -> None:
     core.invalidate()
 
 
+def _lost_first_push(path: Path, known: str | None, base: str) -> bool:
+    """Two machines started on an empty remote, each made its own first commit, and the
+    other pushed first: the remote was empty when this clone last looked (``known`` is
+    None) and now holds a registry CPV laid out (a ``dvc.yaml`` in its first commit).
+    Replaying onto it is the usual push race, not a mix of two registries."""
+    if known is not None:
+        return False
+    roots = git_out(["rev-list", "--max-parents=0", base], path).split()
+    return bool(roots) and all(
+        run_git(["cat-file", "-e", f"{r}:dvc.yaml"], path, check=False).returncode == 0
+        for r in roots
+    )
+
+
 def replay(core: EngineCore) -> list[tuple[str, str]]:
     """Rebuild local unpushed commits on top of the remote branch, renumbering versions.
 
     Returns (old tag, new tag) for each version whose number changed.
     """
     reg = core.registry
+    known = reg.remote_branch()
     reg.fetch()
     base = reg.remote_branch()
     commits = reg.unpushed_commits()
     if base is None:
         return []
-    if not related(reg.path, base):  # replaying onto it would mix two registries
+    if not related(reg.path, base) and not _lost_first_push(reg.path, known, base):
+        # replaying onto it would mix two registries
         raise GitError(
             f"the remote {mask_url(reg.cfg.remote or '')} holds a history unrelated to the "
             f"registry {reg.path}; not pushing. Set [registry] remote to an empty repository"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -256,6 +257,25 @@ def test_manifest_of_a_directory_version_gives_each_file_its_size(
     info = version_checkpoint(engine, VersionRequest("t/m", d)).info
     files = {e.relpath: e.size for e in engine.manifest("t/m", info.version).files}
     assert files == {"a.bin": 1000, "b/c.bin": 7}
+
+
+def test_two_machines_started_on_an_empty_remote_both_land(
+    short_tmp: Path, bare_remote: Path
+) -> None:
+    """Both laid out their own first commit while the remote was empty; A pushed first.
+    B's push is the usual race (replayed on top, renumbered), not "an unrelated history"."""
+    storage = str(short_tmp / "storage")
+    a = make_engine(make_config(short_tmp, storage, remote=bare_remote, name="ma"))
+    time.sleep(1.1)  # first commits made in one second are the same commit: not this case
+    b = make_engine(make_config(short_tmp, storage, remote=bare_remote, name="mb"))
+    assert run(["git", "rev-list", "HEAD"], cwd=a.registry.path) != run(
+        ["git", "rev-list", "HEAD"], cwd=b.registry.path
+    )
+    version_checkpoint(a, VersionRequest("shared/model", write(short_tmp / "a.pt", b"a")))
+    got = version_checkpoint(b, VersionRequest("shared/model", write(short_tmp / "b.pt", b"b")))
+    assert got.info.version == "v1.1.0"
+    tags = run(["git", "tag", "-l"], cwd=bare_remote).split()
+    assert tags == ["shared/model@v1.0.0", "shared/model@v1.1.0"]
 
 
 def test_two_clones_version_concurrently_into_one_remote(
