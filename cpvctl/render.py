@@ -227,7 +227,7 @@ def render_status(st: Mapping[str, Any]) -> str:
     out.append(line)
     out.extend(_hooks_lines(st.get("hooks")))
 
-    lifecycle = render_lifecycle(st.get("artifacts") or [])
+    lifecycle = render_lifecycle(st.get("artifacts") or [], human_size)
     if lifecycle:
         out += ["", *lifecycle]
     watches = st.get("watches") or []

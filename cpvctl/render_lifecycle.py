@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 DASH = "-"
 
 
-def render_lifecycle(artifacts: Sequence[Mapping[str, Any]]) -> list[str]:
-    """``ARTIFACT LATEST BEST KEPT PRUNED`` rows, then one line per artifact whose versions
-    lack the best metric (they can never become best)."""
+def render_lifecycle(
+    artifacts: Sequence[Mapping[str, Any]], size: Callable[[object], str] = str
+) -> list[str]:
+    """``ARTIFACT LATEST BEST KEPT PRUNED STORED`` rows (``size`` formats the bytes the kept
+    versions hold in storage), then one line per artifact whose versions lack the best
+    metric (they can never become best)."""
     if not artifacts:
         return []
     rows = [
@@ -20,10 +23,11 @@ def render_lifecycle(artifacts: Sequence[Mapping[str, Any]]) -> list[str]:
             str(a.get("best") or DASH),
             str(a.get("kept", 0)),
             str(a.get("pruned", 0)),
+            size(a["bytes"]) if "bytes" in a else DASH,
         )
         for a in artifacts
     ]
-    headers = ("ARTIFACT", "LATEST", "BEST", "KEPT", "PRUNED")
+    headers = ("ARTIFACT", "LATEST", "BEST", "KEPT", "PRUNED", "STORED")
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     out = [
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()

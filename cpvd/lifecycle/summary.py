@@ -25,6 +25,8 @@ def summarize(core: EngineCore, config: Config) -> list[dict[str, Any]]:
             if w.best is not None and metric_value(v.metrics, w.best.metric) is None
         ]
         pruned = sum(1 for v in versions if v.pruned)
+        # what the kept versions hold in storage, each content once (same md5, same objects)
+        stored = {v.md5: v.size for v in versions if not v.pruned}
         out.append(
             {
                 "artifact": w.artifact,
@@ -33,6 +35,7 @@ def summarize(core: EngineCore, config: Config) -> list[dict[str, Any]]:
                 "metric": w.best.metric if w.best else None,
                 "kept": len(versions) - pruned,
                 "pruned": pruned,
+                "bytes": sum(stored.values()),
                 "without_metric": lacking[:LISTED],
                 "without_metric_count": len(lacking),
             }

@@ -102,7 +102,7 @@ def test_best_moves_and_retention_prunes_what_no_rule_keeps(
         assert status == [
             {
                 "artifact": ARTIFACT, "latest": "v1.5.0", "best": "v1.4.0",
-                "metric": "eval_loss", "kept": 3, "pruned": 3,
+                "metric": "eval_loss", "kept": 3, "pruned": 3, "bytes": 3 * 4096,
                 "without_metric": ["v1.3.0"], "without_metric_count": 1,
             }
         ]  # fmt: skip

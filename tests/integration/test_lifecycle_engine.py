@@ -82,9 +82,11 @@ def test_lineage_and_current_version_protect_what_keep_would_prune(tmp_path: Pat
     assert sorted(pruned) == [f"{DATA}@v1.0.0!#2", f"{DATA}@v1.1.0!#1", f"{MODEL}@v1.0.0!#3"]
     moved = [e.data["version"] for e in bus.recent(types=["stage.moved"])]
     assert moved == ["v1.0.0", "v1.1.0"]
+    kept = [v for v in engine.index().artifact_versions(MODEL) if not v.pruned]
     assert life.summary[1] | {"without_metric": []} == {
         "artifact": MODEL, "latest": "v1.3.0", "best": "v1.1.0", "metric": "loss",
         "kept": 3, "pruned": 1, "without_metric": [], "without_metric_count": 0,
+        "bytes": sum(v.size for v in kept),  # each kept version's content once
     }  # fmt: skip
 
 

@@ -735,12 +735,14 @@ def test_render_status_shows_latest_best_kept_pruned_per_artifact() -> None:
             "metric": "eval_loss",
             "kept": 4,
             "pruned": 2,
+            "bytes": 3 * 1024 * 1024,
             "without_metric": ["v1.3.0"],
             "without_metric_count": 1,
         }
     ]
     lines = render.render_status({**STATUS, "artifacts": artifacts}).splitlines()
     header = next(i for i, ln in enumerate(lines) if ln.startswith("ARTIFACT "))
-    assert lines[header].split() == ["ARTIFACT", "LATEST", "BEST", "KEPT", "PRUNED"]
-    assert lines[header + 1].split() == ["vision/resnet50", "v1.5.0", "v1.2.0", "4", "2"]
+    assert lines[header].split() == ["ARTIFACT", "LATEST", "BEST", "KEPT", "PRUNED", "STORED"]
+    row = ["vision/resnet50", "v1.5.0", "v1.2.0", "4", "2", "3.0", "MiB"]
+    assert lines[header + 1].split() == row
     assert "1 version(s) without metric 'eval_loss', never best: v1.3.0" in lines[header + 2]
