@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import socket
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -187,6 +188,10 @@ class RegistryRepo:
             if changed or self.head() is None:
                 switched = switch_storage and RECORD in changed
                 trailers = {"Cpv-Action": "storage"} if switched else {}
+                if self.head() is None:
+                    # the root commit names the registry (gc's ownership marker): two
+                    # registries laid out in the same second must not share it
+                    trailers["Cpv-Registry"] = uuid.uuid4().hex
                 self.commit(changed or ["README.md"], message, trailers=trailers)
                 return True
         return False

@@ -23,26 +23,11 @@ from tests.integration.engine_helpers import (
     run,
     tree_bytes,
     version_checkpoint,
+    write,
 )
 
 ART = "team/model"
 DAY = 24 * 3600.0
-
-
-@pytest.fixture(params=["local", "s3"])
-def storage(request: pytest.FixtureRequest, short_tmp: Path) -> Iterator[tuple[str, str | None]]:
-    if request.param == "local":
-        yield str(short_tmp / "storage"), None
-    else:
-        endpoint = request.getfixturevalue("moto_server")
-        bucket = request.getfixturevalue("s3_bucket")
-        yield f"s3://{bucket}/ckpt", endpoint
-
-
-def write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
 
 
 def md5(data: bytes) -> str:

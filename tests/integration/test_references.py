@@ -16,18 +16,19 @@ from cpvd.config.model import WatchConfig
 from cpvd.errors import GitError, NotFound
 from cpvd.registry.engine import Engine, VersionRequest
 from cpvd.storage.hashing import hash_checkpoint
-from tests.integration.engine_helpers import BIN, make_config, make_engine, run, version_checkpoint
+from tests.integration.engine_helpers import (
+    BIN,
+    make_config,
+    make_engine,
+    run,
+    version_checkpoint,
+    write,
+)
 
 ART = "vision/r50"
 #: gto orders stage tags by their time in whole seconds (cpvd by the counter N): tags a
 #: second apart keep ``gto show`` from seeing a tie it breaks at random
 GTO_TICK = 1.1
-
-
-def write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
 
 
 def resolve(engine: Engine, text: str) -> str:

@@ -17,7 +17,7 @@ from cpvd.errors import CpvError, InputError, NotFound, StateError
 from cpvd.registry.engine import Engine, VersionRequest
 from cpvd.registry.versioning import commit_version
 from cpvd.storage.hashing import hash_checkpoint
-from tests.integration.engine_helpers import make_config, make_engine, version_checkpoint
+from tests.integration.engine_helpers import make_config, make_engine, version_checkpoint, write
 
 
 def git(repo: Path, *args: str, input: str | None = None) -> str:
@@ -25,12 +25,6 @@ def git(repo: Path, *args: str, input: str | None = None) -> str:
         ["git", *args], cwd=repo, input=input, capture_output=True, text=True, check=True
     )
     return proc.stdout.strip()
-
-
-def write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
 
 
 def engine_on(short_tmp: Path, artifact: str = "b/two") -> tuple[Engine, Path]:

@@ -13,19 +13,13 @@ import pytest
 from cpvd.config.model import WatchConfig
 from cpvd.errors import CpvError, InputError
 from cpvd.registry.engine import Engine, VersionRequest
-from tests.integration.engine_helpers import make_config, make_engine, version_checkpoint
+from tests.integration.engine_helpers import make_config, make_engine, version_checkpoint, write
 
 
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=repo, capture_output=True, text=True, check=True
     ).stdout.strip()
-
-
-def write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
 
 
 def new_engine(short_tmp: Path) -> tuple[Engine, Path]:
