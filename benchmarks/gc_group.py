@@ -58,9 +58,10 @@ def gc_group(b: Bench) -> None:
                        note="setup, not a target")  # fmt: skip
     t0 = time.perf_counter()
     url = f"s3://{BUCKET}/{PREFIX}"
-    build_gc_registry(gdir / "registry", ARTIFACT, shape, url)
     write_prefill(gdir / "prefill.tsv", BUCKET, PREFIX, ARTIFACT, shape)
     with MotoServer(prefill=gdir / "prefill.tsv") as moto:
+        # the registry records its storage, endpoint included (cpvd.registry.binding)
+        build_gc_registry(gdir / "registry", ARTIFACT, shape, url, moto.endpoint)
         build.samples.append(time.perf_counter() - t0)
         d = GcDaemon(root=gdir / "d", watches=[], storage_url=url, endpoint_url=moto.endpoint,
                      registry_path=gdir / "registry")  # fmt: skip

@@ -113,10 +113,14 @@ def fast_import_stream(artifact: str, shape: GcShape, start_epoch: int) -> bytes
     return b"".join(out)
 
 
-def build_gc_registry(path: Path, artifact: str, shape: GcShape, storage_url: str) -> float:
-    """The registry at ``path`` (seconds taken). ``storage_url`` is the daemon's [storage]."""
+def build_gc_registry(
+    path: Path, artifact: str, shape: GcShape, storage_url: str, endpoint_url: str | None = None
+) -> float:
+    """The registry at ``path`` (seconds taken). ``storage_url`` and ``endpoint_url`` are the
+    daemon's [storage]: the registry records them and the daemon refuses any other."""
     t0 = time.perf_counter()
-    reg = RegistryRepo(RegistryConfig(path=path), {"url": storage_url})
+    settings = {"url": storage_url} | ({"endpointurl": endpoint_url} if endpoint_url else {})
+    reg = RegistryRepo(RegistryConfig(path=path), settings)
     reg.open({artifact: "model"})
     subprocess.run(
         ["git", "fast-import", "--quiet", "--done"],
