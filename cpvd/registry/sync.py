@@ -75,13 +75,14 @@ def fetch_all_tags(core: EngineCore) -> None:
     core.invalidate()
 
 
-def _lost_first_push(path: Path, known: str | None, base: str) -> bool:
-    """Two machines started on an empty remote, each made its own first commit, and the
-    other pushed first: the remote was empty when this clone last looked (``known`` is
-    None) and now holds a registry CPV laid out (a ``dvc.yaml`` in its first commit).
-    Replaying onto it is the usual push race, not a mix of two registries."""
-    if known is not None:
-        return False
+def _lost_first_push(path: Path, base: str) -> bool:
+    """Two machines started on an empty remote, each laid out its own registry (a first
+    commit with its own ``Cpv-Registry`` id), and the other pushed first. A clone that ever
+    pushed shares the remote's history, so an unrelated one means this clone never
+    pushed; when that history is a registry CPV laid out (a ``dvc.yaml`` in its first
+    commit), replaying onto it is the usual push race. A remote that already held another
+    registry is refused at start (cpvd.registry.remote_setup); someone else's repository
+    (no ``dvc.yaml``) is refused here."""
     roots = git_out(["rev-list", "--max-parents=0", base], path).split()
     return bool(roots) and all(
         run_git(["cat-file", "-e", f"{r}:dvc.yaml"], path, check=False).returncode == 0
@@ -95,13 +96,12 @@ def replay(core: EngineCore) -> list[tuple[str, str]]:
     Returns (old tag, new tag) for each version whose number changed.
     """
     reg = core.registry
-    known = reg.remote_branch()
     reg.fetch()
     base = reg.remote_branch()
     commits = reg.unpushed_commits()
     if base is None:
         return []
-    if not related(reg.path, base) and not _lost_first_push(reg.path, known, base):
+    if not related(reg.path, base) and not _lost_first_push(reg.path, base):
         # replaying onto it would mix two registries
         raise GitError(
             f"the remote {mask_url(reg.cfg.remote or '')} holds a history unrelated to the "
