@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.harness import DaemonProcess, toml_str
+from tests.e2e.harness import DaemonProcess, daemons_of, toml_str
 
 
 @dataclass
@@ -30,17 +30,7 @@ class GcDaemon(DaemonProcess):
 
 def gc_daemons(short_tmp: Path) -> Iterator[Callable[..., GcDaemon]]:
     """A fixture's body: make GcDaemons under short_tmp; kill those still running."""
-    made: list[GcDaemon] = []
-
-    def make(*, name: str = "d", **kw: Any) -> GcDaemon:
-        d = GcDaemon(root=short_tmp / name, **kw)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        if d.proc is not None:
-            d.kill()
+    yield from daemons_of(GcDaemon, short_tmp)
 
 
 def git_in(repo: Path, *args: str) -> str:

@@ -16,10 +16,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cpvctl.client import Client
 from cpvctl.errors import CpvctlError
@@ -353,3 +353,21 @@ def cpvctl(
         timeout=timeout,
         check=check,
     )
+
+
+D = TypeVar("D", bound=DaemonProcess)
+
+
+def daemons_of(cls: type[D], short_tmp: Path) -> Iterator[Callable[..., D]]:
+    """A fixture's body: make ``cls`` daemons under short_tmp; kill those still running."""
+    made: list[D] = []
+
+    def make(*, name: str = "d", **kw: Any) -> D:
+        d = cls(root=short_tmp / name, **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        if d.proc is not None:
+            d.kill()
