@@ -7,11 +7,11 @@ step with a timeout, then cancels.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, fields, replace
 from functools import partial
@@ -23,8 +23,10 @@ from cpvd.api.limits import connection_cap, raise_open_file_limit
 from cpvd.api.metrics import DaemonMetrics
 from cpvd.api.operations import Operations
 from cpvd.api.queries import Queries, Status
+from cpvd.api.routing import CollectorRouter, OperationsRouter, QueryRouter
 from cpvd.api.server import ApiServer
 from cpvd.config.model import Config
+from cpvd.config.views import registry_of
 from cpvd.errors import CpvError
 from cpvd.hooks import metrics as hook_metrics
 from cpvd.hooks.bridge import bus_tap
@@ -32,23 +34,19 @@ from cpvd.hooks.dispatcher import Dispatcher
 from cpvd.hooks.outbox import Outbox
 from cpvd.hooks.service import HookService
 from cpvd.lifecycle.collector import Collector
-from cpvd.lifecycle.local_keeper import LocalKeeper
-from cpvd.lifecycle.runner import Lifecycle
-from cpvd.pipeline.copier import Copier
 from cpvd.pipeline.file_upload import FileUploads
 from cpvd.pipeline.health import Health, Pause, Wakeups
 from cpvd.pipeline.intake import Intake
+from cpvd.pipeline.lane import Lane, Shared, open_lanes
 from cpvd.pipeline.prepared import PreparedJobs
-from cpvd.pipeline.pusher import Pusher
+from cpvd.pipeline.routed_copier import RoutedCopier
 from cpvd.pipeline.snapshot import SnapshotStore
 from cpvd.pipeline.speculative_snapshot import SpeculativeSnapshots
 from cpvd.pipeline.threads import Executors
 from cpvd.pipeline.watch_relay import WatchRelay
-from cpvd.pipeline.worker import Worker
-from cpvd.registry.engine import Engine
 from cpvd.service.instance import InstanceLock, clear_stale_socket, prepare_socket_dir
 from cpvd.service.sdnotify import Notifier
-from cpvd.startup import open_registry, open_state, release_finished_snapshots
+from cpvd.startup import open_state, release_finished_snapshots
 from cpvd.state.db import StateDB
 from cpvd.state.outcome import why_handled
 from cpvd.state.queue import JobQueue
@@ -159,80 +157,78 @@ class Daemon:
         db, queue, ledger = open_state(state, d.retry_max_seconds, self.rebuild_queue)
         stack.callback(db.close)
         stack.callback(ex.shutdown)
-        engine = await ex.on_registry(open_registry, cfg, state, ledger)
-        await _abort_incomplete_uploads(ex, engine.storage)
+        lanes = await open_lanes(self.config, state, queue, ledger, ex)  # one per registry
+        for lane in lanes:
+            stack.callback(lane.shutdown)
         _resume_interrupted(queue)
         snapshots = SnapshotStore(state / "snapshots", d.snapshot_limit_bytes)
         release_finished_snapshots(queue, snapshots, self.rebuild_queue)
 
-        bus, health, pause, wakeups = EventBus(), Health(), Pause(), Wakeups()
+        bus, pause, wakeups = EventBus(), Pause(), Wakeups()
+        health = lanes[0].health
+        for lane in lanes:  # the intake wakes every worker; each pusher has its own wake-up
+            lane.wakeups = wakeups if lane is lanes[0] else Wakeups(work=wakeups.work)
         bus.attach(asyncio.get_running_loop())
-        metrics = DaemonMetrics()
-        metrics.read_state(
-            queue_depth=lambda: float(queue.depth()),
-            unpushed=lambda: float(health.unpushed),
-            storage_up=lambda: 0.0 if health.storage_ok is False else 1.0,
-        )
+        metrics = _metrics(queue, lanes)
         outbox, dispatcher = await self._start_hooks(stack, db, bus, metrics, queue)
         prepared = PreparedJobs()
         stack.callback(prepared.cancel_all)  # queued jobs upload everything next start
-        uploads = FileUploads(lambda: engine.storage, snapshots.root, ex.file_upload)
-        copier = Copier(snapshots, uploads, ex, pause, health)
+        copier = _copier(self.config, lanes, snapshots, ex, pause)
         handled = partial(why_handled, queue, ledger)
         speculative = SpeculativeSnapshots(copier, ex, handled)
         watcher = Watcher(cfg.watches, rescan_seconds=d.rescan_seconds)
         intake = Intake(
             self.config, queue, ledger, copier, speculative, prepared, bus, wakeups, watcher.defer
         )
-        lifecycle = Lifecycle(self.config, engine, bus)
-        worker = Worker(
-            self.config, queue, ledger, snapshots, copier, engine, ex, prepared,
-            health, pause, wakeups, bus, metrics, lifecycle, outbox,
-        )  # fmt: skip
-        pusher = Pusher(self.config, queue, engine, ex, health, wakeups, bus, lifecycle)
-        collector = Collector(engine, ex, bus, self.config)
-        stack.callback(collector.cancel)  # before the io pool waits for a running gc
-        stack.push_async_callback(self._drain, worker, pusher, wakeups)
+        shared = Shared(
+            queue, ledger, snapshots, prepared, pause, wakeups.work, bus, metrics, outbox
+        )
+        for lane in lanes:
+            lane.build(shared, copier)
+        routed = _routed(self.config, lanes)
+        stack.callback(routed.collector.cancel)  # before the io pool waits for a running gc
+        stack.push_async_callback(self._drain, lanes)
         stack.callback(speculative.close)  # the start-up clean-up deletes their snapshots
-        self._tasks = [
-            asyncio.create_task(worker.run(), name="worker"),
-            asyncio.create_task(pusher.run(), name="pusher"),
-        ]
-        periodic_gc = asyncio.create_task(collector.periodic(), name="periodic-gc")
-        stack.callback(periodic_gc.cancel)
-        keeper = LocalKeeper(self.config, engine, ledger, ex, bus)
-        local_space = asyncio.create_task(keeper.run(), name="keep-local")
-        stack.callback(local_space.cancel)
+        self._tasks = []
+        for lane in lanes:
+            drained, cancelled = lane.tasks()
+            self._tasks += drained
+            for task in cancelled:
+                stack.callback(task.cancel)
         relay = WatchRelay(asyncio.get_running_loop(), intake, speculative, bus)
         watcher.start(relay.ready, relay.waiting, relay.hint)
         stack.callback(watcher.stop)
 
         services = Services(
             intake=intake,
-            queries=Queries(self.config, engine, queue, ex),
-            status=self._status(queue, health, pause, watcher, lifecycle),
-            operations=Operations(engine, queue, ledger, ex, health, pause, wakeups, bus),
+            queries=routed.queries,
+            status=self._status(queue, health, pause, watcher, lanes),
+            operations=routed.operations,
             bus=bus,
             metrics=metrics,
-            collector=collector,
+            collector=routed.collector,
             hooks=HookService(dispatcher),
         )
         api = ApiServer(services, d, connection_cap(self.open_files))
         await api.start()
         stack.push_async_callback(api.stop)
         log.info(
-            "cpvd ready: %d watches, socket %s, registry %s, storage %s",
-            len(cfg.watches), d.socket, cfg.registry.path, cfg.storage.url,
+            "cpvd ready: %d watches, socket %s, %s",
+            len(cfg.watches), d.socket,
+            "; ".join(
+                f"registry {ln.config().registry.path}, storage {ln.config().storage.url}"
+                for ln in lanes
+            ),
         )  # fmt: skip
         self.notifier.ready()
-        heartbeat = asyncio.create_task(self._heartbeat(queue, health), name="heartbeat")
+        heartbeat = asyncio.create_task(self._heartbeat(queue, lanes), name="heartbeat")
         stack.callback(heartbeat.cancel)
-        await self._main_loop(Live(watcher, api, engine, queue, snapshots, ex, dispatcher))
+        await self._main_loop(Live(watcher, api, lanes, queue, snapshots, dispatcher))
         self.notifier.stopping()
         log.info("stopping")
 
     def _status(
-        self, queue: JobQueue, health: Health, pause: Pause, watcher: Watcher, lifecycle: Lifecycle
+        self, queue: JobQueue, health: Health, pause: Pause, watcher: Watcher, lanes: list[Lane]
     ) -> Status:
         return Status(
             self.config,
@@ -242,9 +238,9 @@ class Daemon:
             watcher.pending,
             lambda: self.restart_needed,
             watcher.ignored,
-            lambda: lifecycle.summary,
+            lambda: [row for lane in lanes for row in lane.lifecycle.summary],
+            registries=lambda: [lane.describe() for lane in lanes],
         )
-
 
     async def _start_hooks(
         self,
@@ -300,20 +296,22 @@ class Daemon:
                 ", ".join(self.restart_needed),
             )
 
-    async def _heartbeat(self, queue: JobQueue, health: Health) -> None:
+    async def _heartbeat(self, queue: JobQueue, lanes: list[Lane]) -> None:
         interval = self.notifier.watchdog_interval()
         period = interval if interval else 10.0
         while True:
             if interval:
                 self.notifier.watchdog()
-            self.notifier.status(f"queue: {queue.depth()}, unpushed: {health.unpushed}")
+            unpushed = sum(lane.health.unpushed for lane in lanes)
+            self.notifier.status(f"queue: {queue.depth()}, unpushed: {unpushed}")
             await asyncio.sleep(period)
 
-    async def _drain(self, worker: Worker, pusher: Pusher, wakeups: Wakeups) -> None:
+    async def _drain(self, lanes: list[Lane]) -> None:
         """Let the running step finish within the drain timeout, then cancel."""
-        worker.stopping = pusher.stopping = True
-        wakeups.work.set()
-        wakeups.push.set()
+        for lane in lanes:
+            lane.worker.stopping = lane.pusher.stopping = True
+            lane.wakeups.work.set()
+            lane.wakeups.push.set()
         tasks = self._tasks
         _done, pending = await asyncio.wait(tasks, timeout=self.cfg.daemon.drain_timeout)
         for t in pending:
@@ -327,10 +325,9 @@ class Live:
 
     watcher: Watcher
     api: ApiServer
-    engine: Engine
+    lanes: list[Lane]
     queue: JobQueue
     snapshots: SnapshotStore
-    executors: Executors
     hooks: Dispatcher | None = None
 
     async def apply(self, cfg: Config) -> None:
@@ -342,13 +339,67 @@ class Live:
         self.snapshots.limit_bytes = max(0, int(d.snapshot_limit_bytes))
         if self.hooks is not None:
             self.hooks.sync()  # a lane for each added hook; removed hooks' lanes end
-        await self.executors.on_registry(self._apply_to_engine, cfg)
+        for lane in self.lanes:  # the engines know the new artifacts and writable watches
+            lane.queue.backoff_cap = d.retry_max_seconds
+            await lane.executors.on_registry(lane.apply, cfg)
 
-    def _apply_to_engine(self, cfg: Config) -> None:  # on the registry thread
-        """The engine knows the new artifacts, and revert may write into the new watches
-        (and no longer into removed ones)."""
-        self.engine.config = cfg
-        self.engine.writable_roots = [Path(os.path.realpath(w.path)) for w in cfg.watches]
+
+def _metrics(queue: JobQueue, lanes: list[Lane]) -> DaemonMetrics:
+    """Queue depth, and unpushed versions and storage health over every registry."""
+    metrics = DaemonMetrics()
+    metrics.read_state(
+        queue_depth=lambda: float(queue.depth()),
+        unpushed=lambda: float(sum(lane.health.unpushed for lane in lanes)),
+        storage_up=lambda: 0.0 if any(ln.health.storage_ok is False for ln in lanes) else 1.0,
+    )
+    return metrics
+
+
+def _copier(
+    config: Callable[[], Config],
+    lanes: list[Lane],
+    snapshots: SnapshotStore,
+    ex: Executors,
+    pause: Pause,
+) -> RoutedCopier:
+    """Early uploads go to the storage of the artifact's registry."""
+    uploads = {
+        lane.name: FileUploads(partial(_storage_of, lane), snapshots.root, ex.file_upload)
+        for lane in lanes
+    }
+    by_name = {lane.name: lane for lane in lanes}
+
+    def route(artifact: str) -> tuple[FileUploads, Health]:
+        name = registry_of(config(), artifact)
+        return uploads[name], by_name[name].health
+
+    first = lanes[0]
+    multi = len(lanes) > 1
+    return RoutedCopier(
+        snapshots, uploads[first.name], ex, pause, first.health, route=route if multi else None
+    )
+
+
+def _storage_of(lane: Lane) -> Storage:
+    return lane.engine.storage
+
+
+@dataclass(frozen=True)
+class _Routed:
+    queries: Queries
+    operations: Operations
+    collector: Collector
+
+
+def _routed(config: Callable[[], Config], lanes: list[Lane]) -> _Routed:
+    """What the handlers call: the one registry's objects, or routers over several."""
+    if len(lanes) == 1:
+        return _Routed(lanes[0].queries, lanes[0].operations, lanes[0].collector)
+    return _Routed(
+        QueryRouter(config, {lane.name: lane.queries for lane in lanes}),
+        OperationsRouter(config, {lane.name: lane.operations for lane in lanes}),
+        CollectorRouter({lane.name: lane.collector for lane in lanes}),
+    )
 
 
 def _resume_interrupted(queue: JobQueue) -> None:
@@ -356,10 +407,3 @@ def _resume_interrupted(queue: JobQueue) -> None:
     recovered = queue.recover()
     if recovered:
         log.info("resuming %d jobs interrupted by a stop or crash", len(recovered))
-
-
-async def _abort_incomplete_uploads(ex: Executors, storage: Storage) -> None:
-    with contextlib.suppress(CpvError):
-        aborted = await ex.on_io(storage.abort_incomplete_uploads)
-        if aborted:
-            log.info("aborted %d incomplete uploads left by a crash", aborted)

@@ -42,12 +42,16 @@ def open_state(
     return db, queue, Ledger(db)
 
 
-def open_registry(cfg: Config, state: Path, ledger: Ledger) -> Engine:
-    """The engine on a registry ready to write (runs on the registry thread)."""
+def open_registry(
+    cfg: Config, state: Path, ledger: Ledger, journal: str = "uploads", seed: bool | None = None
+) -> Engine:
+    """The engine on a registry ready to write (runs on the registry thread). ``journal``:
+    the upload journal's directory under ``state`` (one per storage); ``seed``: record the
+    registry's versions as handled (None: when the ledger is empty)."""
     removed = clear_stale_git_locks(Path(cfg.registry.path))
     if removed:
         log.warning("removed stale lock files left by a crash: %s", ", ".join(map(str, removed)))
-    storage = open_storage(cfg.storage, journal_dir=state / "uploads")
+    storage = open_storage(cfg.storage, journal_dir=state / journal)
     settings = storage.dvc_remote_settings()
     cloned = not (Path(cfg.registry.path) / ".git").exists()
     prepare_registry(cfg, settings)  # refuses another storage or an unrelated remote
@@ -56,7 +60,7 @@ def open_registry(cfg: Config, state: Path, ledger: Ledger) -> Engine:
     if cloned:  # a clone brings the storage its versions are in
         prepare_registry(cfg, settings)
     engine.registry.reset_worktree()
-    if ledger.is_empty():
+    if ledger.is_empty() if seed is None else seed:
         seeded = ledger.seed(
             (v.artifact, v.source, v.md5, v.version)
             for vs in engine.index().versions.values()

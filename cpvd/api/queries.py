@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 from cpvctl.protocol import API_VERSION, CPV_VERSION, Ref, ref_of, validate_name
 from cpvd.api.version_pages import PageRequest, page
 from cpvd.config.model import Config, WatchConfig
+from cpvd.config.views import registry_of
 from cpvd.errors import NotFound
 from cpvd.pipeline.health import Health, Pause
 from cpvd.pipeline.threads import Executors
@@ -141,6 +142,8 @@ class Status:
     ignored: Ignored = list
     #: per artifact: latest, best, kept/pruned counts (cpvd.lifecycle.summary)
     lifecycle: Callable[[], list[dict[str, Any]]] = list
+    #: each registry (cpvd.pipeline.lane): storage, remote, reachability, its artifacts
+    registries: Callable[[], list[dict[str, Any]]] = list
 
     def __post_init__(self) -> None:
         self.started = time.time()
@@ -194,6 +197,7 @@ class Status:
                 "unpushed": health.unpushed,
             },
             "artifacts": list(self.lifecycle()),
+            "registries": list(self.registries()),
         }
 
     def _watch(self, w: WatchConfig) -> dict[str, Any]:
@@ -205,4 +209,5 @@ class Status:
             "poll": w.poll,
             "exists": w.path.is_dir(),
             "paused": self.pause.is_paused(w.artifact),
+            "registry": registry_of(self.config(), w.artifact),
         }

@@ -58,6 +58,14 @@ def dump_config(cfg: Config) -> str:
     ):
         if table:
             doc[name] = table
+    if cfg.registries:  # several teams: profiles by name (cpvd.config.profiles)
+        doc["registry"] = [
+            _changed(r, RegistryConfig(), always=("name", "path", "storage"))
+            for r in cfg.registries
+        ]
+        doc["storage"] = [
+            _changed(st, StorageConfig(), always=("name", "url")) for st in cfg.storages
+        ]
     if cfg.watches:
         doc["watch"] = [
             _changed(w, WatchConfig(path=w.path, artifact=w.artifact), always=("path", "artifact"))

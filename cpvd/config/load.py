@@ -44,6 +44,7 @@ from cpvd.config.model import (
 from cpvd.config.overlap import overlap_problems
 from cpvd.config.problems import collect as _collect
 from cpvd.config.problems import joined as _joined
+from cpvd.config.profiles import read_profiles, refuse_flag_watch, refuse_profile_problems
 from cpvd.config.urls import check_storage_url as _check_storage_url
 from cpvd.errors import ConfigError
 from cpvd.watch.units import LAYOUTS, glob_problem
@@ -375,8 +376,11 @@ def parse_config(text: str, source: Path | str) -> Config:
         "storage": _storage,
         "retention": _retention,
     }
+    profiles = read_profiles(doc, source, partial(_profile, builders, source, errors), errors)
     for name, build in builders.items():
         table = doc.get(name, {})
+        if name in profiles:
+            continue
         if not isinstance(table, dict):
             errors.append(ConfigError(f"{source}: [{name}] must be a table, got {_show(table)}"))
             continue
@@ -397,6 +401,7 @@ def parse_config(text: str, source: Path | str) -> Config:
         raise _joined(errors)
     watches = list(built.values())
     _cross_check(watches, source)
+    refuse_profile_problems(parts, profiles, watches, source)
     cfg = Config(
         daemon=parts["daemon"],
         registry=parts["registry"],
@@ -405,9 +410,22 @@ def parse_config(text: str, source: Path | str) -> Config:
         retention=parts["retention"],
         hooks=hook_tables.parse_hooks(raw_hooks, source),
         source=Path(source) if isinstance(source, Path) else None,
+        registries=tuple(profiles.get("registry", ())),
+        storages=tuple(profiles.get("storage", ())),
     )
     _refuse_overlaps(cfg, source)
     return cfg
+
+
+def _profile(
+    builders: Mapping[str, Any], source: Path | str, errors: list[ConfigError], table: str,
+    index: int, data: Mapping[str, Any],
+) -> object | None:  # fmt: skip
+    """One ``[[registry]]`` or ``[[storage]]`` table, read like its single form."""
+    where = _Where(source, f"[[{table}]] #{index}")
+    built: dict[str, Any] = {}
+    _collect(errors, built, table, partial(builders[table], data, where), where.pending)
+    return built.get(table)
 
 
 def _refuse_overlaps(cfg: Config, source: Path | str) -> None:
@@ -465,6 +483,7 @@ def config_from_flags(
     ):
         raise ConfigError(f"--settle: must be a number of seconds >= 0, got {settle_seconds}")
     cfg = base if base is not None else Config()
+    refuse_flag_watch(cfg)
     new = WatchConfig(
         path=Path(os.path.abspath(watch.expanduser())),
         artifact=artifact,

@@ -39,6 +39,10 @@ class RegistryConfig:
     path: Path = field(default_factory=paths.default_registry)
     remote: str | None = None
     ssh_key: Path | None = None
+    #: the profile's name (``[[registry]] name``, named by a watch's ``registry``)
+    name: str = "default"
+    #: the ``[[storage]]`` profile holding this registry's objects (``[[registry]]`` only)
+    storage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class StorageConfig:
     #: plain-http endpoint it would, at ~0.7 s of CPU per GiB on a 2-core machine, which
     #: slowed uploads to a local S3 by ~15%. Set true to keep it on such an endpoint.
     sign_payload: bool = False
+    #: the profile's name (``[[storage]] name``, named by a registry's ``storage``)
+    name: str = "default"
 
     @property
     def is_s3(self) -> bool:
@@ -101,6 +107,8 @@ class WatchConfig:
     #: 0 = never delete the trainer's files; N = delete local checkpoints beyond the N newest
     #: once they are versioned and pushed (cpvd.lifecycle.local_space)
     keep_local: int = 0
+    #: the ``[[registry]]`` this watch versions into (None: the only one)
+    registry: str | None = None
 
     @property
     def unit_layout(self) -> str:
@@ -120,6 +128,10 @@ class Config:
     hooks: tuple[HookConfig, ...] = ()
     #: the file this was loaded from (None: embedded defaults / flags)
     source: Path | None = None
+    #: ``[[registry]]``/``[[storage]]`` profiles (cpvd.config.profiles); empty: the single
+    #: ``[registry]``/``[storage]`` tables above are the only registry
+    registries: tuple[RegistryConfig, ...] = ()
+    storages: tuple[StorageConfig, ...] = ()
 
     def artifact_kinds(self) -> dict[str, str]:
         """Every artifact the config names, with its kind (lineage data artifacts included)."""

@@ -33,9 +33,17 @@ def _nested(a: Path, b: Path) -> str | None:
 
 def _own_paths(cfg: Config) -> list[tuple[str, Path]]:
     """The daemon's own directories, each with the key that sets it."""
-    own = [("[daemon] state_dir", cfg.daemon.state_dir), ("[registry] path", cfg.registry.path)]
-    if not cfg.storage.is_s3:
-        own.append(("[storage] url", Path(cfg.storage.url)))
+    own = [("[daemon] state_dir", cfg.daemon.state_dir)]
+    if not cfg.registries:  # else the first profile fills [registry] and [storage]
+        own.append(("[registry] path", cfg.registry.path))
+        if not cfg.storage.is_s3:
+            own.append(("[storage] url", Path(cfg.storage.url)))
+    own += [(f"[[registry]] #{i} path", r.path) for i, r in enumerate(cfg.registries, 1)]
+    own += [
+        (f"[[storage]] #{i} url", Path(s.url))
+        for i, s in enumerate(cfg.storages, 1)
+        if not s.is_s3
+    ]
     return own
 
 

@@ -1,0 +1,56 @@
+"""One registry's view of the config: what its worker, pusher, engine and lifecycle see.
+
+With ``[[registry]]`` profiles each registry runs its own lane (cpvd.pipeline.lane); every
+component of a lane reads a :class:`Config` whose ``registry``, ``storage`` and ``watches``
+are that registry's, so none of them needs to know there are others. A single-registry
+config is its own view.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from cpvd.config.model import Config, RegistryConfig, StorageConfig
+
+
+def registry_names(cfg: Config) -> list[str]:
+    """The registries the daemon serves, in config order (one for the single tables)."""
+    return [r.name for r in cfg.registries] or [cfg.registry.name]
+
+
+def is_multi(cfg: Config) -> bool:
+    return len(cfg.registries) > 1
+
+
+def registry_of(cfg: Config, artifact: str) -> str:
+    """The registry an artifact belongs to: its watch's, or that of a watch naming it as
+    lineage data; an artifact no watch names belongs to the first registry."""
+    names = registry_names(cfg)
+    for w in cfg.watches:
+        if w.artifact == artifact or artifact in w.data:
+            return w.registry or names[0]
+    return names[0]
+
+
+def profile(cfg: Config, name: str) -> tuple[RegistryConfig, StorageConfig]:
+    """The registry called ``name`` and its storage."""
+    if not cfg.registries:
+        return cfg.registry, cfg.storage
+    registry = next(r for r in cfg.registries if r.name == name)
+    storage = next(s for s in cfg.storages if s.name == registry.storage)
+    return registry, storage
+
+
+def view(cfg: Config, name: str) -> Config:
+    """``cfg`` as the registry ``name`` sees it: its registry, storage and watches."""
+    if not is_multi(cfg):
+        return cfg
+    registry, storage = profile(cfg, name)
+    first = registry_names(cfg)[0]
+    watches = tuple(w for w in cfg.watches if (w.registry or first) == name)
+    return dataclasses.replace(cfg, registry=registry, storage=storage, watches=watches)
+
+
+def artifacts_of(cfg: Config, name: str) -> frozenset[str]:
+    """The artifacts (watched, and lineage data) the registry ``name`` holds."""
+    return frozenset(view(cfg, name).artifact_kinds())
