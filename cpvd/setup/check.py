@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import shlex
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cpvd.hooks.readiness as hook_readiness
 from cpvd.config.model import Config, RegistryConfig, StorageConfig, WatchConfig
+from cpvd.config.views import is_multi, registry_names, view
 from cpvd.errors import CpvError, GitError
 from cpvd.redact import mask_url
 from cpvd.registry.git import registry_git_env as git_env
@@ -178,14 +179,24 @@ def check_watch(index: int, watch: WatchConfig) -> CheckResult:
 
 def run_checks(cfg: Config) -> list[CheckResult]:
     """Every check for ``cfg``, in the order a user would fix them."""
-    results = [check_storage(cfg.storage)]
-    if cfg.registry.remote:
-        results.append(check_git_remote(cfg.registry))
-    results.append(check_registry(cfg))
+    results = []
+    for name in registry_names(cfg):  # each registry, its storage and remote
+        results += _registry_checks(view(cfg, name), name if is_multi(cfg) else None)
     results += [check_watch(i, w) for i, w in enumerate(cfg.watches, start=1)]
     for i, hook in enumerate(cfg.hooks, start=1):
         results.append(CheckResult(f"hook {hook.name}", *hook_readiness.hook_ready(i, hook)))
     return results
+
+
+def _registry_checks(cfg: Config, label: str | None) -> list[CheckResult]:
+    """Storage, remote and registry of one registry (``label``: its name, with several)."""
+    results = [check_storage(cfg.storage)]
+    if cfg.registry.remote:
+        results.append(check_git_remote(cfg.registry))
+    results.append(check_registry(cfg))
+    if label is None:
+        return results
+    return [replace(r, name=f"{r.name} {label}") for r in results]
 
 
 def check_registry(cfg: Config) -> CheckResult:
