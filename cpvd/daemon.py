@@ -26,7 +26,7 @@ from cpvd.api.queries import Queries, Status
 from cpvd.api.routing import CollectorRouter, OperationsRouter, QueryRouter
 from cpvd.api.server import ApiServer
 from cpvd.config.model import Config
-from cpvd.config.views import registry_of
+from cpvd.config.views import keep_profiles, registry_of
 from cpvd.errors import CpvError
 from cpvd.hooks import metrics as hook_metrics
 from cpvd.hooks.bridge import bus_tap
@@ -88,7 +88,8 @@ def split_reload(running: Config, new: Config) -> tuple[Config, list[str]]:
         registry=running.registry,
         storage=running.storage,
     )
-    return applied, changed
+    applied, profiles = keep_profiles(running, applied)  # several registries: each lane's
+    return applied, changed + profiles
 
 
 def setup_logging(level: str) -> None:

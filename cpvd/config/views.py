@@ -54,3 +54,25 @@ def view(cfg: Config, name: str) -> Config:
 def artifacts_of(cfg: Config, name: str) -> frozenset[str]:
     """The artifacts (watched, and lineage data) the registry ``name`` holds."""
     return frozenset(view(cfg, name).artifact_kinds())
+
+
+def keep_profiles(running: Config, new: Config) -> tuple[Config, list[str]]:
+    """``new`` on the running registry profiles (each lane opened its registry and storage
+    once, at start: a SIGHUP cannot move them), and what only a restart would apply: the
+    changed profiles, and the watches that name a registry not running (left out)."""
+    changed = [
+        f"[[{table}]] {name}"
+        for table, old, now in (
+            ("registry", running.registries, new.registries),
+            ("storage", running.storages, new.storages),
+        )
+        for name in sorted({p.name for p in (*old, *now)})
+        if {p.name: p for p in old}.get(name) != {p.name: p for p in now}.get(name)
+    ]
+    names = set(registry_names(running))
+    kept = tuple(w for w in new.watches if w.registry is None or w.registry in names)
+    changed += [f"[[watch]] {w.artifact} registry" for w in new.watches if w not in kept]
+    applied = dataclasses.replace(
+        new, registries=running.registries, storages=running.storages, watches=kept
+    )
+    return applied, changed

@@ -256,3 +256,34 @@ def test_cpvd_run_watch_flag_cannot_pick_one_of_several_registries() -> None:
     cfg = parse_config(TWO_TEAMS, "/etc/cpv.toml")
     with pytest.raises(ConfigError, match="several \\[\\[registry\\]\\]"):
         config_from_flags(Path("/data/new"), "team/new", base=cfg)
+
+
+def test_sighup_keeps_the_running_profiles_and_names_what_needs_a_restart() -> None:
+    from cpvd.daemon import split_reload
+
+    running = parse_config(TWO_TEAMS, "/etc/cpv.toml")
+    moved = TWO_TEAMS.replace('path = "/srv/cpv/nlp"', 'path = "/srv/cpv/nlp2"')
+    added = moved + """
+[[storage]]
+name = "c"
+url = "s3://acme-c/ckpt"
+[[registry]]
+name = "c"
+path = "/srv/cpv/c"
+storage = "c"
+[[watch]]
+path = "/data/c"
+artifact = "c/model"
+registry = "c"
+[[watch]]
+path = "/data/llm2"
+artifact = "nlp/llm2"
+registry = "nlp"
+"""
+    applied, restart = split_reload(running, parse_config(added, "/etc/cpv.toml"))
+    assert applied.registries == running.registries and applied.storages == running.storages
+    assert view(applied, "nlp").registry.path == Path("/srv/cpv/nlp")
+    assert [w.artifact for w in applied.watches] == ["vision/resnet50", "nlp/llm", "nlp/llm2"]
+    assert "[[registry]] nlp" in restart and "[[registry]] c" in restart
+    assert "[[storage]] c" in restart and "[[watch]] c/model registry" in restart
+    assert "[[registry]] vision" not in restart
