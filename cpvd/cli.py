@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="switch even when objects are missing from the old storage",
     )
+    migrate.add_argument(
+        "--registry", metavar="NAME", help="which [[registry]] to move (needed with several)"
+    )
 
     service = sub.add_parser("service", help="install or remove the systemd/launchd service")
     service.add_argument("action", choices=("install", "uninstall", "status"))
@@ -190,9 +193,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from cpvd.config.load import load_config
+    from cpvd.config.views import chosen
     from cpvd.setup.migrate import migrate_storage
 
-    cfg = load_config(args.config)
+    cfg = chosen(load_config(args.config), args.registry)
     return migrate_storage(cfg, args.to, args.endpoint_url, args.allow_missing, sys.stdout)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from cpvd.config.model import Config, RegistryConfig, StorageConfig
+from cpvd.errors import ConfigError
 
 
 def registry_names(cfg: Config) -> list[str]:
@@ -76,3 +77,17 @@ def keep_profiles(running: Config, new: Config) -> tuple[Config, list[str]]:
         new, registries=running.registries, storages=running.storages, watches=kept
     )
     return applied, changed
+
+
+def chosen(cfg: Config, name: str | None) -> Config:
+    """The view of the registry a one-registry command (``migrate-storage``) is told to
+    work on: ``--registry NAME``, needed when there are several."""
+    names = registry_names(cfg)
+    if name is None and len(names) > 1:
+        raise ConfigError(
+            f"{cfg.source}: several [[registry]] tables; say which with --registry "
+            f"({', '.join(names)})"
+        )
+    if name is not None and name not in names:
+        raise ConfigError(f"--registry: no registry is named {name!r} (known: {', '.join(names)})")
+    return view(cfg, name or names[0])

@@ -179,5 +179,6 @@ def _switch(cfg: Config, target: Storage, n: int, say: Say) -> int:
         f"versions with `dvc remote modify --local {DVC_REMOTE} url {settings['url']}`"
     )
     if cfg.storage.url != settings["url"]:
-        say(f'now set [storage] url = "{settings["url"]}" in {cfg.source or "the config"}')
+        key = f"[[storage]] {cfg.storage.name!r} url" if cfg.registries else "[storage] url"
+        say(f'now set {key} = "{settings["url"]}" in {cfg.source or "the config"}')
     return 0

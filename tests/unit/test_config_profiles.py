@@ -287,3 +287,19 @@ registry = "nlp"
     assert "[[registry]] nlp" in restart and "[[registry]] c" in restart
     assert "[[storage]] c" in restart and "[[watch]] c/model registry" in restart
     assert "[[registry]] vision" not in restart
+
+
+def test_migrate_storage_asks_which_of_several_registries(
+    short_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cpvd.cli import main
+    from cpvd.config.views import chosen
+
+    cfg = parse_config(TWO_TEAMS, short_tmp / "cpvd.toml")
+    assert chosen(cfg, "nlp").storage.url == "s3://acme-nlp/ckpt"
+    with pytest.raises(ConfigError, match="no registry is named 'x'"):
+        chosen(cfg, "x")
+    (short_tmp / "cpvd.toml").write_text(TWO_TEAMS)
+    rc = main(["migrate-storage", "--config", str(short_tmp / "cpvd.toml"), "--to", "/srv/new"])
+    assert rc != 0
+    assert "say which with --registry (vision, nlp)" in capsys.readouterr().err
