@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from cpvctl.render_lifecycle import render_lifecycle, version_label
+from cpvctl.render_registries import registry_lines
 
 DASH = "-"
 
@@ -187,6 +188,24 @@ def _hooks_lines(hooks: object) -> list[str]:
     return lines
 
 
+def _storage_and_registry(storage: Mapping[str, Any], registry: Mapping[str, Any]) -> list[str]:
+    reachable = storage.get("reachable")
+    reach = "not checked yet" if reachable is None else "reachable" if reachable else "UNREACHABLE"
+    line = f"storage: {storage.get('url', DASH)}  {reach}"
+    if storage.get("error"):
+        line += f"  ({storage['error']})"
+    lines = [line]
+    line = f"registry: {registry.get('path', DASH)}"
+    if registry.get("remote"):
+        line += f" -> {registry['remote']}"
+    if registry.get("remote") and registry.get("reachable") is False:
+        line += "  remote UNREACHABLE"
+    line += f"  unpushed {registry.get('unpushed', 0)}"
+    if registry.get("error"):
+        line += f"  ({registry['error']})"
+    return [*lines, line]
+
+
 def render_status(st: Mapping[str, Any]) -> str:
     out: list[str] = []
     daemon = st.get("daemon") or {}
@@ -210,21 +229,7 @@ def render_status(st: Mapping[str, Any]) -> str:
         + "  ".join(f"{k} {queue.get(k, 0)}" for k in ("queued", "running", "failed"))
         + (f"  done {queue['done']}" if "done" in queue else "")
     )
-    reachable = storage.get("reachable")
-    reach = "not checked yet" if reachable is None else "reachable" if reachable else "UNREACHABLE"
-    line = f"storage: {storage.get('url', DASH)}  {reach}"
-    if storage.get("error"):
-        line += f"  ({storage['error']})"
-    out.append(line)
-    line = f"registry: {registry.get('path', DASH)}"
-    if registry.get("remote"):
-        line += f" -> {registry['remote']}"
-    if registry.get("remote") and registry.get("reachable") is False:
-        line += "  remote UNREACHABLE"
-    line += f"  unpushed {registry.get('unpushed', 0)}"
-    if registry.get("error"):
-        line += f"  ({registry['error']})"
-    out.append(line)
+    out.extend(registry_lines(st) or _storage_and_registry(storage, registry))
     out.extend(_hooks_lines(st.get("hooks")))
 
     lifecycle = render_lifecycle(st.get("artifacts") or [], human_size)

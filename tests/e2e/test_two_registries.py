@@ -172,6 +172,13 @@ def test_each_watch_versions_into_its_own_remote_and_bucket_only(
             assert res.returncode == 0, res.stdout + res.stderr
             assert (out / "epoch-0.bin").read_bytes() == payloads[t.name][0]
         assert len(d.client().artifacts()) == 2
+        shown_status = cpvctl(d.socket, "status").stdout
+        for t in teams:
+            assert f"registry {t.name} ({t.artifact}): {d.registry_of(t)} -> {t.remote}" \
+                in shown_status, shown_status
+            assert f"  storage: s3://{t.bucket}/ckpt  reachable" in shown_status, shown_status
+        verified = d.client().verify()
+        assert (verified["versions"], verified["missing"], verified["corrupt"]) == (4, [], [])
     # only its own versions in each remote; its own objects in each bucket
     assert remote_tags(a.remote) == ["team-a/model@v1.0.0", "team-a/model@v1.1.0"]
     assert remote_tags(b.remote) == ["team-b/model@v1.0.0", "team-b/model@v1.1.0"]
