@@ -177,6 +177,9 @@ def test_each_watch_versions_into_its_own_remote_and_bucket_only(
             assert f"registry {t.name} ({t.artifact}): {d.registry_of(t)} -> {t.remote}" \
                 in shown_status, shown_status
             assert f"  storage: s3://{t.bucket}/ckpt  reachable" in shown_status, shown_status
+        collected = d.client().gc(dry_run=True)  # every registry's storage, none deleted
+        assert set(collected["registries"]) == {"team-a", "team-b"}
+        assert collected["objects_to_delete"] == 0
         verified = d.client().verify()
         assert (verified["versions"], verified["missing"], verified["corrupt"]) == (4, [], [])
     # only its own versions in each remote; its own objects in each bucket

@@ -303,3 +303,16 @@ def test_migrate_storage_asks_which_of_several_registries(
     rc = main(["migrate-storage", "--config", str(short_tmp / "cpvd.toml"), "--to", "/srv/new"])
     assert rc != 0
     assert "say which with --registry (vision, nlp)" in capsys.readouterr().err
+
+
+def test_the_readme_example_of_several_teams_is_a_valid_config() -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Several teams on one machine") :]
+    found = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert found is not None
+    cfg = parse_config(found.group(1), "README.md")
+    assert registry_names(cfg) == ["vision", "nlp"]
+    assert view(cfg, "nlp").storage.profile == "nlp"
+    assert registry_of(cfg, "nlp/llm-7b") == "nlp"
