@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 from cpvctl.protocol import API_VERSION, CPV_VERSION, Ref, ref_of, validate_name
 from cpvd.api.version_pages import PageRequest, page
 from cpvd.config.model import Config, WatchConfig
-from cpvd.config.views import registry_of
+from cpvd.config.views import is_multi, registry_of
 from cpvd.errors import NotFound
 from cpvd.pipeline.health import Health, Pause
 from cpvd.pipeline.threads import Executors
@@ -178,7 +178,7 @@ class Status:
             },
             "queue": {**self.queue.counts(), "depth": self.queue.depth()},
             "jobs": [
-                j.to_dict()
+                _with_registry(cfg, j.to_dict())
                 for j in self.queue.list(states=("queued", "running", "failed"), limit=50)
             ],
             "watches": [self._watch(w) for w in cfg.watches],
@@ -211,3 +211,8 @@ class Status:
             "paused": self.pause.is_paused(w.artifact),
             "registry": registry_of(self.config(), w.artifact),
         }
+
+
+def _with_registry(cfg: Config, job: dict[str, Any]) -> dict[str, Any]:
+    """A job row, with the registry it versions into when there are several."""
+    return {**job, "registry": registry_of(cfg, job["artifact"])} if is_multi(cfg) else job

@@ -85,7 +85,7 @@ class Lane:
             self.lifecycle, shared.outbox,
         )  # fmt: skip
         self.pusher = Pusher(
-            cfg, shared.queue, self.engine, ex, self.health, self.wakeups, bus, self.lifecycle
+            cfg, self.queue, self.engine, ex, self.health, self.wakeups, bus, self.lifecycle
         )
         self.collector = Collector(self.engine, ex, bus, cfg)
         self.keeper = LocalKeeper(cfg, self.engine, shared.ledger, ex, bus)

@@ -56,6 +56,13 @@ class ScopedQueue(JobQueue):
                 )
         return [j for j in (self.get(r.id) for r in running) if j is not None]
 
+    def depth(self) -> int:
+        """Queued and running jobs of this scope (the pusher waits while its own registry
+        still has versions coming, not while another's storage is down)."""
+        if self.scope is None:
+            return super().depth()
+        return len(self.list(states=("queued", "running"), limit=1_000_000))
+
     def list(
         self,
         states: Collection[str] | None = None,

@@ -237,6 +237,8 @@ def test_a_hanging_remote_of_one_registry_does_not_hold_up_the_other(
                 except AssertionError:
                     raise AssertionError(f"{d.client().status()}\n{d.log()}") from None
             assert not release.exists() and remote_tags(b.remote) == []
+            waiting = d.client().status()["jobs"]  # team-b's job waits on its own registry
+            assert [(j["artifact"], j["registry"]) for j in waiting] == [("team-b/model", "team-b")]
             release.touch()
             wait_for(lambda: remote_tags(b.remote) == ["team-b/model@v1.0.0"], timeout=120,
                      what="team-b's version once its remote answers")  # fmt: skip

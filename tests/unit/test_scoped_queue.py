@@ -38,3 +38,17 @@ def test_scoped_queues_claim_wait_for_and_recover_only_their_own_jobs(short_tmp:
         assert got is not None and got.id == ja.id
     finally:
         db.close()
+
+
+def test_a_scoped_depth_counts_only_its_registrys_jobs(short_tmp: Path) -> None:
+    db = StateDB(short_tmp / "queue.db")
+    try:
+        whole = JobQueue(db)
+        whole.add("a/model", "/w/a/1.pt")
+        whole.add("b/model", "/w/b/1.pt")
+        whole.add("b/model", "/w/b/2.pt")
+        assert ScopedQueue(db, lambda: {"a/model"}, 300.0).depth() == 1
+        assert ScopedQueue(db, lambda: {"b/model"}, 300.0).depth() == 2
+        assert ScopedQueue(db, None, 300.0).depth() == whole.depth() == 3
+    finally:
+        db.close()
