@@ -17,6 +17,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cpvd.service.units import (
     LAUNCHD_LABEL,
@@ -33,6 +34,9 @@ from cpvd.service.units import (
     template,
     unit_file,
 )
+
+if TYPE_CHECKING:
+    from cpvd.config.model import Config
 
 SERVICE_USER = "cpv"
 SYSTEM_CONFIG = Path("/etc/cpv/cpvd.toml")
@@ -327,6 +331,7 @@ def system_config_problems(text: str, source: Path) -> list[str]:
         writable.append(("[registry] path", cfg.registry.path))
     if "url" in storage and not cfg.storage.is_s3:
         writable.append(("[storage] url", Path(cfg.storage.url)))
+    writable += _profile_paths(doc, cfg)
     for key, path in writable:
         if not path.is_relative_to(SYSTEM_STATE_DIR):
             problems.append(
@@ -363,3 +368,17 @@ def executable_problems(program: str) -> list[str]:
             )
             break
     return problems
+
+
+def _profile_paths(doc: dict[str, Any], cfg: Config) -> list[tuple[str, Path]]:
+    """The directories ``[[registry]]`` and ``[[storage]]`` profiles set (several teams)."""
+    out: list[tuple[str, Path]] = []
+    raw_registries = doc.get("registry", []) if cfg.registries else []
+    for raw, r in zip(raw_registries, cfg.registries, strict=True):
+        if "path" in raw:
+            out.append((f"[[registry]] {r.name} path", r.path))
+    raw_storages = doc.get("storage", []) if cfg.storages else []
+    for raw, st in zip(raw_storages, cfg.storages, strict=True):
+        if "url" in raw and not st.is_s3:
+            out.append((f"[[storage]] {st.name} url", Path(st.url)))
+    return out

@@ -565,3 +565,19 @@ def test_cli_dry_run(tmp_path: Path) -> None:
         f"{script.resolve()} run --config {tmp_path / 'c.toml'}"
     )
     assert not (tmp_path / "cfg").exists()
+
+
+def test_system_install_warns_about_profile_paths_outside_the_sandbox(tmp_path: Path) -> None:
+    config = tmp_path / "cpvd.toml"
+    config.write_text(
+        '[daemon]\nallow_group = "cpv"\n'
+        '[[storage]]\nname = "a"\nurl = "/srv/store-a"\n'
+        '[[storage]]\nname = "b"\nurl = "s3://bucket-b/ckpt"\n'
+        '[[registry]]\nname = "ta"\npath = "/srv/reg-a"\nstorage = "a"\n'
+        '[[registry]]\nname = "tb"\npath = "/var/lib/cpv/reg-b"\nstorage = "b"\n'
+    )
+    notes = plan_install("system", host(tmp_path, uid=0), config).notes
+    assert any("[[registry]] ta path /srv/reg-a" in n and "ReadWritePaths=/srv/reg-a" in n
+               for n in notes), notes  # fmt: skip
+    assert any("[[storage]] a url /srv/store-a" in n for n in notes), notes
+    assert not any("reg-b" in n or "bucket-b" in n for n in notes), notes
