@@ -120,7 +120,8 @@ def collect(
     stop = stop or threading.Event()
     phases: dict[str, float] = {}
     with _phase(phases, "manifests"):
-        claim(storage, roots.identity)  # refuses a storage owned by another registry
+        # refuses a storage owned by another registry; a dry run writes no marker either
+        claim(storage, roots.identity, write=not dry_run)
         referenced = set(roots.referenced) | manifest_files(storage, roots.dirs, stop)
     with _phase(phases, "list"):
         plan = plan_gc(_until(stop, storage.list_objects()), referenced, now(), grace)
