@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.gc_baseline import THREADS, one_walk, prefix_parallel
 from benchmarks.gcbuild import GcShape, build_gc_registry, write_prefill
 from benchmarks.procs import Daemon, MotoServer, run, status_kib
 
@@ -27,10 +28,14 @@ BUCKET = "cpv-bench-gc"
 PREFIX = "gc"
 
 
+WET = "cpvctl gc"
+BASE_ONE = "raw boto3: one paginated ListObjectsV2 over files/md5/"
+BASE_PAR = f"raw boto3: the 256 <2 hex>/ prefixes, {THREADS} threads"
+
 PHASE_NOTES = {
     "registry": "tag index, kept versions, pointers (registry thread)",
     "manifests": "marker + GET of every kept .dir manifest, 8 in parallel",
-    "list": "LIST of the 256 <2 hex>/ prefixes, 8 in parallel; moto renders each key slowly",
+    "list": "LIST of the 256 <2 hex>/ prefixes, 8 in parallel (LastModified parsed fast)",
     "delete": "DeleteObjects, 1,000 keys per call",
 }
 
@@ -66,15 +71,45 @@ def gc_group(b: Bench) -> None:
         d = GcDaemon(root=gdir / "d", watches=[], storage_url=url, endpoint_url=moto.endpoint,
                      registry_path=gdir / "registry")  # fmt: skip
         with d:
+            baselines(b, section, moto, shape)
             measure(b, section, d, shape)
     shutil.rmtree(gdir, ignore_errors=True)
+
+
+def baselines(b: Bench, section: str, moto: MotoServer, shape: GcShape) -> None:
+    """Raw boto3 listings of the same bucket (benchmarks.gc_baseline), before the gcs."""
+    s3, base = moto.client(), f"{PREFIX}/files/md5/"
+    for label, walk in (
+        (BASE_ONE, one_walk),
+        (BASE_PAR, prefix_parallel),
+    ):
+        listed, seconds = walk(s3, BUCKET, base)
+        if listed != shape.objects:
+            raise RuntimeError(f"{label}: listed {listed}, expected {shape.objects}")
+        b.results.figure(
+            section, label, "s", note="harness process, boto3 defaults"
+        ).samples.append(seconds)
+        b.log(f"[gc] {label}: {seconds:.1f} s")
+
+
+def ratios(b: Bench, section: str) -> None:
+    """gc's list phase and whole run against the fastest raw listing of this run."""
+    res = b.results
+    raw = [f for f in (res.find(section, BASE_ONE), res.find(section, BASE_PAR)) if f]
+    listing, wet = res.find(section, "gc phase: list"), res.find(section, WET)
+    if not raw or listing is None or wet is None:
+        return
+    fastest = min(f.median for f in raw)
+    for label, fig in (("gc list phase", listing), ("cpvctl gc, whole", wet)):
+        res.figure(section, f"{label} / fastest raw listing", "x",
+                   note="same bucket, same run").samples.append(fig.median / fastest)  # fmt: skip
 
 
 def measure(b: Bench, section: str, d: Daemon, shape: GcShape) -> None:
     res = b.results
     cpvctl = [sys.executable, "-m", "cpvctl", "--socket", str(d.socket)]
     dry = res.figure(section, "cpvctl gc --dry-run (lists, reads kept manifests)", "s")
-    wet = res.figure(section, f"cpvctl gc (deletes {shape.pruned_objects:,} objects)", "s")
+    wet = res.figure(section, WET, "s", note=f"deletes {shape.pruned_objects:,} objects")
     base = res.figure(section, "daemon RSS before gc", "MiB")
     peak = res.figure(section, "daemon peak RSS (VmHWM) after both gcs", "MiB")
     base.samples.append(status_kib(d.pid, "VmRSS") / 1024)
@@ -91,6 +126,7 @@ def measure(b: Bench, section: str, d: Daemon, shape: GcShape) -> None:
             section, f"gc phase: {name}", "s", note=PHASE_NOTES.get(name, "")
         ).samples.append(float(seconds))
     peak.samples.append(status_kib(d.pid, "VmHWM") / 1024)
+    ratios(b, section)
     size = f"{shape.versions:,} versions / {shape.objects:,} objects"
     res.target(f"gc of {size}: time", wet.median, "s", "< 60 s",
                basis="one real `cpvctl gc` process, wall time")  # fmt: skip

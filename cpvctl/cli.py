@@ -44,6 +44,7 @@ Handler = Callable[[argparse.Namespace, "Client"], int]
 # --- argument parsing ----------------------------------------------------------------------
 
 
+_PRUNED_HELP = "restore a version retention pruned (works while gc has not deleted its objects)"
 _REF_HELP = (
     "NAME@vX.Y[.Z], NAME@latest (newest pushed version), NAME#STAGE, or NAME (its current "
     "version)"
@@ -135,12 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", metavar="REF", help=_REF_HELP)
     p.add_argument("-o", "--output", required=True, metavar="DIR")
     p.add_argument("--force", action="store_true", help="replace a different existing copy")
+    p.add_argument("--include-pruned", action="store_true", help=_PRUNED_HELP)
 
     p = verb("revert", "restore a version's bytes and point the registry back at it")
     p.add_argument("name", metavar="REF", help=_REF_HELP)
     p.add_argument("version", metavar="VERSION", nargs="?", help="vX.Y[.Z], latest or '#STAGE'")
     p.add_argument("--with-data", action="store_true", help="also revert its data lineage")
     p.add_argument("--to", metavar="DIR", help="restore into DIR instead of the original place")
+    p.add_argument("--include-pruned", action="store_true", help=_PRUNED_HELP)
 
     p = verb("promote", "move a stage label (prod, best, ...) to a version")
     p.add_argument("ref", metavar="REF", help=_REF_HELP)
@@ -350,7 +353,12 @@ def cmd_pull(args: argparse.Namespace, client: Client) -> int:
     bar = Progress(f"pull {ref}")
     try:
         result = client.pull_detailed(
-            ref.name, ref.selector, args.output, progress=bar.update, force=args.force
+            ref.name,
+            ref.selector,
+            args.output,
+            progress=bar.update,
+            force=args.force,
+            include_pruned=args.include_pruned,
         )
     finally:
         bar.finish()
@@ -381,7 +389,9 @@ def cmd_revert(args: argparse.Namespace, client: Client) -> int:
             code="bad_request",
         )
     to = os.path.abspath(args.to) if args.to else None
-    answer = client.revert(ref.name, ref.selector, with_data=args.with_data, to=to)
+    answer = client.revert(
+        ref.name, ref.selector, with_data=args.with_data, to=to, include_pruned=args.include_pruned
+    )
     _emit(args, answer, render_reverted)
     return EXIT_OK
 

@@ -505,9 +505,11 @@ class Client:
         version: str | None = None,
         with_data: bool = False,
         to: str | os.PathLike[str] | None = None,
+        include_pruned: bool = False,
     ) -> dict[str, Any]:
         """Make a version current again: ``revert("vision/r50@v1.2")``,
-        ``revert("vision/r50#prod")`` or ``revert("vision/r50", "v1.2")``."""
+        ``revert("vision/r50#prod")`` or ``revert("vision/r50", "v1.2")``. A pruned version
+        is refused (``Conflict``) unless ``include_pruned``."""
         r = reference(ref, version)
         if r.is_current:
             raise UsageError(
@@ -521,6 +523,8 @@ class Client:
         }
         if to is not None:
             body["to"] = os.path.abspath(os.fspath(to))
+        if include_pruned:
+            body["include_pruned"] = True
         return dict(self.request("POST", "/revert", body=body))
 
     def promote(

@@ -147,6 +147,8 @@ ERROR_STATUS: dict[str, int] = {
     "unknown_job": 404,
     "unknown_stage": 404,
     "no_pushed_version": 404,
+    "objects_missing": 404,
+    "pruned_version": 409,
     "method_not_allowed": 405,
     "conflict": 409,
     "unchanged": 409,

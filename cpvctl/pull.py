@@ -100,6 +100,7 @@ def pull(
     out_dir: PathArg,
     progress: ProgressCallback | None = None,
     force: bool = False,
+    include_pruned: bool = False,
 ) -> PullResult:
     """Fetch the version ``ref`` names (``NAME@latest``, ``NAME#prod``, a bare ``NAME`` for
     the current one) into ``out_dir``; return where it is.
@@ -108,10 +109,13 @@ def pull(
     object is then fetched by that version, so a version made meanwhile cannot mix in.
     A file version lands at ``out_dir/<original name>``, a directory version at
     ``out_dir/<original name>/...``. An identical copy already there is left alone; a different
-    one is replaced only with ``force`` (raises ``Conflict`` otherwise).
+    one is replaced only with ``force`` (raises ``Conflict`` otherwise). A pruned version
+    is refused (``Conflict``) unless ``include_pruned``.
     """
     name = ref.name
-    manifest = client.request("GET", "/pull/manifest", {"artifact": name, "version": ref.selector})
+    extra = {"include_pruned": "1"} if include_pruned else {}
+    query = {"artifact": name, "version": ref.selector, **extra}
+    manifest = client.request("GET", "/pull/manifest", query)
     if not isinstance(manifest, dict):
         raise BadManifest("pull manifest is not an object", code="bad_manifest")
     resolved = str(manifest.get("version") or ref.version or "")
@@ -138,7 +142,7 @@ def pull(
             )
     created = _makedirs(out)
     total = sum(e.size or 0 for e in entries) if all(e.size is not None for e in entries) else None
-    fetch = _Fetcher(client, name, resolved, progress, total)
+    fetch = _Fetcher(client, name, resolved, progress, total, extra)
     tmp: Path | None = None
     try:
         if kind == "file":
@@ -176,8 +180,10 @@ class _Fetcher:
         version: str,
         progress: ProgressCallback | None,
         total: int | None,
+        extra: dict[str, str],
     ) -> None:
         self.client = client
+        self.extra = extra
         self.name = name
         self.version = version
         self.progress = progress
@@ -186,6 +192,7 @@ class _Fetcher:
 
     def into(self, entry: _Entry, dest: Path, fd_ready: bool) -> None:
         query = {"artifact": self.name, "version": self.version, "relpath": entry.relpath}
+        query.update(self.extra)
         conn, resp = self.client.open("GET", "/pull/object", query)
         md5 = hashlib.md5(usedforsecurity=False)
         size = 0

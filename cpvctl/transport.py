@@ -26,6 +26,8 @@ class PullOptions(TypedDict, total=False):
 
     progress: ProgressCallback | None
     force: bool
+    #: restore a pruned version anyway (refused otherwise: gc may have deleted its objects)
+    include_pruned: bool
 
 
 class Transport(Protocol):

@@ -192,6 +192,7 @@ async def revert(request: web.Request) -> web.Response:
             field(data, "version", str),
             bool(field(data, "with_data", bool, required=False)),
             field(data, "to", str, required=False),
+            bool(field(data, "include_pruned", bool, required=False)),
         )
     )
 
@@ -240,15 +241,24 @@ async def gc(request: web.Request) -> web.Response:
 async def pull_manifest(request: web.Request) -> web.Response:
     name = query(request, "artifact") or ""
     return web.json_response(
-        await services(request).queries.manifest(name, query(request, "version", False))
+        await services(request).queries.manifest(
+            name, query(request, "version", False), _include_pruned(request)
+        )
     )
+
+
+def _include_pruned(request: web.Request) -> bool:
+    """``include_pruned=1``: restore a pruned version anyway (cpvd.registry.pruned)."""
+    return query(request, "include_pruned", required=False) in ("1", "true")
 
 
 async def pull_object(request: web.Request) -> web.StreamResponse:
     queries = services(request).queries
     name = query(request, "artifact") or ""
     relpath = query(request, "relpath") or ""
-    manifest = await queries.manifest(name, query(request, "version", False))
+    manifest = await queries.manifest(
+        name, query(request, "version", False), _include_pruned(request), check=False
+    )
     entry = next((f for f in manifest["files"] if f["relpath"] == relpath), None)
     if entry is None:
         raise ProtocolError("not_found", f"{name}@{manifest['version']} has no file {relpath!r}")

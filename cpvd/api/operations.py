@@ -20,6 +20,7 @@ from cpvd.pipeline.health import Health, Pause, Wakeups
 from cpvd.pipeline.intake import request_path
 from cpvd.pipeline.threads import Executors
 from cpvd.registry.engine import Engine
+from cpvd.registry.pruned import check_restorable
 from cpvd.state.ledger import Ledger
 from cpvd.state.queue import JobQueue
 from cpvd.watch.settle import signature_of, walk
@@ -45,11 +46,18 @@ class Operations:
         return job.to_dict()
 
     async def revert(
-        self, artifact: str, version: str, with_data: bool, to: str | None
+        self,
+        artifact: str,
+        version: str,
+        with_data: bool,
+        to: str | None,
+        include_pruned: bool = False,
     ) -> dict[str, Any]:
         target = request_path(to, "to") if to is not None else None
         engine = self.engine
         version = await self._resolve(artifact, version)
+        await self.executors.on_registry(self._restorable, artifact, version, with_data,
+                                         include_pruned)  # fmt: skip
         await self.executors.on_registry(self._expect, artifact, version, with_data, target)
         results = await self.executors.on_registry(
             engine.revert, artifact, version, with_data, target
@@ -67,6 +75,14 @@ class Operations:
             )
         await self._refresh_unpushed()
         return {"reverted": [r.__dict__ for r in results]}
+
+    def _restorable(
+        self, artifact: str, version: str, with_data: bool, include_pruned: bool
+    ) -> None:
+        """A pruned version (or data version of its lineage) only when asked for by name."""
+        engine = self.engine
+        for info in engine.with_lineage(engine.show(artifact, version), with_data):
+            check_restorable(engine, info, include_pruned)
 
     def _expect(self, artifact: str, version: str, with_data: bool, to: Path | None) -> None:
         """Record each path a revert will restore, with the content it will hold, before the

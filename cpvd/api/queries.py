@@ -21,6 +21,7 @@ from cpvd.pipeline.health import Health, Pause
 from cpvd.pipeline.threads import Executors
 from cpvd.redact import mask_url
 from cpvd.registry.engine import Engine, Manifest
+from cpvd.registry.pruned import check_restorable
 from cpvd.state.queue import JobQueue
 from cpvd.watch.pending import Pending, status_rows
 from cpvd.watch.unit_scan import UnitScan
@@ -110,12 +111,20 @@ class Queries:
             raise NotFound(f"no job {job_id}", "unknown_job")
         return job.to_dict()
 
-    async def manifest(self, artifact: str, version: str | None) -> dict[str, Any]:
-        m = await self.executors.on_registry(self._manifest, ref_of(artifact, version))
+    async def manifest(
+        self, artifact: str, version: str | None, include_pruned: bool = False, check: bool = True
+    ) -> dict[str, Any]:
+        """What ``pull`` downloads. A pruned version only with ``include_pruned`` and, when
+        ``check``, only while the storage still has all its objects (cpvd.registry.pruned)."""
+        ref = ref_of(artifact, version)
+        m = await self.executors.on_registry(self._manifest, ref, include_pruned, check)
         return m.to_json()
 
-    def _manifest(self, ref: Ref) -> Manifest:  # on the registry thread: resolve, then read
-        return self.engine.manifest(ref.name, self.engine.resolve(ref).version)
+    def _manifest(self, ref: Ref, include_pruned: bool, check: bool) -> Manifest:
+        info = self.engine.resolve(ref)  # on the registry thread: resolve, guard, then read
+        if check or not include_pruned:
+            check_restorable(self.engine, info, include_pruned)
+        return self.engine.manifest(ref.name, info.version)
 
     async def open_object(self, md5: str) -> BinaryIO:
         """A stored object's bytes, for ``pull`` (read on an io thread by the caller)."""

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 DELETE_BATCH = 1000
 #: parallel manifest reads (one GET each on S3)
 MANIFEST_THREADS = 8
+#: DeleteObjects calls in flight: the client builds (and S3 checks) 1,000 keys of XML
+#: per call; overlapping them roughly halved the delete phase on moto
+DELETE_THREADS = 4
 
 GcProgress = Callable[[int, int], None]  # (bytes deleted so far, bytes to delete)
 
@@ -120,7 +123,8 @@ def collect(
     stop = stop or threading.Event()
     phases: dict[str, float] = {}
     with _phase(phases, "manifests"):
-        claim(storage, roots.identity)  # refuses a storage owned by another registry
+        # refuses a storage owned by another registry; a dry run writes no marker either
+        claim(storage, roots.identity, write=not dry_run)
         referenced = set(roots.referenced) | manifest_files(storage, roots.dirs, stop)
     with _phase(phases, "list"):
         plan = plan_gc(_until(stop, storage.list_objects()), referenced, now(), grace)
@@ -185,19 +189,41 @@ def delete_planned(
     progress: GcProgress | None,
     stop: threading.Event | None = None,
 ) -> int:
-    """Delete in batches, files before manifests; returns the bytes deleted."""
+    """Delete in batches, DELETE_THREADS at a time, every file before any manifest (the
+    manifests start only once all file batches succeeded); returns the bytes deleted."""
     stop = stop or threading.Event()
     objects = plan.ordered()
-    total = sum(o.size for o in objects)
-    done = 0
-    for i in range(0, len(objects), DELETE_BATCH):
-        batch = objects[i : i + DELETE_BATCH]
-        _check(stop)
-        storage.delete_objects(o.md5 for o in batch)
-        done += sum(o.size for o in batch)
-        if progress is not None:
-            progress(done, total)
-    return done
+    count = Deleted(total=sum(o.size for o in objects), progress=progress)
+    files = [o for o in objects if not o.md5.endswith(".dir")]
+    manifests = objects[len(files) :]
+    with ThreadPoolExecutor(DELETE_THREADS, thread_name_prefix="cpv-gc-delete") as pool:
+        for group in (files, manifests):
+            batches = [group[i : i + DELETE_BATCH] for i in range(0, len(group), DELETE_BATCH)]
+            for size in pool.map(lambda b: _delete_batch(storage, b, stop), batches):
+                count.add(size)
+    return count.done
+
+
+@dataclass
+class Deleted:
+    """Bytes deleted so far, reported to ``progress`` (in the calling thread)."""
+
+    total: int
+    progress: GcProgress | None
+    done: int = 0
+
+    def add(self, size: int) -> None:
+        self.done += size
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _delete_batch(
+    storage: CollectableStorage, batch: list[StoredObject], stop: threading.Event
+) -> int:
+    _check(stop)
+    storage.delete_objects(o.md5 for o in batch)
+    return sum(o.size for o in batch)
 
 
 def report(

@@ -82,14 +82,15 @@ def read_owner(storage: Collectable) -> dict[str, Any] | None:
     return owner
 
 
-def claim(storage: Collectable, ident: RegistryIdentity | None) -> bool:
+def claim(storage: Collectable, ident: RegistryIdentity | None, write: bool = True) -> bool:
     """Write the marker when there is none and ``ident`` is settled; True when written.
-    Raises ForeignStorage when the storage already names another registry."""
+    Raises ForeignStorage when the storage already names another registry. ``write``
+    False (a gc dry run, which changes nothing in the storage) only checks."""
     owner = read_owner(storage)
     if owner is not None:
         check_owner(owner, ident)
         return False
-    if ident is None or not ident.settled:
+    if ident is None or not ident.settled or not write:
         return False
     storage.write_marker(ident.marker())
     log.info("storage marked as owned by registry %s (%s)", ident.registry_id[:12], MARKER_NAME)

@@ -38,6 +38,7 @@ from cpvd.storage.base import (
 )
 from cpvd.storage.journal import UploadJournal
 from cpvd.storage.s3_gc import S3Collect
+from cpvd.storage.s3_timestamps import fast_session
 
 MIB = 1024 * 1024
 CHECK_CONNECT_TIMEOUT = 3.0
@@ -66,7 +67,9 @@ def s3_client(
     daemon will use. Raises botocore's ``ProfileNotFound`` for an unknown profile; botocore
     clients are thread-safe, the session made here is used once and dropped.
     """
-    session = boto3.session.Session(profile_name=cfg.profile, region_name=cfg.region)
+    session = boto3.session.Session(
+        profile_name=cfg.profile, region_name=cfg.region, botocore_session=fast_session()
+    )
     return session.client(
         "s3",
         endpoint_url=cfg.endpoint_url,

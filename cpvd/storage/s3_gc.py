@@ -34,22 +34,28 @@ class S3Collect:
         raise NotImplementedError
 
     def list_objects(self) -> Iterator[StoredObject]:
-        """Every object under ``files/md5/``, with LastModified: the 256 ``<2 hex>/``
-        directories listed in parallel (as ``dvc gc`` traverses a large remote), one LIST per
-        1,000 keys each. Besides the parallelism, it keeps each listing short: moto (and
-        some S3-compatible stores) rescan and sort every key under the prefix for each page."""
+        """Every object under ``files/md5/``, with LastModified: the 16 shards ``0``-``f``
+        (first hex digit) listed in parallel, 1,000 keys a page.
+
+        Why 16: moto (and some S3-compatible stores) scan and sort every key of the bucket
+        for each LIST, so the number of requests is the cost: 16 shards take ~N/1,000 + 16
+        of them, the 256 ``<2 hex>/`` directories at least 256 (2.4x the scans at 100,000
+        objects), one walk over the prefix as few but each sorts the whole bucket. On real
+        S3 fewer, fuller pages are cheaper too, and 16 shards still keep 8 threads busy."""
         base = f"{self.prefix}/files/md5/" if self.prefix else "files/md5/"
+        shards = [f"{base}{i:x}" for i in range(16)]
         with ThreadPoolExecutor(LIST_THREADS, thread_name_prefix="cpv-gc-list") as pool:
-            for found in pool.map(self._list_dir, [f"{base}{i:02x}/" for i in range(256)]):
+            for found in pool.map(lambda shard: self._list_shard(base, shard), shards):
                 yield from found
 
-    def _list_dir(self, prefix: str) -> list[StoredObject]:
+    def _list_shard(self, base: str, shard: str) -> list[StoredObject]:
         out = []
         try:
             paginator = self._client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=shard):
                 for obj in page.get("Contents", []):
-                    md5 = md5_of_key(prefix[-3:-1], str(obj["Key"])[len(prefix) :])
+                    two, _, rest = str(obj["Key"])[len(base) :].partition("/")
+                    md5 = md5_of_key(two, rest)
                     if md5 is not None:
                         mtime = obj["LastModified"].timestamp()
                         out.append(StoredObject(md5, int(obj["Size"]), mtime))

@@ -105,6 +105,8 @@ def test_gc_deletes_exactly_the_pruned_versions_unique_objects(
     assert (dry["objects_to_delete"], dry["objects_deleted"]) == (3, 0)
     assert (dry["versions_kept"], dry["versions_pruned"]) == (2, 2)
     assert stored(engine) == before  # a dry run deletes nothing
+    assert isinstance(engine.storage, CollectableStorage)
+    assert engine.storage.read_marker() is None  # nor writes anything (the marker comes later)
 
     young = gc(engine, grace=DAY)  # everything was stored moments ago
     assert (young["objects_deleted"], young["objects_young"]) == (0, 3)
@@ -147,6 +149,8 @@ def test_marker_names_the_owner_and_gc_refuses_a_foreign_prefix(
     url, endpoint = storage
     other = make_engine(make_config(short_tmp, url, endpoint=endpoint, name="intruder"))
     try:
+        with pytest.raises(ForeignStorage):
+            gc(other, dry_run=True)  # a dry run checks the owner too, though it writes none
         with pytest.raises(ForeignStorage) as err:
             gc(other)
         assert "another registry" in err.value.message

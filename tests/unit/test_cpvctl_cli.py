@@ -35,6 +35,11 @@ from cpvctl.pull import BadManifest, PullResult, check_component, check_relpath
 JOB_ID = "0123456789abcdef"
 
 
+def _pruned(include_pruned: bool) -> dict[str, bool]:
+    """The option as recorded: only when given, so the other expectations stay as they are."""
+    return {"include_pruned": True} if include_pruned else {}
+
+
 class FakeClient:
     """Records every call; answers with canned data or raises ``self.fail``."""
 
@@ -91,14 +96,16 @@ class FakeClient:
         return {"job_id": job_id, "state": "queued"}
 
     def pull_detailed(self, name: str, version: str | None, out_dir: str, progress: Any = None,
-                      force: bool = False) -> PullResult:
-        self._record("pull", name, version, out_dir, force=force)
+                      force: bool = False, include_pruned: bool = False) -> PullResult:
+        self._record("pull", name, version, out_dir, force=force, **_pruned(include_pruned))
         if progress is not None:
             progress(10, 10)
         return PullResult(Path(out_dir) / "model.pt", name, version or "v1.1.0", "file")
 
-    def revert(self, name: str, version: str, with_data: bool = False, to: Any = None) -> Any:
-        self._record("revert", name, version, with_data=with_data, to=to)
+    def revert(self, name: str, version: str, with_data: bool = False, to: Any = None,
+               include_pruned: bool = False) -> Any:
+        self._record("revert", name, version, with_data=with_data, to=to,
+                     **_pruned(include_pruned))
         return {"reverted": [{"artifact": name, "version": version, "path": "/data/x.pt"}]}
 
     def promote(self, name: str, version: str, stage: str, with_data: bool = False) -> Any:
@@ -203,6 +210,8 @@ def only_call(fake: FakeClient) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         (["promote", "a/b@latest", "prod"], ("promote", ("a/b", "latest", "prod"),
                                              {"with_data": False})),
         (["revert", "a/b#prod"], ("revert", ("a/b", "#prod"), {"with_data": False, "to": None})),
+        (["revert", "a/b@v1.0", "--include-pruned"], ("revert", ("a/b", "v1.0.0"),
+            {"with_data": False, "to": None, "include_pruned": True})),
         (["revert", "a/b", "latest"], ("revert", ("a/b", "latest"),
                                        {"with_data": False, "to": None})),
         (["revert", "a/b", "#prod"], ("revert", ("a/b", "#prod"),
@@ -288,6 +297,10 @@ def test_pull_parses_ref_and_output(fake: FakeClient, tmp_path: Path,
                                    {"force": False})
         # the restored checkpoint's path comes first, so a script can take the first word
         assert capsys.readouterr().out.split()[0] == str(tmp_path / "model.pt")
+    fake.calls.clear()
+    assert run(fake, "pull", "vision/r50@v1.0", "-o", str(tmp_path), "--include-pruned") == 0
+    assert only_call(fake) == ("pull", ("vision/r50", "v1.0.0", str(tmp_path)),
+                               {"force": False, "include_pruned": True})
 
 
 def test_events_prints_history_and_exits(fake: FakeClient,
