@@ -36,6 +36,7 @@ from cpvd.lifecycle.local_keeper import LocalKeeper
 from cpvd.lifecycle.runner import Lifecycle
 from cpvd.pipeline.copier import Copier
 from cpvd.pipeline.file_upload import FileUploads
+from cpvd.pipeline.follow import Follower
 from cpvd.pipeline.health import Health, Pause, Wakeups
 from cpvd.pipeline.intake import Intake
 from cpvd.pipeline.prepared import PreparedJobs
@@ -179,8 +180,10 @@ class Daemon:
         uploads = FileUploads(lambda: engine.storage, snapshots.root, ex.file_upload)
         copier = Copier(snapshots, uploads, ex, pause, health)
         handled = partial(why_handled, queue, ledger)
-        speculative = SpeculativeSnapshots(copier, ex, handled)
+        follower = Follower(snapshots)  # hashes while written; speculative.close stops it
+        speculative = SpeculativeSnapshots(copier, ex, handled, follower)
         watcher = Watcher(cfg.watches, rescan_seconds=d.rescan_seconds)
+        watcher.on_activity = follower.event
         intake = Intake(
             self.config, queue, ledger, copier, speculative, prepared, bus, wakeups, watcher.defer
         )
