@@ -72,7 +72,7 @@ class Follower:
     expiry: float = EXPIRY
 
     def __post_init__(self) -> None:
-        self._events: queue.Queue[tuple[Path, UnitRules, Path] | None] = queue.Queue()
+        self._events: queue.Queue[tuple[Path, UnitRules, Path, bool] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._files: dict[_Key, _Followed] = {}
         self._thread: threading.Thread | None = None
@@ -107,7 +107,8 @@ class Follower:
         if kinds & {"created", "modified", "closed"}:
             if self._thread is None:
                 self.start()
-            self._events.put((root, rules, path))
+            # only a write starts following: a file renamed in from outside arrives whole
+            self._events.put((root, rules, path, "modified" in kinds))
 
     def following(self) -> int:
         with self._lock:
@@ -156,6 +157,15 @@ class Follower:
         content = ContentHash.of_file(FileEntry(path.name, md5, now.st_size))
         return snap, content, [(path.name, now.st_size, now.st_mtime_ns, now.st_ino)]
 
+    def forget(self, path: Path) -> None:
+        """Stop following ``path`` (it was versioned, or snapshotted another way)."""
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            with self._lock:
+                f = self._files.pop((st.st_dev, st.st_ino), None)
+            if f is not None:
+                self._drop(f)
+
     # -- the follow thread ----------------------------------------------------------------
 
     def _run(self) -> None:
@@ -171,21 +181,21 @@ class Follower:
                     batch.append(self._events.get_nowait())
             if None in batch:
                 return
-            seen: dict[Path, tuple[Path, UnitRules]] = {}
+            seen: dict[Path, tuple[Path, UnitRules, bool]] = {}
             for item in batch:
                 if item:
-                    root, rules, path = item
-                    seen[path] = (root, rules)
+                    root, rules, path, written = item
+                    seen[path] = (root, rules, written or seen.get(path, (0, 0, False))[2])
             try:
-                for path, (root, rules) in seen.items():
-                    self._notice(root, rules, path)
+                for path, (root, rules, written) in seen.items():
+                    self._notice(root, rules, path, written)
                 self._step()
                 self._sweep()
             except Exception:  # the thread must outlive any one bad file
                 log.exception("following a checkpoint failed; continuing")
 
-    def _notice(self, root: Path, rules: UnitRules, path: Path) -> None:
-        """Start following ``path`` when it is a new file worth it; mark written ones."""
+    def _notice(self, root: Path, rules: UnitRules, path: Path, written: bool) -> None:
+        """Start following ``path`` when it is written and worth it; mark written ones."""
         try:
             st = os.lstat(path)
         except OSError:
@@ -198,7 +208,7 @@ class Follower:
             if f is not None:
                 f.last_write = time.monotonic()
                 return
-        if not is_followed(root, rules, path) or not self.store.has_room(st.st_size):
+        if not written or not is_followed(root, rules, path) or not self.store.has_room(st.st_size):
             return
         try:
             fd = os.open(path, FILE_FLAGS)

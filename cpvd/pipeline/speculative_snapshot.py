@@ -60,6 +60,8 @@ class _Offer:
     batch: UploadBatch
     abandon: threading.Event
     future: asyncio.Future[tuple[Path, ContentHash | None, Layout]]
+    #: taken from the copy followed while written (cpvd.pipeline.follow), if there was one
+    sealed: bool = False
 
 
 @dataclass(eq=False)
@@ -86,6 +88,7 @@ class SpeculativeSnapshots:
         artifact, source = watch.artifact, str(path)
         self.discard(artifact, source)
         if self.handled(artifact, source, size, mtime_ns) is not None:
+            self._forget_followed(path)
             return
         follow = self.follower if sealed else None
         if follow is None and not self._snapshots.has_room(size):
@@ -99,7 +102,7 @@ class SpeculativeSnapshots:
         future = loop.run_in_executor(
             self.executors.snapshot, self._take, follow, path, key, batch, abandon
         )
-        offer = _Offer(key, batch, abandon, future)
+        offer = _Offer(key, batch, abandon, future, follow is not None)
         self._offers[(artifact, source)] = offer
         future.add_done_callback(_consume)
         expiry = max(MIN_EXPIRY, EXPIRY_PERIODS * watch.settle_seconds)
@@ -132,6 +135,8 @@ class SpeculativeSnapshots:
         """The snapshot taken early for ``path`` if it is still exactly what ``path`` is
         now (the checkpoint was just declared complete); None: take one as usual."""
         offer = self._offers.pop((artifact, str(path)), None)
+        if offer is None or not offer.sealed:
+            self._forget_followed(path)  # complete now: a copy still followed is of no use
         if offer is None:
             return None
         try:
@@ -154,6 +159,11 @@ class SpeculativeSnapshots:
         else:  # paused since, or the storage is failing: the job uploads by itself
             offer.batch.cancel()
         return Taken(offer.key, snap, content, offer.batch)
+
+    def _forget_followed(self, path: Path) -> None:
+        if self.follower is not None:
+            with contextlib.suppress(RuntimeError):  # the pool is shut down: stopping
+                self.executors.io.submit(self.follower.forget, path)
 
     def close(self) -> None:
         """Shutdown: drop every offer (their copies stop at the next chunk) and stop
