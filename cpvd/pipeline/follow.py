@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 STEP_CHUNKS = 4
 #: a followed file not written for this long is dropped (its writer died or moved on)
 EXPIRY = 120.0
+#: smaller files are not followed: their hash at the end costs little (~20 ms per 16 MiB),
+#: and a burst of small checkpoints must not open a copy and a descriptor each
+MIN_BYTES = 16 * 1024 * 1024
+#: files handed over (or found not followed) remembered, so late events do not follow them
+MAX_DONE = 1024
 
 _Key = tuple[int, int]  # (st_dev, st_ino)
 
@@ -70,6 +75,7 @@ class Follower:
 
     store: SnapshotStore
     expiry: float = EXPIRY
+    min_bytes: int = MIN_BYTES
 
     def __post_init__(self) -> None:
         self._events: queue.Queue[tuple[Path, UnitRules, Path, bool] | None] = queue.Queue()
@@ -77,6 +83,8 @@ class Follower:
         self._files: dict[_Key, _Followed] = {}
         self._thread: threading.Thread | None = None
         self._stopped = False
+        #: (dev, ino) -> (size, mtime_ns) of files already snapshotted by :meth:`finish`
+        self._done: dict[_Key, tuple[int, int]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -130,6 +138,9 @@ class Follower:
             return None
         with self._lock:
             f = self._files.pop((st.st_dev, st.st_ino), None)
+            if len(self._done) >= MAX_DONE:
+                self._done.clear()
+            self._done[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns)
         if f is None:
             return None
         f.stop.set()
@@ -208,7 +219,11 @@ class Follower:
             if f is not None:
                 f.last_write = time.monotonic()
                 return
-        if not written or not is_followed(root, rules, path) or not self.store.has_room(st.st_size):
+            if self._done.get(k) == (st.st_size, st.st_mtime_ns):
+                return  # an event left over from a file snapshotted since
+        if not written or st.st_size < self.min_bytes or not is_followed(root, rules, path):
+            return
+        if not self.store.has_room(st.st_size):
             return
         try:
             fd = os.open(path, FILE_FLAGS)

@@ -24,7 +24,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Path, SnapshotStore, Follower]]:
     watch = tmp_path / "ck"
     watch.mkdir()
     store = SnapshotStore(tmp_path / "snapshots")
-    follower = Follower(store, expiry=60.0)
+    follower = Follower(store, expiry=60.0, min_bytes=1)
     yield watch, store, follower
     follower.stop()
 
@@ -90,3 +90,18 @@ def test_a_deleted_temporary_file_is_dropped(
     follower.event(watch, AUTO, tmp, {"modified"})  # any event wakes the sweep
     wait(lambda: follower.following() == 0, "dropped")
     assert staged(store) == [] and store.used_bytes() == 0
+
+
+def test_small_files_are_not_followed(tmp_path: Path) -> None:
+    watch = tmp_path / "ck"
+    watch.mkdir()
+    store = SnapshotStore(tmp_path / "snapshots")
+    follower = Follower(store)  # the default threshold: a burst of small files costs nothing
+    try:
+        for i in range(3):
+            (watch / f"ck-{i}.bin").write_bytes(os.urandom(1024 * 1024))
+            follower.event(watch, AUTO, watch / f"ck-{i}.bin", {"created", "modified"})
+        time.sleep(0.3)
+        assert follower.following() == 0 and staged(store) == []
+    finally:
+        follower.stop()
