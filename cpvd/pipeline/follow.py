@@ -36,6 +36,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cpvd.errors import CpvError
 from cpvd.pipeline.file_upload import UploadBatch
 from cpvd.pipeline.follow_copy import FollowedFile, SourceChanged
 from cpvd.pipeline.snapshot import STAGING_PREFIX, Layout, SnapshotStore
@@ -154,7 +155,7 @@ class Follower:
                 raise SourceChanged(f"{path} is not the file followed any more")
             f.file.close()
             snap = self.store.adopt(key, f.file.dst, path.name)
-        except (SourceChanged, OSError) as exc:
+        except (SourceChanged, OSError, CpvError) as exc:
             log.info("following %s did not give its snapshot (%s); taking it again", path, exc)
             self._drop(f)
             return None
