@@ -70,13 +70,15 @@ class FollowedFile:
                 break  # shorter than fstat said: the next catch-up or settle sees it
         return size
 
-    def first_difference(self) -> int | None:
-        """The offset of the first chunk where the copy differs from the source, or None.
-        Reads into two reused buffers: no allocation per chunk, a memcmp per chunk."""
+    def first_difference(self, end: int | None = None) -> int | None:
+        """The offset of the first chunk before ``end`` (default: all that was copied)
+        where the copy differs from the source, or None. Reads into two reused buffers: no
+        allocation per chunk, a memcmp per chunk."""
         chunk, off = self.md5.chunk, 0
+        end = self.copied if end is None else end
         a, b = bytearray(chunk), bytearray(chunk)
-        while off < self.copied:
-            n = min(chunk, self.copied - off)
+        while off < end:
+            n = min(chunk, end - off)
             got = _read_into(self.sfd, a, n, off)
             if got != n or _read_into(self.dfd, b, n, off) != n or not _same(a, b, n):
                 return off
@@ -105,8 +107,7 @@ class FollowedFile:
         the md5 of the copy and the source's ``fstat`` it is the md5 of. Raises
         :class:`SourceChanged` when the source moved meanwhile."""
         before = os.fstat(self.sfd)
-        self.catch_up()
-        diff = self.first_difference()
+        diff = self._compare_while_catching_up()
         if diff is not None:
             self._redo_from(diff)
             self.catch_up()
@@ -117,6 +118,31 @@ class FollowedFile:
             raise SourceChanged("the file was written to while its copy was checked")
         os.ftruncate(self.dfd, self.copied)
         return self.md5.hexdigest(), after
+
+    def _compare_while_catching_up(self) -> int | None:
+        """Compare what was copied so far on another thread while this one copies and
+        hashes the rest: the two read different bytes, and md5 and reads release the GIL,
+        so on two cores the compare costs little beyond the tail's hash. The tail needs no
+        compare: it is read after the ``fstat`` that :meth:`settle` checks again at the end."""
+        copied = self.copied
+        result: list[int | None] = []
+        failed: list[BaseException] = []
+
+        def compare() -> None:
+            try:
+                result.append(self.first_difference(copied))
+            except BaseException as exc:  # re-raised on the caller's thread
+                failed.append(exc)
+
+        worker = threading.Thread(target=compare, name="cpvd-follow-compare", daemon=True)
+        worker.start()
+        try:
+            self.catch_up()
+        finally:
+            worker.join()
+        if failed:
+            raise failed[0]
+        return result[0]
 
     def close(self) -> None:
         """Close both files, once (a second call must not close a reused descriptor)."""

@@ -114,12 +114,29 @@ def test_settle_refuses_a_source_that_moves(
     f = _follow(tmp_path, src)
     real = f.first_difference
 
-    def write_meanwhile() -> int | None:
+    def write_meanwhile(end: int | None = None) -> int | None:
         with open(src, "ab") as w:
             w.write(b"more")
-        return real()
+        return real(end)
 
     monkeypatch.setattr(f, "first_difference", write_meanwhile)
     with pytest.raises(SourceChanged):
         f.settle()
+    f.close()
+
+
+def test_a_rewrite_found_while_a_long_tail_is_caught_up(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(10 * CHUNK))
+    f = _follow(tmp_path, src)
+    f.catch_up()
+    with open(src, "r+b") as w:
+        w.seek(3 * CHUNK + 10)
+        w.write(b"rewritten")
+        w.seek(0, os.SEEK_END)
+        w.write(os.urandom(500 * CHUNK + 7))  # the tail copied while the head is compared
+    md5, st = f.settle()
+    assert md5 == hashlib.md5(src.read_bytes()).hexdigest()
+    assert (tmp_path / "copy").read_bytes() == src.read_bytes()
+    assert st.st_size == 510 * CHUNK + 7
     f.close()
