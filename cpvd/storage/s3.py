@@ -27,7 +27,6 @@ import botocore.exceptions
 
 from cpvd.config.model import StorageConfig
 from cpvd.errors import ConfigError, IntegrityError, NotFound, StorageError
-from cpvd.redact import mask_url
 from cpvd.storage.base import (
     DEFAULT_ABANDON_AGE,
     Progress,
@@ -37,18 +36,16 @@ from cpvd.storage.base import (
     object_key,
 )
 from cpvd.storage.journal import UploadJournal
+from cpvd.storage.s3_errors import location, s3_error
 from cpvd.storage.s3_gc import S3Collect
+
+__all__ = ["S3Storage", "abandoned_uploads", "s3_client", "s3_error"]
 
 MIB = 1024 * 1024
 CHECK_CONNECT_TIMEOUT = 3.0
 CHECK_READ_TIMEOUT = 10.0
 
-_MISSING_BUCKET = {"NoSuchBucket", "404", "NotFound"}
-_DENIED = {"AccessDenied", "403", "Forbidden"}
 _MISSING_KEY = {"NoSuchKey", "404", "NotFound"}
-_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "503"}
-_REDIRECT = {"301", "PermanentRedirect"}
-_REJECTED = {"400", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthorizationHeaderMalformed"}
 
 
 def s3_client(
@@ -77,89 +74,6 @@ def s3_client(
             max_pool_connections=pool,
             s3={"payload_signing_enabled": cfg.sign_payload},
         ),
-    )
-
-
-def _location(cfg: StorageConfig) -> str:
-    """``s3://bucket/prefix at ENDPOINT`` for messages, credentials in the endpoint masked."""
-    bucket, prefix = cfg.s3_bucket_prefix()
-    url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
-    return mask_url(f"{url} at {cfg.endpoint_url}" if cfg.endpoint_url else url)
-
-
-def s3_error(exc: BaseException, cfg: StorageConfig, doing: str) -> StorageError:
-    """Any boto3/botocore failure as one StorageError: a sentence saying what went wrong
-    where, naming the ``[storage]`` key to fix, ``outage`` when retrying later can help.
-
-    The one translation for the daemon's storage and ``cpvd check`` (which shows
-    ``.message``). ``doing`` is the operation ("check", "upload", ...); during "check" a
-    404 means the bucket, elsewhere a missing key is the caller's business.
-    """
-    where = _location(cfg)
-    client_err = _find_client_error(exc)
-    if client_err is not None:
-        return _client_error(client_err, cfg, doing, where)
-    if isinstance(exc, botocore.exceptions.ProfileNotFound):
-        return StorageError(
-            f"AWS profile {cfg.profile!r} not found in ~/.aws/config or ~/.aws/credentials; "
-            "fix [storage] profile"
-        )
-    if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return StorageError(
-            f"no AWS credentials found for {where}: set [storage] profile, or "
-            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the daemon's environment, "
-            "or use an instance role"
-        )
-    if isinstance(
-        exc,
-        botocore.exceptions.EndpointConnectionError
-        | botocore.exceptions.ConnectTimeoutError
-        | botocore.exceptions.ConnectionClosedError,
-    ):
-        endpoint = mask_url(cfg.endpoint_url or "AWS S3")
-        return StorageError(
-            f"S3 endpoint unreachable: {endpoint} (trying to {doing} on {where}: "
-            f"{mask_url(str(exc))}); check [storage] endpoint_url and the network",
-            outage=True,
-        )
-    # the rest of botocore's own errors are network-level (read timeouts, resets, ...);
-    # a ValueError comes from a malformed endpoint or region
-    network = _find_botocore_error(exc)
-    return StorageError(
-        f"S3 {doing} failed on {where}: {mask_url(str(exc))}; "
-        "check [storage] endpoint_url and [storage] region",
-        outage=network is not None,
-    )
-
-
-def _client_error(
-    err: botocore.exceptions.ClientError, cfg: StorageConfig, doing: str, where: str
-) -> StorageError:
-    """What S3 answered, as a sentence; ``outage`` for 5xx and throttling."""
-    body = err.response.get("Error", {})
-    code = str(body.get("Code", ""))
-    msg = str(body.get("Message", "")) or code
-    status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    bucket, _ = cfg.s3_bucket_prefix()
-    if code == "NoSuchBucket" or (doing == "check" and (code in _MISSING_BUCKET or status == 404)):
-        return StorageError(
-            f"S3 bucket {bucket!r} does not exist at {where}; create it or fix [storage] url"
-        )
-    if code in _REDIRECT or status in (301, 307):
-        return StorageError(f"S3 bucket {bucket!r} is in another region; set [storage] region")
-    if code in _DENIED or status == 403:
-        return StorageError(
-            f"S3 access denied while trying to {doing} on {where}: {msg}; check the "
-            "credentials of [storage] profile (or the AWS_* environment) and the bucket policy"
-        )
-    if code in _REJECTED or status == 400:
-        return StorageError(
-            f"S3 rejected the request to {doing} on {where} ({code or status}: {msg}); check "
-            "the credentials of [storage] profile and [storage] region"
-        )
-    return StorageError(
-        f"S3 {doing} failed on {where}: {code or status}: {msg}",
-        outage=status >= 500 or code in _THROTTLED,
     )
 
 
@@ -248,7 +162,7 @@ class S3Storage(S3Collect):
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
     def describe(self) -> str:
-        return _location(self.cfg)
+        return location(self.cfg)
 
     # -- errors -----------------------------------------------------------------------
 
@@ -436,32 +350,6 @@ def abandoned_uploads(
         for up in uploads
         if not (isinstance(up.get("Initiated"), datetime) and up["Initiated"] > cutoff)
     ]
-
-
-def _find_client_error(exc: BaseException) -> botocore.exceptions.ClientError | None:
-    """boto3's transfer layer wraps ClientError (S3UploadFailedError); dig it out."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, botocore.exceptions.ClientError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _find_botocore_error(exc: BaseException) -> botocore.exceptions.BotoCoreError | None:
-    """A botocore network error behind ``exc`` (boto3's transfer layer wraps them)."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, botocore.exceptions.BotoCoreError) and not isinstance(
-            seen, botocore.exceptions.NoCredentialsError | botocore.exceptions.ParamValidationError
-        ):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def _check_size(src: Path, size: int) -> None:
