@@ -53,6 +53,7 @@ from cpvd.state.db import StateDB
 from cpvd.state.outcome import why_handled
 from cpvd.state.queue import JobQueue
 from cpvd.storage.base import Storage
+from cpvd.storage.transfer_events import TransferEvents
 from cpvd.watch.watcher import Watcher
 
 log = logging.getLogger("cpvd")
@@ -159,7 +160,8 @@ class Daemon:
         db, queue, ledger = open_state(state, d.retry_max_seconds, self.rebuild_queue)
         stack.callback(db.close)
         stack.callback(ex.shutdown)
-        engine = await ex.on_registry(open_registry, cfg, state, ledger)
+        transfers = TransferEvents()  # the storage tells resumed/stalled uploads through it
+        engine = await ex.on_registry(open_registry, cfg, state, ledger, transfers)
         await _abort_incomplete_uploads(ex, engine.storage)
         _resume_interrupted(queue)
         snapshots = SnapshotStore(state / "snapshots", d.snapshot_limit_bytes)
@@ -167,6 +169,7 @@ class Daemon:
 
         bus, health, pause, wakeups = EventBus(), Health(), Pause(), Wakeups()
         bus.attach(asyncio.get_running_loop())
+        transfers.attach(bus.publish)
         metrics = DaemonMetrics()
         metrics.read_state(
             queue_depth=lambda: float(queue.depth()),
