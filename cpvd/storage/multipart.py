@@ -195,6 +195,8 @@ class _Run:
         return {f.result()["PartNumber"]: f.result() for f in futures}
 
     def _part(self, part: Part) -> dict[str, Any]:
+        if self.stop.is_set():
+            raise _Stopped("another part failed")
         if self.up.journal is not None:
             self.up.journal.part_started(self.upload_id, part.number)
         attempt = 0
