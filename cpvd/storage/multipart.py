@@ -59,6 +59,7 @@ class Uploader:
     events: TransferEvents
     error: Callable[[BaseException, str], StorageError]
     concurrency: int
+    #: a part idle this long has its connection cut by the parts client's socket timeouts
     stall_seconds: float
     part_attempts: int
 

@@ -137,7 +137,9 @@ class S3Storage(S3Collect):
         self._part_size = max(5, cfg.part_size_mb) * MIB  # S3's minimum part size is 5 MiB
         self._uploader = Uploader(
             self._client, parts_client, self.bucket, self._journal, self.events,
-            self._error, max(1, cfg.concurrency), cfg.stall_seconds, max_attempts + 1,
+            self._error, max(1, cfg.concurrency),
+            min(connect_timeout, read_timeout, cfg.stall_seconds),  # what cuts a part off
+            max_attempts + 1,
         )  # fmt: skip
 
     # -- naming -----------------------------------------------------------------------
