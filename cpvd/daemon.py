@@ -43,6 +43,7 @@ from cpvd.pipeline.pusher import Pusher
 from cpvd.pipeline.snapshot import SnapshotStore
 from cpvd.pipeline.speculative_snapshot import SpeculativeSnapshots
 from cpvd.pipeline.threads import Executors
+from cpvd.pipeline.upload_sweep import sweep_unresumed
 from cpvd.pipeline.watch_relay import WatchRelay
 from cpvd.pipeline.worker import Worker
 from cpvd.registry.engine import Engine
@@ -162,7 +163,7 @@ class Daemon:
         stack.callback(ex.shutdown)
         transfers = TransferEvents()  # the storage tells resumed/stalled uploads through it
         engine = await ex.on_registry(open_registry, cfg, state, ledger, transfers)
-        await _abort_incomplete_uploads(ex, engine.storage)
+        await _interrupted_uploads(stack, ex, engine, queue)
         _resume_interrupted(queue)
         snapshots = SnapshotStore(state / "snapshots", d.snapshot_limit_bytes)
         release_finished_snapshots(queue, snapshots, self.rebuild_queue)
@@ -359,6 +360,15 @@ def _resume_interrupted(queue: JobQueue) -> None:
     recovered = queue.recover()
     if recovered:
         log.info("resuming %d jobs interrupted by a stop or crash", len(recovered))
+
+
+async def _interrupted_uploads(
+    stack: AsyncExitStack, ex: Executors, engine: Engine, queue: JobQueue
+) -> None:
+    """Abort those a crash left that cannot be resumed now, and later those never resumed."""
+    await _abort_incomplete_uploads(ex, engine.storage)
+    sweep = sweep_unresumed(lambda: engine.storage, queue, ex)
+    stack.callback(asyncio.create_task(sweep, name="upload-sweep").cancel)
 
 
 async def _abort_incomplete_uploads(ex: Executors, storage: Storage) -> None:

@@ -268,6 +268,17 @@ class S3Storage(S3Collect):
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._error(exc, doing) from None
 
+    def abort_unresumed(self, idle: float) -> int:
+        """Abort the interrupted uploads kept for a resume that no upload resumed in
+        ``idle`` seconds (their checkpoint changed, or its job ended otherwise); how many."""
+        if self._journal is None:
+            return 0
+        now = time.time()
+        old = [r for r in self._journal.stale() if now - r.touched >= idle]
+        for rec in old:
+            self._uploader.abort(rec.key, rec.upload_id)
+        return len(old)
+
     def abort_recorded_uploads(self, keep_resumable: bool = False) -> int:
         """Abort the uploads our journal says we started and never finished (a crash, or an
         abort that failed during an outage), whatever their age; returns how many. With

@@ -166,3 +166,42 @@ def test_a_stalled_part_is_cut_off_and_sent_again(
     assert stalled, seen
     assert all(d["seconds"] >= 1.3 for d in stalled)
     assert _uploads(moto_server, s3_bucket) == []
+
+
+def test_uploads_nothing_resumed_are_aborted_by_the_sweep(
+    moto_server: str, s3_bucket: str, short_tmp: Path
+) -> None:
+    import asyncio
+    import time
+
+    from cpvd.pipeline.threads import Executors
+    from cpvd.pipeline.upload_sweep import sweep_unresumed
+    from cpvd.state.queue import JobQueue
+
+    st, _ = _storage(s3_bucket, moto_server, short_tmp / "uploads")
+    queue = JobQueue(short_tmp / "q.db")
+    ex = Executors()
+    try:
+        key = st.key_of("d" * 32)
+        old = st._client.create_multipart_upload(Bucket=s3_bucket, Key=key)["UploadId"]
+        assert st._journal is not None
+        st._journal.started(s3_bucket, key, old, 3 * PART, PART)
+        st._journal.release(old)  # left by an interruption
+        assert st.abort_unresumed(idle=3600) == 0, "a young one is kept for its resume"
+        assert [u["UploadId"] for u in _uploads(moto_server, s3_bucket)] == [old]
+        then = time.time() - 10
+        for f in (short_tmp / "uploads").iterdir():
+            os.utime(f, (then, then))
+
+        async def one_sweep() -> None:
+            task = asyncio.create_task(sweep_unresumed(lambda: st, queue, ex, every=5))
+            while _uploads(moto_server, s3_bucket):
+                await asyncio.sleep(0.2)
+            task.cancel()
+
+        asyncio.run(asyncio.wait_for(one_sweep(), timeout=120))
+        assert not list((short_tmp / "uploads").glob("*.json"))
+    finally:
+        ex.shutdown()
+        queue.close()
+        st.close()
