@@ -52,6 +52,7 @@ from cpvd.state.db import StateDB
 from cpvd.state.outcome import why_handled
 from cpvd.state.queue import JobQueue
 from cpvd.storage.base import Storage
+from cpvd.storage.transfer_events import TransferEvents
 from cpvd.watch.watcher import Watcher
 
 log = logging.getLogger("cpvd")
@@ -159,7 +160,8 @@ class Daemon:
         db, queue, ledger = open_state(state, d.retry_max_seconds, self.rebuild_queue)
         stack.callback(db.close)
         stack.callback(ex.shutdown)
-        lanes = await open_lanes(self.config, state, queue, ledger, ex)  # one per registry
+        transfers = TransferEvents()  # the storage tells resumed/stalled uploads through it
+        lanes = await open_lanes(self.config, state, queue, ledger, ex, transfers)  # per registry
         for lane in lanes:
             stack.callback(lane.shutdown)
         _resume_interrupted(queue)
@@ -171,6 +173,7 @@ class Daemon:
         for lane in lanes:  # the intake wakes every worker; each pusher has its own wake-up
             lane.wakeups = wakeups if lane is lanes[0] else Wakeups(work=wakeups.work)
         bus.attach(asyncio.get_running_loop())
+        transfers.attach(bus.publish)
         metrics = _metrics(queue, lanes)
         outbox, dispatcher = await self._start_hooks(stack, db, bus, metrics, queue)
         prepared = PreparedJobs()

@@ -47,14 +47,19 @@ class StorageError(CpvError):
     ``outage``: the store was unreachable, timed out or answered 5xx/throttling, so waiting
     will cure it and the job keeps retrying however long it lasts; a refusal (access denied,
     no such bucket) is not an outage.
+
+    ``permanent``: the store refused the request for a reason a retry cannot change (access
+    denied, no such bucket, wrong credentials, any 4xx but throttling), so the job gives up
+    after a second attempt and says why.
     """
 
     code = "storage_unreachable"
     retryable = True
 
-    def __init__(self, message: str, outage: bool = False) -> None:
+    def __init__(self, message: str, outage: bool = False, permanent: bool = False) -> None:
         super().__init__(message)
         self.outage = outage
+        self.permanent = permanent and not outage
 
 
 class IntegrityError(CpvError):

@@ -19,6 +19,7 @@ from cpvd.state.db import StateDB
 from cpvd.state.ledger import Ledger
 from cpvd.state.queue import JobQueue
 from cpvd.storage import open_storage
+from cpvd.storage.transfer_events import TransferEvents
 
 log = logging.getLogger("cpvd")
 
@@ -43,15 +44,21 @@ def open_state(
 
 
 def open_registry(
-    cfg: Config, state: Path, ledger: Ledger, journal: str = "uploads", seed: bool | None = None
+    cfg: Config,
+    state: Path,
+    ledger: Ledger,
+    journal: str = "uploads",
+    seed: bool | None = None,
+    events: TransferEvents | None = None,
 ) -> Engine:
     """The engine on a registry ready to write (runs on the registry thread). ``journal``:
     the upload journal's directory under ``state`` (one per storage); ``seed``: record the
-    registry's versions as handled (None: when the ledger is empty)."""
+    registry's versions as handled (None: when the ledger is empty); ``events`` relays the
+    storage's transfer events (cpvd.storage.transfer_events)."""
     removed = clear_stale_git_locks(Path(cfg.registry.path))
     if removed:
         log.warning("removed stale lock files left by a crash: %s", ", ".join(map(str, removed)))
-    storage = open_storage(cfg.storage, journal_dir=state / journal)
+    storage = open_storage(cfg.storage, journal_dir=state / journal, events=events)
     settings = storage.dvc_remote_settings()
     cloned = not (Path(cfg.registry.path) / ".git").exists()
     prepare_registry(cfg, settings)  # refuses another storage or an unrelated remote

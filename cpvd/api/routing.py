@@ -42,8 +42,10 @@ class QueryRouter(Queries):
     async def show(self, artifact: str, version: str | None) -> dict[str, Any]:
         return await self.of(artifact).show(artifact, version)
 
-    async def manifest(self, artifact: str, version: str | None) -> dict[str, Any]:
-        return await self.of(artifact).manifest(artifact, version)
+    async def manifest(
+        self, artifact: str, version: str | None, include_pruned: bool = False, check: bool = True
+    ) -> dict[str, Any]:
+        return await self.of(artifact).manifest(artifact, version, include_pruned, check)
 
     async def artifacts(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -79,9 +81,14 @@ class OperationsRouter(Operations):
         return self.lanes[registry_of(self.config(), artifact)]
 
     async def revert(
-        self, artifact: str, version: str, with_data: bool, to: str | None
+        self,
+        artifact: str,
+        version: str,
+        with_data: bool,
+        to: str | None,
+        include_pruned: bool = False,
     ) -> dict[str, Any]:
-        return await self.of(artifact).revert(artifact, version, with_data, to)
+        return await self.of(artifact).revert(artifact, version, with_data, to, include_pruned)
 
     async def promote(
         self, artifact: str, version: str | None, stage: str, with_data: bool

@@ -257,6 +257,7 @@ def _storage(data: Mapping[str, Any], where: _Where) -> StorageConfig:
     _at_least(kw, "connect_timeout", 0, where, strict=True)
     _at_least(kw, "read_timeout", 0, where, strict=True)
     _at_least(kw, "max_attempts", 1, where, strict=False)
+    _at_least(kw, "stall_seconds", 0, where, strict=True)
     return StorageConfig(**kw)
 
 

@@ -60,6 +60,9 @@ class StorageConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     max_attempts: int = 6
+    #: a multipart part that makes no progress this long is cut off and sent again
+    #: (event ``upload.stalled``); also bounds the socket timeouts of part uploads
+    stall_seconds: float = 60.0
     #: sign every uploaded byte with SHA-256 (SigV4 payload signing). Over https boto3 never
     #: does for streamed uploads (TLS and the CRC32 checksum S3 verifies cover them); over a
     #: plain-http endpoint it would, at ~0.7 s of CPU per GiB on a 2-core machine, which

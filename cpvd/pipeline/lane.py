@@ -35,12 +35,14 @@ from cpvd.pipeline.prepared import PreparedJobs
 from cpvd.pipeline.pusher import Pusher
 from cpvd.pipeline.snapshot import SnapshotStore
 from cpvd.pipeline.threads import Executors, _pool
+from cpvd.pipeline.upload_sweep import sweep_unresumed
 from cpvd.pipeline.worker import Worker
 from cpvd.registry.engine import Engine
 from cpvd.startup import open_registry
 from cpvd.state.ledger import Ledger
 from cpvd.state.queue import JobQueue
 from cpvd.state.scoped_queue import ScopedQueue
+from cpvd.storage.transfer_events import TransferEvents
 
 log = logging.getLogger("cpvd")
 
@@ -105,6 +107,10 @@ class Lane:
         cancelled = [
             asyncio.create_task(self.collector.periodic(), name=f"periodic-gc{tag}"),
             asyncio.create_task(self.keeper.run(), name=f"keep-local{tag}"),
+            asyncio.create_task(  # interrupted uploads nothing resumed
+                sweep_unresumed(lambda: self.engine.storage, self.queue, self.executors),
+                name=f"upload-sweep{tag}",
+            ),
         ]
         return drained, cancelled
 
@@ -150,6 +156,7 @@ async def open_lanes(
     queue: JobQueue,
     ledger: Ledger,
     ex: Executors,
+    transfers: TransferEvents | None = None,
 ) -> list[Lane]:
     """Open every registry (clone, storage binding, preflight) on its lane's thread; the
     first lane uses the daemon's threads, the others their own."""
@@ -159,7 +166,9 @@ async def open_lanes(
     lanes: list[Lane] = []
     try:
         for i, name in enumerate(registry_names(cfg)):
-            lanes.append(await _open_lane(config, name, i, multi, state, queue, ledger, ex, seed))
+            lanes.append(await _open_lane(
+                config, name, i, multi, state, queue, ledger, ex, seed, transfers
+            ))
     except BaseException:
         for lane in lanes:
             lane.shutdown()
@@ -177,6 +186,7 @@ async def _open_lane(
     ledger: Ledger,
     ex: Executors,
     seed: bool,
+    transfers: TransferEvents | None,
 ) -> Lane:
     own = index > 0
     lane_ex = (
@@ -187,7 +197,9 @@ async def _open_lane(
     mine = partial(_view_of, config, name)
     journal = f"uploads-{name}" if own else "uploads"
     try:
-        engine = await lane_ex.on_registry(open_registry, mine(), state, ledger, journal, seed)
+        engine = await lane_ex.on_registry(
+            open_registry, mine(), state, ledger, journal, seed, transfers
+        )
     except BaseException:
         if own:
             lane_ex.registry.shutdown(wait=False)
@@ -212,4 +224,4 @@ async def _abort_incomplete_uploads(lane: Lane) -> None:
     with contextlib.suppress(CpvError):
         aborted = await lane.executors.on_io(lane.engine.storage.abort_incomplete_uploads)
         if aborted:
-            log.info("%s: aborted %d incomplete uploads left by a crash", lane.name, aborted)
+            log.info("%s: aborted %d incomplete uploads that cannot be resumed", lane.name, aborted)

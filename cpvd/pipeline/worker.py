@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 0.25  # seconds between progress events of one job
 #: the worker loop's own failures (the state database unwritable: disk full)
 LOOP_BACKOFF = Backoff(base=1.0, cap=30.0)
+#: a storage refusal that retrying cannot change (cpvd.storage.s3_errors) is tried this
+#: many times, then the job ends ``failed`` with the reason
+PERMANENT_ATTEMPTS = 2
 
 
 @dataclass(eq=False)
@@ -286,6 +289,14 @@ class Worker:
 
     def _failed(self, job: Job, exc: CpvError, retryable: bool | None = None) -> None:
         retry = exc.retryable if retryable is None else retryable
+        permanent = isinstance(exc, StorageError) and exc.permanent
+        if permanent and job.attempts + 1 >= PERMANENT_ATTEMPTS:
+            retry = False
+            exc = StorageError(
+                f"{exc.message} (gave up after {job.attempts + 1} attempts: a retry gets the "
+                "same answer; fix it, then `cpvctl retry JOB_ID`)",
+                permanent=True,
+            )
         if isinstance(exc, StorageError):
             self.health.storage_down(exc.message)
         outage = isinstance(exc, StorageError) and exc.outage
@@ -314,6 +325,7 @@ class Worker:
             error=exc.message,
             will_retry=updated.state == "queued",
             attempts=updated.attempts,
+            permanent=permanent,
         )
         if updated.state == "failed":
             self.snapshots.release(snapshot_key(job))

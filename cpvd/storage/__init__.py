@@ -13,6 +13,7 @@ from cpvd.config.model import StorageConfig
 from cpvd.storage.base import DEFAULT_ABANDON_AGE, Progress, Storage, object_key
 from cpvd.storage.hashing import ContentHash
 from cpvd.storage.local import LocalStorage
+from cpvd.storage.transfer_events import TransferEvents
 
 __all__ = [
     "DEFAULT_ABANDON_AGE",
@@ -24,16 +25,19 @@ __all__ = [
 ]
 
 
-def open_storage(cfg: StorageConfig, journal_dir: Path | None = None) -> Storage:
+def open_storage(
+    cfg: StorageConfig, journal_dir: Path | None = None, events: TransferEvents | None = None
+) -> Storage:
     """The backend for ``cfg``; S3 imports boto3 only when used (it is slow to import).
 
     ``journal_dir`` (the daemon's state dir) lets S3 record the multipart uploads it starts,
-    so those a crash interrupts are aborted at the next start (see ``storage.journal``).
+    so those a crash interrupts are resumed or aborted later (see ``storage.journal``);
+    ``events`` relays what uploads tell (resumed, stalled) to the daemon's bus.
     """
     if cfg.is_s3:
         from cpvd.storage.s3 import S3Storage
 
-        return S3Storage(cfg, journal_dir=journal_dir)
+        return S3Storage(cfg, journal_dir=journal_dir, events=events)
     url = cfg.url.removeprefix("file://")
     return LocalStorage(url)
 

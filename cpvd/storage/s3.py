@@ -1,9 +1,11 @@
-"""A DVC remote on S3 (or an S3-compatible store), written with boto3's transfer manager.
+"""A DVC remote on S3 (or an S3-compatible store), written with our own multipart uploads.
 
 Why not ``dvc push``: dvc-s3 uses fixed 50 MiB parts and per-file concurrency tied to
-``jobs``; boto3's multipart upload with our part size and thread count was 4-5x faster on
-the same bytes (FIELD-NOTES). A multipart upload only becomes visible when completed, and a
-small object is one PUT, so readers never see a partial object.
+``jobs``; a multipart upload with our part size and thread count was 4-5x faster on the same
+bytes (FIELD-NOTES). Why not boto3's ``upload_file``: it cannot resume an upload after a
+crash nor cut off a stalled part (cpvd.storage.multipart does both). A multipart upload only
+becomes visible when completed, and a small object is one PUT, so readers never see a
+partial object.
 
 One client per Storage (botocore clients are thread-safe; sessions are not, so the session
 is only used in the constructor). ``check()`` uses a second client with a short connect
@@ -14,20 +16,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import threading
+import logging
+import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import boto3
-import boto3.exceptions
-import boto3.s3.transfer
 import botocore.config
 import botocore.exceptions
 
 from cpvd.config.model import StorageConfig
 from cpvd.errors import ConfigError, IntegrityError, NotFound, StorageError
-from cpvd.redact import mask_url
 from cpvd.storage.base import (
     DEFAULT_ABANDON_AGE,
     Progress,
@@ -37,19 +38,22 @@ from cpvd.storage.base import (
     object_key,
 )
 from cpvd.storage.journal import UploadJournal
+from cpvd.storage.multipart import RESUME_WINDOW, Uploader
+from cpvd.storage.parts import part_size_for
+from cpvd.storage.s3_errors import location, s3_error
 from cpvd.storage.s3_gc import S3Collect
 from cpvd.storage.s3_timestamps import fast_session
+from cpvd.storage.transfer_events import TransferEvents
+
+__all__ = ["S3Storage", "abandoned_uploads", "s3_client", "s3_error"]
+
+log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 CHECK_CONNECT_TIMEOUT = 3.0
 CHECK_READ_TIMEOUT = 10.0
 
-_MISSING_BUCKET = {"NoSuchBucket", "404", "NotFound"}
-_DENIED = {"AccessDenied", "403", "Forbidden"}
 _MISSING_KEY = {"NoSuchKey", "404", "NotFound"}
-_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "503"}
-_REDIRECT = {"301", "PermanentRedirect"}
-_REJECTED = {"400", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthorizationHeaderMalformed"}
 
 
 def s3_client(
@@ -83,89 +87,6 @@ def s3_client(
     )
 
 
-def _location(cfg: StorageConfig) -> str:
-    """``s3://bucket/prefix at ENDPOINT`` for messages, credentials in the endpoint masked."""
-    bucket, prefix = cfg.s3_bucket_prefix()
-    url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
-    return mask_url(f"{url} at {cfg.endpoint_url}" if cfg.endpoint_url else url)
-
-
-def s3_error(exc: BaseException, cfg: StorageConfig, doing: str) -> StorageError:
-    """Any boto3/botocore failure as one StorageError: a sentence saying what went wrong
-    where, naming the ``[storage]`` key to fix, ``outage`` when retrying later can help.
-
-    The one translation for the daemon's storage and ``cpvd check`` (which shows
-    ``.message``). ``doing`` is the operation ("check", "upload", ...); during "check" a
-    404 means the bucket, elsewhere a missing key is the caller's business.
-    """
-    where = _location(cfg)
-    client_err = _find_client_error(exc)
-    if client_err is not None:
-        return _client_error(client_err, cfg, doing, where)
-    if isinstance(exc, botocore.exceptions.ProfileNotFound):
-        return StorageError(
-            f"AWS profile {cfg.profile!r} not found in ~/.aws/config or ~/.aws/credentials; "
-            "fix [storage] profile"
-        )
-    if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return StorageError(
-            f"no AWS credentials found for {where}: set [storage] profile, or "
-            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the daemon's environment, "
-            "or use an instance role"
-        )
-    if isinstance(
-        exc,
-        botocore.exceptions.EndpointConnectionError
-        | botocore.exceptions.ConnectTimeoutError
-        | botocore.exceptions.ConnectionClosedError,
-    ):
-        endpoint = mask_url(cfg.endpoint_url or "AWS S3")
-        return StorageError(
-            f"S3 endpoint unreachable: {endpoint} (trying to {doing} on {where}: "
-            f"{mask_url(str(exc))}); check [storage] endpoint_url and the network",
-            outage=True,
-        )
-    # the rest of botocore's own errors are network-level (read timeouts, resets, ...);
-    # a ValueError comes from a malformed endpoint or region
-    network = _find_botocore_error(exc)
-    return StorageError(
-        f"S3 {doing} failed on {where}: {mask_url(str(exc))}; "
-        "check [storage] endpoint_url and [storage] region",
-        outage=network is not None,
-    )
-
-
-def _client_error(
-    err: botocore.exceptions.ClientError, cfg: StorageConfig, doing: str, where: str
-) -> StorageError:
-    """What S3 answered, as a sentence; ``outage`` for 5xx and throttling."""
-    body = err.response.get("Error", {})
-    code = str(body.get("Code", ""))
-    msg = str(body.get("Message", "")) or code
-    status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    bucket, _ = cfg.s3_bucket_prefix()
-    if code == "NoSuchBucket" or (doing == "check" and (code in _MISSING_BUCKET or status == 404)):
-        return StorageError(
-            f"S3 bucket {bucket!r} does not exist at {where}; create it or fix [storage] url"
-        )
-    if code in _REDIRECT or status in (301, 307):
-        return StorageError(f"S3 bucket {bucket!r} is in another region; set [storage] region")
-    if code in _DENIED or status == 403:
-        return StorageError(
-            f"S3 access denied while trying to {doing} on {where}: {msg}; check the "
-            "credentials of [storage] profile (or the AWS_* environment) and the bucket policy"
-        )
-    if code in _REJECTED or status == 400:
-        return StorageError(
-            f"S3 rejected the request to {doing} on {where} ({code or status}: {msg}); check "
-            "the credentials of [storage] profile and [storage] region"
-        )
-    return StorageError(
-        f"S3 {doing} failed on {where}: {code or status}: {msg}",
-        outage=status >= 500 or code in _THROTTLED,
-    )
-
-
 class S3Storage(S3Collect):
     """Objects under ``s3://bucket/prefix/files/md5/``."""
 
@@ -178,6 +99,7 @@ class S3Storage(S3Collect):
         max_attempts: int | None = None,
         check_connect_timeout: float = CHECK_CONNECT_TIMEOUT,
         journal_dir: Path | None = None,
+        events: TransferEvents | None = None,
     ) -> None:
         if not cfg.is_s3:
             raise ConfigError(f"[storage] url: not an s3:// URL: {cfg.url}")
@@ -200,46 +122,28 @@ class S3Storage(S3Collect):
             self._check_client = s3_client(
                 cfg, connect_timeout=check_connect_timeout, read_timeout=CHECK_READ_TIMEOUT
             )
+            # parts: a socket that accepts no byte for stall_seconds times out (a stall),
+            # and the part is retried by the uploader, which sees and reports it
+            parts_client = s3_client(
+                cfg,
+                connect_timeout=min(connect_timeout, cfg.stall_seconds),
+                read_timeout=min(read_timeout, cfg.stall_seconds),
+                pool=max(10, 2 * cfg.concurrency + 4),
+            )
         except botocore.exceptions.ProfileNotFound as exc:
             raise ConfigError(s3_error(exc, cfg, "connect").message) from None
-        self._journal = UploadJournal(journal_dir) if journal_dir is not None else None
-        if self._journal is not None:
-            self._watch_multipart(self._journal)
-        part = max(5, cfg.part_size_mb) * MIB  # S3's minimum part size is 5 MiB
-        self._transfer_config = boto3.s3.transfer.TransferConfig(
-            multipart_threshold=part,
-            multipart_chunksize=part,
-            max_concurrency=max(1, cfg.concurrency),
-            use_threads=True,
+        parts_client.meta.events.register_last(
+            "request-created.s3.UploadPart", _signal_transferring
         )
-
-    def _watch_multipart(self, journal: UploadJournal) -> None:
-        """Record every multipart upload boto3's transfer manager starts, until it ends.
-
-        botocore's event hooks see each call on our client, whichever transfer thread makes
-        it; the id is journalled before the first part is sent.
-        """
-        events = self._client.meta.events
-
-        def created(parsed: dict[str, Any], **_: Any) -> None:
-            if parsed.get("UploadId") and "Error" not in parsed:
-                journal.started(str(parsed["Bucket"]), str(parsed["Key"]), parsed["UploadId"])
-
-        def remember_id(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-            context["cpv_upload_id"] = params.get("UploadId")
-
-        def ended(http_response: Any, parsed: dict[str, Any], context: dict[str, Any],
-                  **_: Any) -> None:  # fmt: skip
-            upload_id = context.get("cpv_upload_id")
-            code = str(parsed.get("Error", {}).get("Code", ""))
-            ok = http_response.status_code < 300 and "Error" not in parsed
-            if upload_id and (ok or code == "NoSuchUpload"):
-                journal.ended(upload_id)
-
-        events.register("after-call.s3.CreateMultipartUpload", created)
-        for op in ("CompleteMultipartUpload", "AbortMultipartUpload"):
-            events.register(f"before-parameter-build.s3.{op}", remember_id)
-            events.register(f"after-call.s3.{op}", ended)
+        self._journal = UploadJournal(journal_dir) if journal_dir is not None else None
+        self.events = events if events is not None else TransferEvents()
+        self._part_size = max(5, cfg.part_size_mb) * MIB  # S3's minimum part size is 5 MiB
+        self._uploader = Uploader(
+            self._client, parts_client, self.bucket, self._journal, self.events,
+            self._error, max(1, cfg.concurrency),
+            min(connect_timeout, read_timeout, cfg.stall_seconds),  # what cuts a part off
+            max_attempts + 1,
+        )  # fmt: skip
 
     # -- naming -----------------------------------------------------------------------
 
@@ -251,7 +155,7 @@ class S3Storage(S3Collect):
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
     def describe(self) -> str:
-        return _location(self.cfg)
+        return location(self.cfg)
 
     # -- errors -----------------------------------------------------------------------
 
@@ -320,26 +224,20 @@ class S3Storage(S3Collect):
         if self.size_of(md5) == size:
             return
         check_md5(md5)
-        if size < self._transfer_config.multipart_threshold:
+        if size < self._part_size:
             self._put_small(md5, src, size, progress)
             return
-        _check_size(src, size)
-        callback = _locked(progress) if progress is not None else None
         try:
-            self._client.upload_file(
-                str(src),
-                self.bucket,
-                self.key_of(md5),
-                Config=self._transfer_config,
-                Callback=callback,
-            )
-        except (
-            boto3.exceptions.S3UploadFailedError,
-            botocore.exceptions.BotoCoreError,
-            botocore.exceptions.ClientError,
-        ) as exc:
-            raise self._error(exc, "upload") from None
-        _check_size(src, size)
+            fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise IntegrityError(f"{src}: vanished before upload") from None
+        try:
+            _check_size(src, size, os.fstat(fd).st_size)
+            part_size = part_size_for(size, self._part_size)
+            self._uploader.upload(md5, self.key_of(md5), fd, size, part_size, progress)
+            _check_size(src, size, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
 
     def _put_small(self, md5: str, src: Path, size: int, progress: Progress | None) -> None:
         try:
@@ -373,13 +271,28 @@ class S3Storage(S3Collect):
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._error(exc, doing) from None
 
-    def abort_recorded_uploads(self) -> int:
+    def abort_unresumed(self, idle: float) -> int:
+        """Abort the interrupted uploads kept for a resume that no upload resumed in
+        ``idle`` seconds (their checkpoint changed, or its job ended otherwise); how many."""
+        if self._journal is None:
+            return 0
+        now = time.time()
+        old = [r for r in self._journal.stale() if now - r.touched >= idle]
+        for rec in old:
+            self._uploader.abort(rec.key, rec.upload_id)
+        return len(old)
+
+    def abort_recorded_uploads(self, keep_resumable: bool = False) -> int:
         """Abort the uploads our journal says we started and never finished (a crash, or an
-        abort that failed during an outage), whatever their age; returns how many."""
+        abort that failed during an outage), whatever their age; returns how many. With
+        ``keep_resumable``, those the next upload of their object can resume are kept."""
         if self._journal is None:
             return 0
         aborted = 0
+        now = time.time()
         for rec in self._journal.stale():
+            if keep_resumable and rec.resumable(now, RESUME_WINDOW):
+                continue
             try:
                 self._client.abort_multipart_upload(
                     Bucket=rec.bucket, Key=rec.key, UploadId=rec.upload_id
@@ -400,11 +313,16 @@ class S3Storage(S3Collect):
         belong to another machine sharing the bucket and are still running."""
         prefix = f"{self.prefix}/files/md5/" if self.prefix else "files/md5/"
         now = datetime.now(UTC)
-        aborted = self.abort_recorded_uploads()
+        aborted = self.abort_recorded_uploads(keep_resumable=True)
+        kept = {r.upload_id for r in self._journal.stale()} if self._journal else set()
+        if kept:
+            log.info("keeping %d interrupted uploads to resume", len(kept))
         try:
             paginator = self._client.get_paginator("list_multipart_uploads")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for up in abandoned_uploads(page.get("Uploads", []), now, older_than):
+                    if up["UploadId"] in kept:
+                        continue
                     self._client.abort_multipart_upload(
                         Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
                     )
@@ -441,47 +359,15 @@ def abandoned_uploads(
     ]
 
 
-def _find_client_error(exc: BaseException) -> botocore.exceptions.ClientError | None:
-    """boto3's transfer layer wraps ClientError (S3UploadFailedError); dig it out."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, botocore.exceptions.ClientError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _find_botocore_error(exc: BaseException) -> botocore.exceptions.BotoCoreError | None:
-    """A botocore network error behind ``exc`` (boto3's transfer layer wraps them)."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, botocore.exceptions.BotoCoreError) and not isinstance(
-            seen, botocore.exceptions.NoCredentialsError | botocore.exceptions.ParamValidationError
-        ):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _check_size(src: Path, size: int) -> None:
-    try:
-        actual = Path(src).stat().st_size
-    except FileNotFoundError:
-        raise IntegrityError(f"{src}: vanished before upload") from None
+def _check_size(src: Path, size: int, actual: int) -> None:
     if actual != size:
         raise IntegrityError(f"{src}: size is {actual}, not {size}; changed since hashed")
 
 
-def _locked(progress: Progress) -> Any:
-    """boto3 calls the callback from its worker threads; serialise calls to ``progress``."""
-    lock = threading.Lock()
-
-    def call(n: int) -> None:
-        with lock:
-            progress(n)
-
-    return call
+def _signal_transferring(request: Any, **_: Any) -> None:
+    """The part's body counts progress from here on (botocore may read it once before, to
+    compute its checksum); under TLS the body is wrapped for a trailing checksum."""
+    body = getattr(request.body, "_raw", request.body)
+    signal = getattr(body, "signal_transferring", None)
+    if signal is not None:
+        signal()

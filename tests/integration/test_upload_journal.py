@@ -41,8 +41,11 @@ def test_a_crashed_upload_is_aborted_and_a_foreign_one_kept(
     st = open_storage(_cfg(s3_bucket, moto_server), journal_dir=journal)
     assert isinstance(st, S3Storage)
     key = st.key_of("b" * 32)
-    # what a kill -9 between two parts leaves: an upload nobody completes or aborts
+    # what a kill -9 between two parts leaves: an upload nobody completes or aborts, in a
+    # journal entry that cannot be resumed (no sizes: written by an older cpvd)
     ours = st._client.create_multipart_upload(Bucket=s3_bucket, Key=key)["UploadId"]
+    assert st._journal is not None
+    st._journal.started(s3_bucket, key, ours)
     st._client.upload_part(Bucket=s3_bucket, Key=key, UploadId=ours, PartNumber=1, Body=b"x" * 100)
     st.close()
     raw = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")

@@ -9,6 +9,9 @@ Modes (``proxy.mode = ...``):
   moto.
 - ``"hang"``: connections are accepted and never answered (read timeouts).
 
+And :meth:`FaultProxy.freeze`: the connections open now stop forwarding for a while (a
+stalled link: no byte moves, nothing is closed) while new connections pass.
+
 Moto's state lives in the test process, so an outage through the proxy loses nothing on the
 server side: only the network fails, which is the fault under test.
 """
@@ -16,6 +19,7 @@ server side: only the network fails, which is the fault under test.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import selectors
 import socket
 import threading
@@ -38,6 +42,12 @@ class FaultProxy:
         self.port = 0
         self.served_503 = 0
         self.refused_or_cut = 0
+        #: bytes forwarded from clients towards the upstream (request bodies, headers)
+        self.bytes_up = 0
+        self._frozen: set[int] = set()  # ids of the pumps frozen now
+        self._frozen_until = 0.0
+        self._pump_ids: set[int] = set()
+        self._ids = itertools.count()
         self._listen()
         self._thread = threading.Thread(target=self._accept_loop, name="fault-proxy", daemon=True)
         self._pumps: list[threading.Thread] = []
@@ -123,12 +133,29 @@ class FaultProxy:
             self._conns.append(upstream)
         self._spawn(self._pump, client, upstream)
 
+    def freeze(self, seconds: float) -> int:
+        """Stop forwarding on every connection open now, for ``seconds`` (bounded); new
+        connections pass. Returns how many connections were frozen."""
+        with self._lock:
+            self._frozen = set(self._pump_ids)
+            self._frozen_until = time.monotonic() + seconds
+            return len(self._frozen)
+
+    def _is_frozen(self, me: int) -> bool:
+        return me in self._frozen and time.monotonic() < self._frozen_until
+
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
         sel = selectors.DefaultSelector()
+        me = next(self._ids)
+        with self._lock:
+            self._pump_ids.add(me)
         try:
             sel.register(a, selectors.EVENT_READ, b)
             sel.register(b, selectors.EVENT_READ, a)
             while not self._stop.is_set():
+                if self._is_frozen(me):
+                    time.sleep(0.05)
+                    continue
                 for key, _ in sel.select(timeout=0.2):
                     src: socket.socket = key.fileobj  # type: ignore[assignment]
                     data = src.recv(1 << 16)
@@ -136,10 +163,15 @@ class FaultProxy:
                         return
                     if src is a and self.upload_rate:
                         time.sleep(len(data) / self.upload_rate)
+                    if src is a:
+                        with self._lock:
+                            self.bytes_up += len(data)
                     key.data.sendall(data)
         except (OSError, ValueError):
             return
         finally:
+            with self._lock:
+                self._pump_ids.discard(me)
             sel.close()
             for s in (a, b):
                 with contextlib.suppress(OSError):
