@@ -44,6 +44,7 @@ from cpvd.config.model import (
 from cpvd.config.overlap import overlap_problems
 from cpvd.config.problems import collect as _collect
 from cpvd.config.problems import joined as _joined
+from cpvd.config.rates import parse_rate
 from cpvd.config.urls import check_storage_url as _check_storage_url
 from cpvd.errors import ConfigError
 from cpvd.watch.units import LAYOUTS, glob_problem
@@ -237,7 +238,14 @@ def _registry(data: Mapping[str, Any], where: _Where) -> RegistryConfig:
 
 
 def _storage(data: Mapping[str, Any], where: _Where) -> StorageConfig:
-    kw = _read_table(StorageConfig, data, where)
+    rate = data.get("max_upload_rate")  # "200MiB" or an integer (cpvd.config.rates)
+    kw = _read_table(StorageConfig, {k: v for k, v in data.items() if k != "max_upload_rate"},
+                     where)  # fmt: skip
+    if rate is not None:
+        try:
+            kw["max_upload_rate"] = parse_rate(rate)
+        except ValueError as exc:
+            where.pending.append(where.error("max_upload_rate", str(exc)))
     if "url" in kw:
         try:
             kw["url"] = _check_storage_url(kw["url"])

@@ -61,6 +61,9 @@ class StorageConfig:
     #: plain-http endpoint it would, at ~0.7 s of CPU per GiB on a 2-core machine, which
     #: slowed uploads to a local S3 by ~15%. Set true to keep it on such an endpoint.
     sign_payload: bool = False
+    #: bytes per second for all uploads of the daemon together (cpvd.storage.rate); the
+    #: file says "200MiB", "50MB" or an integer (cpvd.config.rates); None: no cap
+    max_upload_rate: int | None = None
 
     @property
     def is_s3(self) -> bool:
@@ -101,6 +104,8 @@ class WatchConfig:
     #: 0 = never delete the trainer's files; N = delete local checkpoints beyond the N newest
     #: once they are versioned and pushed (cpvd.lifecycle.local_space)
     keep_local: int = 0
+    #: skip waiting checkpoints that newer ones of the artifact supersede (cpvd.pipeline.coalesce)
+    coalesce: bool = False
 
     @property
     def unit_layout(self) -> str:

@@ -13,6 +13,7 @@ from cpvd.config.model import StorageConfig
 from cpvd.storage.base import DEFAULT_ABANDON_AGE, Progress, Storage, object_key
 from cpvd.storage.hashing import ContentHash
 from cpvd.storage.local import LocalStorage
+from cpvd.storage.rate import TokenBucket
 
 __all__ = [
     "DEFAULT_ABANDON_AGE",
@@ -29,13 +30,18 @@ def open_storage(cfg: StorageConfig, journal_dir: Path | None = None) -> Storage
 
     ``journal_dir`` (the daemon's state dir) lets S3 record the multipart uploads it starts,
     so those a crash interrupts are aborted at the next start (see ``storage.journal``).
+    ``[storage] max_upload_rate`` becomes one token bucket all its uploads share.
     """
+    rate = TokenBucket(cfg.max_upload_rate) if cfg.max_upload_rate else None
     if cfg.is_s3:
         from cpvd.storage.s3 import S3Storage
 
-        return S3Storage(cfg, journal_dir=journal_dir)
-    url = cfg.url.removeprefix("file://")
-    return LocalStorage(url)
+        s3 = S3Storage(cfg, journal_dir=journal_dir)
+        s3.rate = rate  # every upload of this storage draws from the one bucket
+        return s3
+    local = LocalStorage(cfg.url.removeprefix("file://"))
+    local.rate = rate
+    return local
 
 
 def put_checkpoint(

@@ -37,6 +37,7 @@ from cpvd.storage.base import (
     object_key,
 )
 from cpvd.storage.journal import UploadJournal
+from cpvd.storage.rate import TokenBucket, metered
 from cpvd.storage.s3_gc import S3Collect
 
 MIB = 1024 * 1024
@@ -165,6 +166,9 @@ def _client_error(
 
 class S3Storage(S3Collect):
     """Objects under ``s3://bucket/prefix/files/md5/``."""
+
+    #: the daemon's upload cap (cpvd.storage.rate), set by ``open_storage``; None: no cap
+    rate: TokenBucket | None = None
 
     def __init__(
         self,
@@ -317,6 +321,7 @@ class S3Storage(S3Collect):
         if self.size_of(md5) == size:
             return
         check_md5(md5)
+        progress = metered(progress, self.rate)  # the cap blocks the reading thread
         if size < self._transfer_config.multipart_threshold:
             self._put_small(md5, src, size, progress)
             return
