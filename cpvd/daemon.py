@@ -17,6 +17,8 @@ from dataclasses import dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 
+from cpvd.api import backlog as backlog_metrics
+from cpvd.api.backlog import backlog_report
 from cpvd.api.events import EventBus
 from cpvd.api.handlers import Services
 from cpvd.api.limits import connection_cap, raise_open_file_limit
@@ -34,7 +36,9 @@ from cpvd.hooks.service import HookService
 from cpvd.lifecycle.collector import Collector
 from cpvd.lifecycle.local_keeper import LocalKeeper
 from cpvd.lifecycle.runner import Lifecycle
+from cpvd.pipeline.coalesce import Coalescer
 from cpvd.pipeline.copier import Copier
+from cpvd.pipeline.durability import Durability, pushed_points
 from cpvd.pipeline.file_upload import FileUploads
 from cpvd.pipeline.health import Health, Pause, Wakeups
 from cpvd.pipeline.intake import Intake
@@ -190,6 +194,7 @@ class Daemon:
             health, pause, wakeups, bus, metrics, lifecycle, outbox,
         )  # fmt: skip
         pusher = Pusher(self.config, queue, engine, ex, health, wakeups, bus, lifecycle)
+        durability = await self._start_backlog(worker, intake)
         collector = Collector(engine, ex, bus, self.config)
         stack.callback(collector.cancel)  # before the io pool waits for a running gc
         stack.push_async_callback(self._drain, worker, pusher, wakeups)
@@ -210,7 +215,7 @@ class Daemon:
         services = Services(
             intake=intake,
             queries=Queries(self.config, engine, queue, ex),
-            status=self._status(queue, health, pause, watcher, lifecycle),
+            status=self._status(queue, health, pause, watcher, lifecycle, durability),
             operations=Operations(engine, queue, ledger, ex, health, pause, wakeups, bus),
             bus=bus,
             metrics=metrics,
@@ -232,9 +237,10 @@ class Daemon:
         log.info("stopping")
 
     def _status(
-        self, queue: JobQueue, health: Health, pause: Pause, watcher: Watcher, lifecycle: Lifecycle
-    ) -> Status:
-        return Status(
+        self, queue: JobQueue, health: Health, pause: Pause, watcher: Watcher, lifecycle: Lifecycle,
+        durability: Durability,
+    ) -> Status:  # fmt: skip
+        status = Status(
             self.config,
             queue,
             health,
@@ -244,7 +250,27 @@ class Daemon:
             watcher.ignored,
             lambda: lifecycle.summary,
         )
+        status.backlog = lambda: backlog_report(self.cfg, queue, durability, health.unpushed)
+        return status
 
+
+    async def _start_backlog(self, worker: Worker, intake: Intake) -> Durability:
+        """Durability lag and recovery points (from the bus and the registry), and the
+        coalescing of superseded checkpoints after each new job (cpvd.pipeline.coalesce)."""
+        w, health = worker, worker.health
+        durability = Durability(w.queue, lambda: bool(self.cfg.registry.remote))
+        w.bus.tap(durability.on_event)
+        with contextlib.suppress(CpvError):
+            durability.seed(await w.executors.on_registry(pushed_points, w.engine))
+        backlog_metrics.register(w.metrics.registry, durability, lambda: health.unpushed)
+        coalescer = Coalescer(
+            self.config, w.queue, w.ledger, w.snapshots, w.prepared, w.engine, w.executors,
+            w.bus, busy=w.uploading_ahead,
+        )  # fmt: skip
+        intake.coalesce = coalescer.sweep
+        for watch in self.cfg.watches:  # what a previous run left waiting
+            await coalescer.sweep(watch.artifact)
+        return durability
 
     async def _start_hooks(
         self,

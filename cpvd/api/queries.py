@@ -141,6 +141,8 @@ class Status:
     ignored: Ignored = list
     #: per artifact: latest, best, kept/pruned counts (cpvd.lifecycle.summary)
     lifecycle: Callable[[], list[dict[str, Any]]] = list
+    #: durability lag, recovery points, coalescing and the upload cap (cpvd.api.backlog)
+    backlog: Callable[[], dict[str, Any]] = dict
 
     def __post_init__(self) -> None:
         self.started = time.time()
@@ -194,6 +196,7 @@ class Status:
                 "unpushed": health.unpushed,
             },
             "artifacts": list(self.lifecycle()),
+            **self.backlog(),
         }
 
     def _watch(self, w: WatchConfig) -> dict[str, Any]:
