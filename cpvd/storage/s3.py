@@ -38,6 +38,7 @@ from cpvd.storage.base import (
 )
 from cpvd.storage.journal import UploadJournal
 from cpvd.storage.rate import TokenBucket, metered
+from cpvd.storage.s3_cancel import no_retry_when_cancelled
 from cpvd.storage.s3_gc import S3Collect
 
 MIB = 1024 * 1024
@@ -203,6 +204,7 @@ class S3Storage(S3Collect):
             )
         except botocore.exceptions.ProfileNotFound as exc:
             raise ConfigError(s3_error(exc, cfg, "connect").message) from None
+        no_retry_when_cancelled(self._client)  # a cancelled early upload stops at once
         self._journal = UploadJournal(journal_dir) if journal_dir is not None else None
         if self._journal is not None:
             self._watch_multipart(self._journal)

@@ -12,12 +12,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from benchmarks.byte_proxy import CountingProxy
 from cpvd.config.model import StorageConfig
 from cpvd.storage import open_storage
-from tests.counting_proxy import CountingProxy
 
 MIB = 1 << 20
-CAP = 10 * MIB
+#: well below the link to moto even on this loaded 2-core machine (~16 MiB/s at load 12)
+CAP = 5 * MIB
 
 
 def _random_file(path: Path, size: int) -> str:
@@ -35,8 +36,8 @@ def _random_file(path: Path, size: int) -> str:
 def test_s3_uploads_together_stay_within_5_percent_of_the_cap(
     short_tmp: Path, moto_server: str, s3_bucket: str
 ) -> None:
-    """Two multipart uploads at once (10 threads each) share one 10 MiB/s bucket: every 10 s
-    window between the first and last byte on the wire carries 100 MiB +- 5 %."""
+    """Two multipart uploads at once (10 threads each) share one 5 MiB/s bucket: every 10 s
+    window from 2 s after the first byte (once running) to the last carries 50 MiB +- 5 %."""
     up = urlsplit(moto_server)
     proxy = CountingProxy(up.hostname or "127.0.0.1", up.port or 80)
     cfg = StorageConfig(
@@ -44,7 +45,7 @@ def test_s3_uploads_together_stay_within_5_percent_of_the_cap(
     )
     storage = open_storage(cfg)
     files = []
-    for i, size in enumerate((100 * MIB, 80 * MIB)):
+    for i, size in enumerate((60 * MIB, 45 * MIB)):
         p = short_tmp / f"ckpt-{i}.bin"
         files.append((_random_file(p, size), p, size))
     errors: list[BaseException] = []
@@ -63,7 +64,7 @@ def test_s3_uploads_together_stay_within_5_percent_of_the_cap(
             t.join(120)
         assert not errors, errors
         assert all(storage.verify(md5) for md5, _, _ in files)
-        windows = proxy.windows(10.0, payload=sum(size for _, _, size in files))
+        windows = proxy.windows(10.0, payload=sum(s for _, _, s in files), start_after=2.0)
     finally:
         storage.close()
         proxy.close()
@@ -89,3 +90,28 @@ def test_local_storage_is_capped_too(short_tmp: Path) -> None:
     elapsed = seen[-1][0] - seen[0][0]
     # the first chunk passes at once (the burst); the rest arrive at the cap
     assert sent_after_first / elapsed == pytest.approx(cap, rel=0.05)
+
+
+def test_an_upload_stopped_from_its_progress_callback_is_not_retried(
+    short_tmp: Path, moto_server: str, s3_bucket: str
+) -> None:
+    """A cancelled early upload (coalescing supersedes its job) raises from the progress
+    callback; botocore must not re-send each part with backoff for tens of seconds."""
+    from cpvd.pipeline.file_upload import UploadCancelled
+
+    storage = open_storage(StorageConfig(url=f"s3://{s3_bucket}/cancel", endpoint_url=moto_server))
+    src = short_tmp / "c.bin"
+    md5 = _random_file(src, 24 * MIB)  # three 8 MiB parts, all in flight at once
+    raised = 0
+
+    def cancelled(_n: int) -> None:
+        nonlocal raised
+        raised += 1
+        raise UploadCancelled("nobody needs it any more")
+
+    try:
+        with pytest.raises(Exception):  # noqa: B017 -- how it surfaces is the storage's
+            storage.put_file(md5, src, 24 * MIB, cancelled)
+    finally:
+        storage.close()
+    assert raised <= 3, f"the callback raised {raised} times: parts were retried"

@@ -1,5 +1,6 @@
 """A TCP forwarder on 127.0.0.1 that counts the bytes a client sends upstream, with the time
-they passed: what a bandwidth cap promises is measured on the wire, not in the daemon."""
+they passed: what a bandwidth cap promises is measured on the wire, not in the daemon.
+Used by the backlog benchmark and by tests/integration/test_upload_rate.py."""
 
 from __future__ import annotations
 
@@ -34,7 +35,11 @@ class CountingProxy:
                 client, _ = self._listener.accept()
             except (TimeoutError, OSError):
                 continue
-            upstream = socket.create_connection(self.upstream, timeout=5)
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
             upstream.settimeout(None)
             client.settimeout(None)
             t = threading.Thread(target=self._pump, args=(client, upstream), daemon=True)
@@ -64,22 +69,33 @@ class CountingProxy:
                 with contextlib.suppress(OSError):
                     s.close()
 
-    def windows(self, seconds: float, payload: int, step: float = 0.25) -> list[int]:
+    def windows(
+        self,
+        seconds: float,
+        payload: int | None = None,
+        step: float = 0.25,
+        between: tuple[float, float] | None = None,
+        start_after: float = 0.0,
+    ) -> list[int]:
         """Bytes sent in every ``seconds`` window (sliding by ``step``) that lies wholly
         between the first byte sent and the moment ``payload`` bytes had passed (the
-        uploaded bodies, before the completion and reads that follow them)."""
+        uploaded bodies, before the completion and reads that follow them), or within
+        ``between`` (monotonic start and end) when given; ``start_after`` seconds later
+        (once running: the first socket buffers fill at once)."""
         with self._lock:
             sent = list(self.sent)
         if not sent:
             return []
         first, last, total = sent[0][0], sent[-1][0], 0
+        if between is not None:
+            first, last = between
         for t, n in sent:
             total += n
-            if total >= payload:
+            if payload is not None and total >= payload:
                 last = t
                 break
         out = []
-        start = first
+        start = first + start_after
         while start + seconds <= last:
             out.append(sum(n for t, n in sent if start <= t < start + seconds))
             start += step
