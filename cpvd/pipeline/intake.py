@@ -185,7 +185,11 @@ class Intake:
         )
         self.wakeups.work.set()
         if self.coalesce is not None:
-            await self.coalesce(artifact)
+            try:  # the job is queued whatever happens here
+                await self.coalesce(artifact)
+            except CpvError as exc:
+                log.warning("coalescing %s failed (retried at its next job): %s", artifact,
+                            exc.message)  # fmt: skip
         return job
 
 
