@@ -125,3 +125,29 @@ def test_supersede_only_ends_a_job_still_waiting(queue: JobQueue) -> None:
     assert ended.result == {"reason": "newer", "superseded_by": c.id}
     assert supersede(queue, b.id, c.id, "again") is None
     assert queue.counts()["superseded"] == 1
+
+
+def test_an_early_upload_cancelled_before_it_ran_leaves_no_link(short_tmp: Path) -> None:
+    """Coalescing cancels the early uploads of superseded jobs; one still waiting for the
+    pool must not keep its hard link (and so the released snapshot's bytes) on disk."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cpvd.pipeline.file_upload import FileUploads
+
+    gate = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        pool.submit(gate.wait, 30)  # the one thread is busy
+        uploads = FileUploads(lambda: None, short_tmp, pool)  # type: ignore[arg-type,return-value]
+        src = short_tmp / "snap.bin"
+        src.write_bytes(b"x" * 100)
+        batch = uploads.batch()
+        link = uploads._pin(src)
+        assert link is not None and link.exists()
+        uploads._submit(batch, "0" * 32, link, 100)
+        assert batch.cancel() == []  # never started: nothing to wait for
+        assert not link.exists()
+    finally:
+        gate.set()
+        pool.shutdown(wait=True)
