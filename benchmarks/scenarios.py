@@ -944,4 +944,7 @@ def all_groups(b: Bench) -> dict[str, Callable[[], None]]:
 
     groups["gc"] = lambda: gc_group(b)
     groups["hooks"] = lambda: hooks_group(b)
+    from benchmarks.backlog_group import backlog_group  # issue 18: cap, lag, coalescing
+
+    groups["backlog"] = lambda: backlog_group(b)
     return groups
