@@ -947,4 +947,9 @@ def all_groups(b: Bench) -> dict[str, Callable[[], None]]:
     from benchmarks.transfer_follow import transfer_group  # issue 18: in-watch writers
 
     groups["transfer"] = lambda: transfer_group(b)
+
+
+    from benchmarks.backlog_group import backlog_group  # issue 18: cap, lag, coalescing
+
+    groups["backlog"] = lambda: backlog_group(b)
     return groups

@@ -308,7 +308,7 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
 
 
 #: Job states after which nothing more happens to a job (see the module docstring).
-JOB_FINAL_STATES = frozenset({"done", "unchanged", "failed", "skipped"})
+JOB_FINAL_STATES = frozenset({"done", "unchanged", "failed", "skipped", "superseded"})
 
 #: Event names that end a job, mapped to the job state they imply.
 JOB_FINAL_EVENTS = {
@@ -316,6 +316,7 @@ JOB_FINAL_EVENTS = {
     "unchanged": "unchanged",
     "failed": "failed",
     "skipped": "skipped",
+    "job.superseded": "superseded",
 }
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from cpvctl.render_backlog import backlog_lines
 from cpvctl.render_lifecycle import render_lifecycle, version_label
 from cpvctl.render_registries import registry_lines
 
@@ -231,6 +232,7 @@ def render_status(st: Mapping[str, Any]) -> str:
     )
     out.extend(registry_lines(st) or _storage_and_registry(storage, registry))
     out.extend(_hooks_lines(st.get("hooks")))
+    out.extend(backlog_lines(st, human_duration))
 
     lifecycle = render_lifecycle(st.get("artifacts") or [], human_size)
     if lifecycle:

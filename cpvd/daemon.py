@@ -7,6 +7,7 @@ step with a timeout, then cancels.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -17,6 +18,8 @@ from dataclasses import dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 
+from cpvd.api import backlog as backlog_metrics
+from cpvd.api.backlog import backlog_report
 from cpvd.api.events import EventBus
 from cpvd.api.handlers import Services
 from cpvd.api.limits import connection_cap, raise_open_file_limit
@@ -34,6 +37,7 @@ from cpvd.hooks.dispatcher import Dispatcher
 from cpvd.hooks.outbox import Outbox
 from cpvd.hooks.service import HookService
 from cpvd.lifecycle.collector import Collector
+from cpvd.pipeline.durability import Durability, pushed_points
 from cpvd.pipeline.file_upload import FileUploads
 from cpvd.pipeline.follow import Follower
 from cpvd.pipeline.health import Health, Pause, Wakeups
@@ -192,6 +196,7 @@ class Daemon:
         )
         for lane in lanes:
             lane.build(shared, copier)
+        durability = await self._start_backlog(lanes, queue, bus, metrics, intake)
         routed = _routed(self.config, lanes)
         stack.callback(routed.collector.cancel)  # before the io pool waits for a running gc
         stack.push_async_callback(self._drain, lanes)
@@ -209,7 +214,7 @@ class Daemon:
         services = Services(
             intake=intake,
             queries=routed.queries,
-            status=self._status(queue, health, pause, watcher, lanes),
+            status=self._status(queue, health, pause, watcher, lanes, durability),
             operations=routed.operations,
             bus=bus,
             metrics=metrics,
@@ -219,14 +224,7 @@ class Daemon:
         api = ApiServer(services, d, connection_cap(self.open_files))
         await api.start()
         stack.push_async_callback(api.stop)
-        log.info(
-            "cpvd ready: %d watches, socket %s, %s",
-            len(cfg.watches), d.socket,
-            "; ".join(
-                f"registry {ln.config().registry.path}, storage {ln.config().storage.url}"
-                for ln in lanes
-            ),
-        )  # fmt: skip
+        _log_ready(cfg, lanes)
         self.notifier.ready()
         heartbeat = asyncio.create_task(self._heartbeat(queue, lanes), name="heartbeat")
         stack.callback(heartbeat.cancel)
@@ -235,9 +233,10 @@ class Daemon:
         log.info("stopping")
 
     def _status(
-        self, queue: JobQueue, health: Health, pause: Pause, watcher: Watcher, lanes: list[Lane]
-    ) -> Status:
-        return Status(
+        self, queue: JobQueue, health: Health, pause: Pause, watcher: Watcher, lanes: list[Lane],
+        durability: Durability,
+    ) -> Status:  # fmt: skip
+        status = Status(
             self.config,
             queue,
             health,
@@ -248,6 +247,27 @@ class Daemon:
             lambda: [row for lane in lanes for row in lane.lifecycle.summary],
             registries=lambda: [lane.describe() for lane in lanes],
         )
+        status.backlog = lambda: backlog_report(self.cfg, queue, durability, _unpushed(lanes))
+        return status
+
+
+    async def _start_backlog(
+        self, lanes: list[Lane], queue: JobQueue, bus: EventBus, metrics: DaemonMetrics,
+        intake: Intake,
+    ) -> Durability:  # fmt: skip
+        """Durability lag and recovery points (from the bus and the registries), and the
+        coalescing of superseded checkpoints after each new job (cpvd.pipeline.coalesce)."""
+        durability = Durability(queue, lambda: all(ln.config().registry.remote for ln in lanes))
+        bus.tap(durability.on_event)
+        for lane in lanes:
+            with contextlib.suppress(CpvError):
+                durability.seed(await lane.executors.on_registry(pushed_points, lane.engine))
+        backlog_metrics.register(metrics.registry, durability, partial(_unpushed, lanes))
+        by_name = {lane.name: lane for lane in lanes}
+        intake.coalesce = partial(_coalesce, self.config, by_name)
+        for watch in self.cfg.watches:  # what a previous run left waiting
+            await intake.coalesce(watch.artifact)
+        return durability
 
     async def _start_hooks(
         self,
@@ -414,3 +434,23 @@ def _resume_interrupted(queue: JobQueue) -> None:
     recovered = queue.recover()
     if recovered:
         log.info("resuming %d jobs interrupted by a stop or crash", len(recovered))
+
+
+def _unpushed(lanes: list[Lane]) -> int:
+    return sum(lane.health.unpushed for lane in lanes)
+
+
+async def _coalesce(config: Callable[[], Config], lanes: dict[str, Lane], artifact: str) -> object:
+    """Supersede what a new job of ``artifact`` makes redundant, in its registry's lane."""
+    return await lanes[registry_of(config(), artifact)].coalescer.sweep(artifact)
+
+
+def _log_ready(cfg: Config, lanes: list[Lane]) -> None:
+    log.info(
+        "cpvd ready: %d watches, socket %s, %s",
+        len(cfg.watches), cfg.daemon.socket,
+        "; ".join(
+            f"registry {ln.config().registry.path}, storage {ln.config().storage.url}"
+            for ln in lanes
+        ),
+    )  # fmt: skip

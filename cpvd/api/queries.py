@@ -153,6 +153,8 @@ class Status:
     lifecycle: Callable[[], list[dict[str, Any]]] = list
     #: each registry (cpvd.pipeline.lane): storage, remote, reachability, its artifacts
     registries: Callable[[], list[dict[str, Any]]] = list
+    #: durability lag, recovery points, coalescing and the upload cap (cpvd.api.backlog)
+    backlog: Callable[[], dict[str, Any]] = dict
 
     def __post_init__(self) -> None:
         self.started = time.time()
@@ -207,6 +209,7 @@ class Status:
             },
             "artifacts": list(self.lifecycle()),
             "registries": list(self.registries()),
+            **self.backlog(),
         }
 
     def _watch(self, w: WatchConfig) -> dict[str, Any]:

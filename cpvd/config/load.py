@@ -27,11 +27,7 @@ from typing import Any
 import cpvd.hooks.config as hook_tables
 from cpvctl.protocol import ProtocolError, validate_name
 from cpvd.config import paths
-from cpvd.config.lifecycle import (
-    KeyedError,
-    parse_best,
-    parse_keep,
-)
+from cpvd.config.lifecycle import KeyedError, parse_best, parse_keep
 from cpvd.config.model import (
     DEFAULT_SETTLE_SECONDS,
     Config,
@@ -45,6 +41,7 @@ from cpvd.config.overlap import overlap_problems
 from cpvd.config.problems import collect as _collect
 from cpvd.config.problems import joined as _joined
 from cpvd.config.profiles import read_profiles, refuse_flag_watch, refuse_profile_problems
+from cpvd.config.rates import parse_rate
 from cpvd.config.urls import check_storage_url as _check_storage_url
 from cpvd.errors import ConfigError
 from cpvd.watch.units import LAYOUTS, glob_problem
@@ -238,7 +235,13 @@ def _registry(data: Mapping[str, Any], where: _Where) -> RegistryConfig:
 
 
 def _storage(data: Mapping[str, Any], where: _Where) -> StorageConfig:
-    kw = _read_table(StorageConfig, data, where)
+    rate = data.get("max_upload_rate")  # "200MiB" or an integer (cpvd.config.rates)
+    kw = _read_table(StorageConfig, {k: v for k, v in data.items() if k != "max_upload_rate"},
+                     where)  # fmt: skip
+    try:
+        kw["max_upload_rate"] = None if rate is None else parse_rate(rate)
+    except ValueError as exc:
+        where.pending.append(where.error("max_upload_rate", str(exc)))
     if "url" in kw:
         try:
             kw["url"] = _check_storage_url(kw["url"])
@@ -252,12 +255,10 @@ def _storage(data: Mapping[str, Any], where: _Where) -> StorageConfig:
     for key in ("profile", "region"):
         if key in kw and not kw[key].strip():
             raise where.error(key, "must not be empty (leave the key out instead)")
-    _at_least(kw, "part_size_mb", MIN_PART_SIZE_MB, where, strict=False)
-    _at_least(kw, "concurrency", 1, where, strict=False)
-    _at_least(kw, "connect_timeout", 0, where, strict=True)
-    _at_least(kw, "read_timeout", 0, where, strict=True)
-    _at_least(kw, "max_attempts", 1, where, strict=False)
-    _at_least(kw, "stall_seconds", 0, where, strict=True)
+    for key, low, strict in (("part_size_mb", MIN_PART_SIZE_MB, False), ("concurrency", 1, False),
+                             ("connect_timeout", 0, True), ("read_timeout", 0, True),
+                             ("max_attempts", 1, False), ("stall_seconds", 0, True)):  # fmt: skip
+        _at_least(kw, key, low, where, strict=strict)
     return StorageConfig(**kw)
 
 

@@ -70,6 +70,9 @@ class StorageConfig:
     sign_payload: bool = False
     #: the profile's name (``[[storage]] name``, named by a registry's ``storage``)
     name: str = "default"
+    #: bytes per second for all uploads of the daemon together (cpvd.storage.rate); the
+    #: file says "200MiB", "50MB" or an integer (cpvd.config.rates); None: no cap
+    max_upload_rate: int | None = None
 
     @property
     def is_s3(self) -> bool:
@@ -112,6 +115,8 @@ class WatchConfig:
     keep_local: int = 0
     #: the ``[[registry]]`` this watch versions into (None: the only one)
     registry: str | None = None
+    #: skip waiting checkpoints that newer ones of the artifact supersede (cpvd.pipeline.coalesce)
+    coalesce: bool = False
 
     @property
     def unit_layout(self) -> str:

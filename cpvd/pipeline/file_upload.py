@@ -70,6 +70,9 @@ class FileUploads:
         except RuntimeError:  # the pool is shut down: the daemon is stopping
             link.unlink(missing_ok=True)
             return
+        # cancelled before it ran (its job superseded or skipped): ``_put`` never unlinks it,
+        # and the link kept a released snapshot's bytes on disk
+        fut.add_done_callback(lambda f: link.unlink(missing_ok=True) if f.cancelled() else None)
         batch.add(fut)
 
     def _put(self, batch: UploadBatch, md5: str, link: Path, size: int) -> str | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,8 @@ class Intake:
     bus: EventBus
     wakeups: Wakeups
     defer: Defer
+    #: after each new job: supersede what it makes redundant (cpvd.pipeline.coalesce)
+    coalesce: Callable[[str], Awaitable[object]] | None = None
 
     def __post_init__(self) -> None:
         self._tasks: set[asyncio.Task[Job | None]] = set()
@@ -182,6 +184,12 @@ class Intake:
             "queued", job_id=job.id, artifact=artifact, path=str(path), early_snapshot=early
         )
         self.wakeups.work.set()
+        if self.coalesce is not None:
+            try:  # the job is queued whatever happens here
+                await self.coalesce(artifact)
+            except CpvError as exc:
+                log.warning("coalescing %s failed (retried at its next job): %s", artifact,
+                            exc.message)  # fmt: skip
         return job
 
 

@@ -29,6 +29,7 @@ from cpvd.hooks.outbox import Outbox
 from cpvd.lifecycle.collector import Collector
 from cpvd.lifecycle.local_keeper import LocalKeeper
 from cpvd.lifecycle.runner import Lifecycle
+from cpvd.pipeline.coalesce import Coalescer
 from cpvd.pipeline.copier import Copier
 from cpvd.pipeline.health import Health, Pause, Wakeups
 from cpvd.pipeline.prepared import PreparedJobs
@@ -89,6 +90,10 @@ class Lane:
         self.pusher = Pusher(
             cfg, self.queue, self.engine, ex, self.health, self.wakeups, bus, self.lifecycle
         )
+        self.coalescer = Coalescer(
+            cfg, self.queue, shared.ledger, shared.snapshots, shared.prepared, self.engine, ex,
+            bus, busy=self.worker.uploading_ahead,
+        )  # fmt: skip
         self.collector = Collector(self.engine, ex, bus, cfg)
         self.keeper = LocalKeeper(cfg, self.engine, shared.ledger, ex, bus)
         self.queries = Queries(cfg, self.engine, shared.queue, ex)

@@ -71,6 +71,11 @@ class NextJobUpload:
             return False
         return True
 
+    def uploading(self, job_id: str) -> bool:
+        """Whether ``job_id``'s bytes are being uploaded ahead (coalescing never skips it)."""
+        task = self._tasks.get(job_id)
+        return task is not None and not task.done()
+
     def pop(self, job_id: str) -> asyncio.Task[bool] | None:
         """The early upload of ``job_id``, if one was started; the job awaits it (it yields
         True when the bytes are stored) when it reaches its upload step."""

@@ -83,6 +83,10 @@ class Worker:
         self.stopping = False
         self.running: Job | None = None
 
+    def uploading_ahead(self, job_id: str) -> bool:
+        """Whether a queued job's bytes are being stored ahead of it (cpvd.pipeline.coalesce)."""
+        return self._next_upload.uploading(job_id)
+
     async def run(self) -> None:
         """Claim and process jobs until stopped; outlives any one failure.
 

@@ -6,8 +6,9 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-JOB_STATES = ("queued", "running", "done", "unchanged", "failed", "skipped")
-TERMINAL_STATES = frozenset({"done", "unchanged", "failed", "skipped"})
+JOB_STATES = ("queued", "running", "done", "unchanged", "failed", "skipped", "superseded")
+#: "superseded": a newer checkpoint of its artifact made it redundant (a watch's coalesce)
+TERMINAL_STATES = frozenset({"done", "unchanged", "failed", "skipped", "superseded"})
 ACTIVE_STATES = ("queued", "running")
 #: worker steps in order; ``Job.step`` is the last one completed
 STEPS = ("snapshotted", "hashed", "uploaded", "committed", "tagged", "pushed")

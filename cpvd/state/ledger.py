@@ -20,7 +20,7 @@ from typing import Any
 
 from cpvd.state.db import StateDB
 
-REASONS = ("versioned", "unchanged", "reverted", "pushed")
+REASONS = ("versioned", "unchanged", "reverted", "pushed", "superseded")
 
 _LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS ledger (

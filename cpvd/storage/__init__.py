@@ -13,6 +13,7 @@ from cpvd.config.model import StorageConfig
 from cpvd.storage.base import DEFAULT_ABANDON_AGE, Progress, Storage, object_key
 from cpvd.storage.hashing import ContentHash
 from cpvd.storage.local import LocalStorage
+from cpvd.storage.rate import TokenBucket
 from cpvd.storage.transfer_events import TransferEvents
 
 __all__ = [
@@ -33,13 +34,18 @@ def open_storage(
     ``journal_dir`` (the daemon's state dir) lets S3 record the multipart uploads it starts,
     so those a crash interrupts are resumed or aborted later (see ``storage.journal``);
     ``events`` relays what uploads tell (resumed, stalled) to the daemon's bus.
+    ``[storage] max_upload_rate`` becomes one token bucket all its uploads share.
     """
+    rate = TokenBucket(cfg.max_upload_rate) if cfg.max_upload_rate else None
     if cfg.is_s3:
         from cpvd.storage.s3 import S3Storage
 
-        return S3Storage(cfg, journal_dir=journal_dir, events=events)
-    url = cfg.url.removeprefix("file://")
-    return LocalStorage(url)
+        s3 = S3Storage(cfg, journal_dir=journal_dir, events=events)
+        s3.rate = rate  # every upload of this storage draws from the one bucket
+        return s3
+    local = LocalStorage(cfg.url.removeprefix("file://"))
+    local.rate = rate
+    return local
 
 
 def put_checkpoint(

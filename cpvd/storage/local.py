@@ -30,6 +30,7 @@ from cpvd.storage.base import (
     object_key,
 )
 from cpvd.storage.nofollow import DIR_FLAGS, FILE_FLAGS
+from cpvd.storage.rate import TokenBucket, metered
 
 TMP_PREFIX = ".cpv-tmp-"
 _COPY_CHUNK = 8 * 1024 * 1024
@@ -37,6 +38,9 @@ _COPY_CHUNK = 8 * 1024 * 1024
 
 class LocalStorage:
     """Objects under ``root/files/md5/``; see the module docstring for the write protocol."""
+
+    #: the daemon's upload cap (cpvd.storage.rate), set by ``open_storage``; None: no cap
+    rate: TokenBucket | None = None
 
     def __init__(self, root: Path | str) -> None:
         p = Path(os.path.expanduser(str(root)))
@@ -108,7 +112,8 @@ class LocalStorage:
             with open(src, "rb") as fin:
                 if os.fstat(fin.fileno()).st_size != size:
                     raise IntegrityError(f"{src}: size is no longer {size}; changed since hashed")
-                self._atomic_write(dest, lambda fout: _copy(fin, fout, size, progress))
+                capped = metered(progress, self.rate)
+                self._atomic_write(dest, lambda fout: _copy(fin, fout, size, capped))
         except FileNotFoundError as exc:
             if exc.filename is not None and Path(exc.filename) == Path(src):
                 raise IntegrityError(f"{src}: vanished before upload") from None

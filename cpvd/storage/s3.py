@@ -40,6 +40,8 @@ from cpvd.storage.base import (
 from cpvd.storage.journal import UploadJournal
 from cpvd.storage.multipart import RESUME_WINDOW, Uploader
 from cpvd.storage.parts import part_size_for
+from cpvd.storage.rate import TokenBucket, metered
+from cpvd.storage.s3_cancel import no_retry_when_cancelled
 from cpvd.storage.s3_errors import location, s3_error
 from cpvd.storage.s3_gc import S3Collect
 from cpvd.storage.s3_timestamps import fast_session
@@ -90,6 +92,9 @@ def s3_client(
 class S3Storage(S3Collect):
     """Objects under ``s3://bucket/prefix/files/md5/``."""
 
+    #: the daemon's upload cap (cpvd.storage.rate), set by ``open_storage``; None: no cap
+    rate: TokenBucket | None = None
+
     def __init__(
         self,
         cfg: StorageConfig,
@@ -132,6 +137,8 @@ class S3Storage(S3Collect):
             )
         except botocore.exceptions.ProfileNotFound as exc:
             raise ConfigError(s3_error(exc, cfg, "connect").message) from None
+        no_retry_when_cancelled(self._client)  # a cancelled early upload stops at once
+        no_retry_when_cancelled(parts_client)
         parts_client.meta.events.register_last(
             "request-created.s3.UploadPart", _signal_transferring
         )
@@ -224,6 +231,7 @@ class S3Storage(S3Collect):
         if self.size_of(md5) == size:
             return
         check_md5(md5)
+        progress = metered(progress, self.rate)  # the cap blocks the reading thread
         if size < self._part_size:
             self._put_small(md5, src, size, progress)
             return

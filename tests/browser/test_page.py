@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -239,4 +240,30 @@ def test_pause_resume_and_retry_of_a_failed_job_through_the_page(
         row.locator("button", has_text="resume").click()
         page.click("#confirm-ok")
         wait_for(lambda: A not in d.client().status()["daemon"]["paused"], timeout=30)
+        page.close()
+
+
+def test_the_page_shows_the_durability_lag_growing_and_the_recovery_point(
+    daemon: DaemonProcess, browser: Any, short_tmp: Path
+) -> None:
+    """The page's CSP forbids eval, so the text is polled from here."""
+    with running_ui(daemon.socket) as ui:
+        page = browser.new_page()
+        open_artifact(page, ui.url)
+
+        def lag_text() -> str:
+            return str(page.inner_text("#lag"))
+
+        wait_for(lambda: "recovery point" in lag_text(), what="the recovery point shown")
+        c = daemon.client()
+        c.pause()
+        waiting = short_tmp / "w" / "waiting.pt"
+        waiting.write_bytes(os.urandom(4096))
+        c.push(waiting, A)
+        # the page refreshes its status on events and on its own
+        wait_for(lambda: re.match(r"durability lag ([3-9]|\d\d+) s", lag_text()),
+                 timeout=60, what="the lag growing on the page")  # fmt: skip
+        c.resume()
+        wait_for(lambda: lag_text().startswith("durability lag 0 s"), timeout=60,
+                 what="the lag back to 0 on the page")  # fmt: skip
         page.close()

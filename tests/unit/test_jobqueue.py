@@ -209,7 +209,8 @@ def test_list_counts_depth_prune(queue: JobQueue) -> None:
     queue.finish(claimed.id, "unchanged")
     counts = queue.counts()
     assert counts == {
-        "queued": 4, "running": 0, "done": 0, "unchanged": 1, "failed": 0, "skipped": 0
+        "queued": 4, "running": 0, "done": 0, "unchanged": 1, "failed": 0, "skipped": 0,
+        "superseded": 0,
     }  # fmt: skip
     assert queue.depth() == 4
     assert [j.id for j in queue.list(oldest_first=True)] == [j.id for j in jobs]

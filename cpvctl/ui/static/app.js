@@ -41,6 +41,7 @@
 
   async function loadStatus() {
     state.status = (await api("GET", "/v1/status")).data;
+    state.statusAt = Date.now() / 1000;
     const paused = (state.status.daemon || {}).paused;
     $("paused").textContent = paused === "all" ? "Versioning is paused for all artifacts." :
       (Array.isArray(paused) && paused.length ? "Paused: " + paused.join(", ") : "");
@@ -51,12 +52,22 @@
 
   function showLag() {
     const s = state.status, d = s.durability;
-    let lag = d && typeof d.lag_seconds === "number" ? d.lag_seconds : null;
+    const since = state.statusAt ? Date.now() / 1000 - state.statusAt : 0;  // ticks between loads
+    let lag = d && typeof d.lag_seconds === "number" ? d.lag_seconds + (d.lag_seconds ? since : 0) : null;
     if (lag === null) {
       const open = (s.jobs || []).filter(j => j.state !== "failed").map(j => j.created_at);
       lag = open.length ? Math.max(0, Date.now() / 1000 - Math.min.apply(null, open)) : 0;
     }
-    $("lag").textContent = "durability lag " + lag.toFixed(0) + " s";
+    const parts = ["durability lag " + lag.toFixed(0) + " s"];
+    const points = (d && d.recovery_points) || {};
+    const mine = state.artifact && points[state.artifact];
+    if (mine) parts.push("recovery point " + (mine.age_seconds + since).toFixed(0) + " s ago");
+    if (s.upload_cap) parts.push("upload cap " + V.bytes(s.upload_cap) + "/s");
+    if ((s.superseded || []).length) parts.push(s.superseded.length + " superseded");
+    if ((s.behind || []).length) parts.push("BEHIND: saves come faster than uploads");
+    $("lag").textContent = parts.join(" · ");
+    $("lag").title = Object.keys(points).sort().map(a =>
+      a + ": recovery point " + points[a].age_seconds.toFixed(0) + " s ago").join("\n");
   }
 
   async function loadArtifacts() {
@@ -132,6 +143,7 @@
       $("lineage-of").textContent = "(click a version)";
     }
     $("artifact-name").textContent = name;
+    showLag();
     $("versions-view").hidden = false;
     await Promise.all([loadPage(), loadPlot()]);
   }
@@ -186,6 +198,8 @@
       say(e.message);
     }
   }
+
+  setInterval(showLag, 1000);  // the lag grows with no event to say so
 
   let pending = null;
   function refreshSoon() {
