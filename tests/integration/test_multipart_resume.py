@@ -106,7 +106,9 @@ def test_an_upload_cut_by_an_outage_resumes_where_it_stopped(
     r = resumed[0]
     assert r["parts_confirmed"] >= 5 and r["bytes_confirmed"] == r["parts_confirmed"] * PART
     assert r["bytes_confirmed"] + r["bytes_to_send"] == size
-    assert r["bytes_resent"] <= 2 * PART  # at most the parts in flight (concurrency 2)
+    # at most the parts in flight (concurrency 2), plus one: a thread whose part went through
+    # just as the link went down starts the next before it sees the others fail
+    assert r["bytes_resent"] <= 3 * PART
     # the wire agrees: only the parts not confirmed went up again (plus request headers)
     assert proxy.bytes_up < r["bytes_to_send"] + MIB
     assert sum(progress) == size
