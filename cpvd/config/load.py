@@ -213,6 +213,8 @@ def _daemon(data: Mapping[str, Any], where: _Where) -> DaemonConfig:
     _at_least(kw, "drain_timeout", 0, where, strict=False)
     _at_least(kw, "snapshot_limit_bytes", 0, where, strict=False)
     _at_least(kw, "retry_max_seconds", 0, where, strict=True)
+    if not 0 <= kw.get("nice", 0) <= 19:
+        raise where.error("nice", f"must be 0 (off) to 19 (lowest priority), got {kw['nice']}")
     if any(uid < 0 for uid in kw.get("allow_uids", ())):
         raise where.error("allow_uids", f"uids must be >= 0, got {_show(list(kw['allow_uids']))}")
     if "allow_group" in kw and not kw["allow_group"]:
