@@ -944,4 +944,9 @@ def all_groups(b: Bench) -> dict[str, Callable[[], None]]:
 
     groups["gc"] = lambda: gc_group(b)
     groups["hooks"] = lambda: hooks_group(b)
+    from benchmarks.cost_group import cost_group
+    from benchmarks.pull_group import pull_group
+
+    groups["pull"] = lambda: pull_group(b)
+    groups["cost"] = lambda: cost_group(b)
     return groups
