@@ -948,8 +948,13 @@ def all_groups(b: Bench) -> dict[str, Callable[[], None]]:
 
     groups["transfer"] = lambda: transfer_group(b)
 
-
     from benchmarks.backlog_group import backlog_group  # issue 18: cap, lag, coalescing
 
     groups["backlog"] = lambda: backlog_group(b)
+
+    from benchmarks.cost_group import cost_group
+    from benchmarks.pull_group import pull_group
+
+    groups["pull"] = lambda: pull_group(b)
+    groups["cost"] = lambda: cost_group(b)
     return groups

@@ -20,10 +20,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from cpvctl.direct import FALLBACK_ERRORS, open_url, signed_url
 from cpvctl.errors import Conflict, CpvctlError, IntegrityError
 from cpvctl.protocol import Ref
+from cpvctl.sink import Sink, WriteFailed
 from cpvctl.transport import PathArg, ProgressCallback, Transport
 
 CHUNK = 1 << 20
@@ -189,29 +191,66 @@ class _Fetcher:
         self.progress = progress
         self.total = total
         self.done = 0
+        #: read from the storage with a URL the daemon signs (cpvctl.direct); off after the
+        #: daemon has none to give or one could not be read
+        self.direct = True
+
+    def _query(self, entry: _Entry) -> dict[str, Any]:
+        return {
+            "artifact": self.name, "version": self.version, "relpath": entry.relpath,
+            **self.extra,
+        }  # fmt: skip
+
+    def _relay(self, entry: _Entry, f: BinaryIO, dest: Path) -> tuple[str, int]:
+        """The bytes through the daemon's socket."""
+        conn, resp = self.client.open("GET", "/pull/object", self._query(entry))
+        try:
+            return self._copy(resp, Sink(f, dest))
+        finally:
+            conn.close()
+
+    def _direct(self, entry: _Entry, f: BinaryIO, dest: Path) -> tuple[str, int] | None:
+        """The bytes straight from the storage; None (and ``f`` empty again) when the
+        daemon has no URL to give or the URL cannot be read from here."""
+        try:
+            url = signed_url(self.client.request("GET", "/pull/url", self._query(entry)))
+        except CpvctlError:  # an older daemon, or storage without URLs (a local directory)
+            url = None
+        if url is None:
+            self.direct = False
+            return None
+        start = self.done
+        try:
+            with contextlib.closing(open_url(url, self.client.timeout)) as resp:
+                return self._copy(resp, Sink(f, dest))
+        except FALLBACK_ERRORS:
+            self.direct = False
+            self.done = start
+            f.seek(0)
+            f.truncate()
+            return None
+
+    def _copy(self, resp: Any, sink: Sink) -> tuple[str, int]:
+        """Every byte of ``resp`` into ``sink``; ``(md5, size)`` once written and synced."""
+        try:
+            while chunk := resp.read(CHUNK):
+                sink.write(chunk)
+                self.done += len(chunk)
+                if self.progress is not None:
+                    self.progress(self.done, self.total)
+            return sink.finish()
+        finally:
+            sink.abandon()
 
     def into(self, entry: _Entry, dest: Path, fd_ready: bool) -> None:
-        query = {"artifact": self.name, "version": self.version, "relpath": entry.relpath}
-        query.update(self.extra)
-        conn, resp = self.client.open("GET", "/pull/object", query)
-        md5 = hashlib.md5(usedforsecurity=False)
-        size = 0
         flags = os.O_WRONLY | os.O_TRUNC | (0 if fd_ready else os.O_CREAT | os.O_EXCL)
         try:
             fd = os.open(dest, flags, 0o666)
             with os.fdopen(fd, "wb") as f:
-                while True:
-                    chunk = resp.read(CHUNK)
-                    if not chunk:
-                        break
-                    f.write(chunk)
-                    md5.update(chunk)
-                    size += len(chunk)
-                    self.done += len(chunk)
-                    if self.progress is not None:
-                        self.progress(self.done, self.total)
-                f.flush()
-                os.fsync(f.fileno())
+                got = self._direct(entry, f, dest) if self.direct else None
+                digest, size = got if got is not None else self._relay(entry, f, dest)
+        except WriteFailed as e:
+            raise CpvctlError(f"cannot write {dest}: {e.error}", code="io") from None
         except TimeoutError:
             raise CpvctlError(
                 f"download of {entry.relpath} stalled: no data for {self.client.timeout:g} s",
@@ -223,17 +262,15 @@ class _Fetcher:
             raise _interrupted(entry, e) from None
         except http.client.HTTPException as e:
             raise _interrupted(entry, e) from None
-        finally:
-            conn.close()
         where = f"{self.name}@{self.version}:{entry.relpath}"
         if entry.size is not None and size != entry.size:
             raise IntegrityError(
                 f"{where}: got {size} bytes, the manifest says {entry.size}; nothing was written",
                 code="corrupt",
             )
-        if md5.hexdigest() != entry.md5:
+        if digest != entry.md5:
             raise IntegrityError(
-                f"{where}: md5 {md5.hexdigest()} does not match the manifest's {entry.md5}; "
+                f"{where}: md5 {digest} does not match the manifest's {entry.md5}; "
                 "nothing was written",
                 code="corrupt",
             )

@@ -160,7 +160,7 @@ class Daemon:
     async def _run(self, stack: AsyncExitStack, state: Path) -> None:
         """Start everything in order; ``stack`` stops it in reverse, whatever happens."""
         cfg, d = self.cfg, self.cfg.daemon
-        ex = Executors()
+        ex = Executors.lowered(d.nice)
         db, queue, ledger = open_state(state, d.retry_max_seconds, self.rebuild_queue)
         stack.callback(db.close)
         stack.callback(ex.shutdown)

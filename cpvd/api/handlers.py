@@ -20,6 +20,7 @@ from cpvctl.protocol import (
     validate_job_id,
     validate_stage,
 )
+from cpvd.api.direct_pull import direct_url, pull_entry
 from cpvd.api.events import EventBus, format_sse
 from cpvd.api.history import history_answer
 from cpvd.api.limits import REQUEST_TIMEOUT
@@ -254,14 +255,7 @@ def _include_pruned(request: web.Request) -> bool:
 
 async def pull_object(request: web.Request) -> web.StreamResponse:
     queries = services(request).queries
-    name = query(request, "artifact") or ""
-    relpath = query(request, "relpath") or ""
-    manifest = await queries.manifest(
-        name, query(request, "version", False), _include_pruned(request), check=False
-    )
-    entry = next((f for f in manifest["files"] if f["relpath"] == relpath), None)
-    if entry is None:
-        raise ProtocolError("not_found", f"{name}@{manifest['version']} has no file {relpath!r}")
+    entry = await _pull_entry(request)
     stream = await queries.open_object(entry["md5"])
     resp = web.StreamResponse(
         headers={
@@ -278,6 +272,19 @@ async def pull_object(request: web.Request) -> web.StreamResponse:
         await queries.close(stream)
     await resp.write_eof()
     return resp
+
+
+async def pull_url(request: web.Request) -> web.Response:
+    entry = await _pull_entry(request)
+    owner = services(request).queries.of(query(request, "artifact") or "")  # its storage signs
+    return web.json_response(await direct_url(owner, entry))
+
+
+async def _pull_entry(request: web.Request) -> Any:
+    name, relpath = query(request, "artifact") or "", query(request, "relpath") or ""
+    version = query(request, "version", False)
+    queries = services(request).queries
+    return await pull_entry(queries, name, version, relpath, _include_pruned(request))
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -352,6 +359,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(f"{p}/hooks/test", hooks_test)
     app.router.add_get(f"{p}/pull/manifest", pull_manifest)
     app.router.add_get(f"{p}/pull/object", pull_object)
+    app.router.add_get(f"{p}/pull/url", pull_url)
     app.router.add_get(f"{p}/events", events)
     app.router.add_get(f"{p}/events/recent", events_recent)
     app.router.add_get("/metrics", metrics)

@@ -97,6 +97,10 @@ class Queries:
         self._versions_cache[key[0]] = (key, body)
         return body
 
+    def of(self, artifact: str) -> Queries:
+        """The queries of the registry holding ``artifact`` (one registry: these)."""
+        return self
+
     async def show(self, artifact: str, version: str | None) -> dict[str, Any]:
         """``version``: a reference's selector (``vX.Y.Z``, ``latest``, ``#STAGE``, None)."""
         info = await self.executors.on_registry(self.engine.resolve, ref_of(artifact, version))

@@ -194,9 +194,6 @@ def _read_table(cls: type, data: Mapping[str, Any], where: _Where) -> dict[str, 
     return kwargs  # the keys that were read; the others' problems are in where.pending
 
 
-# ---------------------------------------------------------------- value rules
-
-
 def _at_least(kwargs: dict[str, Any], key: str, low: float, where: _Where, *, strict: bool) -> None:
     if key in kwargs:
         v = kwargs[key]
@@ -211,6 +208,8 @@ def _daemon(data: Mapping[str, Any], where: _Where) -> DaemonConfig:
     _at_least(kw, "drain_timeout", 0, where, strict=False)
     _at_least(kw, "snapshot_limit_bytes", 0, where, strict=False)
     _at_least(kw, "retry_max_seconds", 0, where, strict=True)
+    if not 0 <= kw.get("nice", 0) <= 19:
+        raise where.error("nice", f"must be 0 (off) to 19 (lowest priority), got {kw['nice']}")
     if any(uid < 0 for uid in kw.get("allow_uids", ())):
         raise where.error("allow_uids", f"uids must be >= 0, got {_show(list(kw['allow_uids']))}")
     if "allow_group" in kw and not kw["allow_group"]:

@@ -32,6 +32,9 @@ class DaemonConfig:
     drain_timeout: float = 20.0
     #: longest wait, in seconds, between two retries of a job or a push (backoff cap)
     retry_max_seconds: float = 300.0
+    #: nice value (0-19) of the threads that hash, copy, upload and run Git, so a trainer
+    #: on the same cores goes first (cpvd.pipeline.priority); 0 leaves them alone
+    nice: int = 10
 
 
 @dataclass(frozen=True)

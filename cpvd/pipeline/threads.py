@@ -11,13 +11,17 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
+
+from cpvd.pipeline.priority import lower_thread_priority
 
 T = TypeVar("T")
 
 
-def _pool(n: int, name: str) -> Callable[[], ThreadPoolExecutor]:
-    return lambda: ThreadPoolExecutor(n, thread_name_prefix=name)
+def _pool(n: int, name: str, nice: int = 0) -> Callable[[], ThreadPoolExecutor]:
+    start = partial(lower_thread_priority, nice)
+    return lambda: ThreadPoolExecutor(n, thread_name_prefix=name, initializer=start)
 
 
 @dataclass
@@ -29,6 +33,17 @@ class Executors:
     snapshot: ThreadPoolExecutor = field(default_factory=_pool(1, "cpv-snapshot"))
     #: stores files hashed while their snapshot is still being taken (cpvd.pipeline.file_upload)
     file_upload: ThreadPoolExecutor = field(default_factory=_pool(1, "cpv-file-upload"))
+
+    @classmethod
+    def lowered(cls, nice: int) -> Executors:
+        """The same pools, each thread at least ``nice`` (``[daemon] nice``; see
+        cpvd.pipeline.priority): they do the hashing, copying, uploading and Git work."""
+        return cls(
+            registry=_pool(1, "cpv-registry", nice)(),
+            io=_pool(2, "cpv-io", nice)(),
+            snapshot=_pool(1, "cpv-snapshot", nice)(),
+            file_upload=_pool(1, "cpv-file-upload", nice)(),
+        )
 
     async def on_registry(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.registry, fn, *args)

@@ -208,6 +208,12 @@ class S3Storage(S3Collect):
             raise self._error(exc, "read an object") from None
         return cast(BinaryIO, resp["Body"])
 
+    def presigned_get(self, md5: str, expires: int) -> str:
+        """A URL that reads object ``md5`` without credentials for ``expires`` seconds
+        (``cpvctl pull`` fetches straight from the storage: cpvd.api.direct_pull)."""
+        params = {"Bucket": self.bucket, "Key": self.key_of(check_md5(md5))}
+        return str(self._client.generate_presigned_url("get_object", params, expires))
+
     def verify(self, md5: str) -> bool:
         try:
             body = self.open_object(md5)

@@ -57,3 +57,15 @@ def test_backoff_cap_bounds_every_delay(tmp_path: Path) -> None:
             assert job.next_attempt_at - now <= 2.0
     finally:
         q.close()
+
+
+def test_nice_defaults_to_10_and_is_read() -> None:
+    assert parse_config("", Path("/etc/cpvd.toml")).daemon.nice == 10
+    assert parse_config("[daemon]\nnice = 0\n", Path("/etc/cpvd.toml")).daemon.nice == 0
+    assert parse_config("[daemon]\nnice = 19\n", Path("/etc/cpvd.toml")).daemon.nice == 19
+
+
+@pytest.mark.parametrize("value", ["-1", "20", "2.5", '"low"'])
+def test_bad_nice_names_the_key(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"\[daemon\].*nice|nice.*0"):
+        parse_config(f"[daemon]\nnice = {value}\n", Path("/etc/cpvd.toml"))

@@ -154,6 +154,17 @@ def test_supervision_keys(unit: str, request: pytest.FixtureRequest) -> None:
     ]
 
 
+@pytest.mark.parametrize("unit", ["system_unit", "user_unit"])
+def test_units_run_below_the_trainer(unit: str, request: pytest.FixtureRequest) -> None:
+    """Issue 18: the daemon yields CPU and disk to the training job beside it."""
+    u = request.getfixturevalue(unit)
+    assert 0 < int(one(u, "Service", "Nice")) <= 19
+    assert one(u, "Service", "IOSchedulingClass") == "best-effort"
+    assert int(one(u, "Service", "IOSchedulingPriority")) == 7, "the lowest best-effort level"
+    assert int(one(u, "Service", "CPUWeight")) < 100, "below the default weight"
+    assert int(one(u, "Service", "IOWeight")) < 100
+
+
 def test_system_unit_sandbox(system_unit: dict[str, dict[str, list[str]]]) -> None:
     u = system_unit
     assert one(u, "Service", "User") == "cpv"
@@ -183,6 +194,9 @@ def test_launchd_plist() -> None:
     assert plist["ThrottleInterval"] > 0
     assert plist["ExitTimeOut"] >= DRAIN + 10
     assert plist["StandardOutPath"] and plist["StandardErrorPath"]
+    assert plist["ProcessType"] == "Background", "throttled below the user's own work"
+    assert plist["LowPriorityIO"] is True
+    assert 0 < plist["Nice"] <= 19
 
 
 def test_system_config_agrees_with_the_unit(system_unit: dict[str, dict[str, list[str]]]) -> None:

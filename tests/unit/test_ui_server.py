@@ -151,6 +151,7 @@ def test_allowed_calls_are_forwarded_with_their_query_and_body(
     [
         ("POST", "/v1/push"),
         ("GET", "/v1/pull/object?artifact=a/b&relpath=x"),
+        ("GET", "/v1/pull/url?artifact=a/b&relpath=x"),  # a signed storage URL: never
         ("GET", "/v1/pull/manifest?artifact=a/b"),
         ("POST", "/v1/verify"),
         ("GET", "/metrics"),
