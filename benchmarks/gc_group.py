@@ -35,8 +35,8 @@ BASE_PAR = f"raw boto3: the 256 <2 hex>/ prefixes, {THREADS} threads"
 PHASE_NOTES = {
     "registry": "tag index, kept versions, pointers (registry thread)",
     "manifests": "marker + GET of every kept .dir manifest, 8 in parallel",
-    "list": "LIST of the 256 <2 hex>/ prefixes, 8 in parallel (LastModified parsed fast)",
-    "delete": "DeleteObjects, 1,000 keys per call",
+    "list": "LIST of the 16 shards 0-f, 8 in parallel (LastModified parsed fast)",
+    "delete": "DeleteObjects, 1,000 keys per call, 4 in flight",
 }
 
 

@@ -40,7 +40,7 @@ DELETE_BATCH = 1000
 #: parallel manifest reads (one GET each on S3)
 MANIFEST_THREADS = 8
 #: DeleteObjects calls in flight: the client builds (and S3 checks) 1,000 keys of XML
-#: per call; overlapping them roughly halved the delete phase on moto
+#: per call, and one at a time left each side waiting on the other
 DELETE_THREADS = 4
 
 GcProgress = Callable[[int, int], None]  # (bytes deleted so far, bytes to delete)

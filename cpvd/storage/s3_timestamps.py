@@ -1,10 +1,10 @@
 """A faster timestamp parser for cpvd's botocore clients.
 
 Why: botocore turns every ``LastModified`` of a ListObjectsV2 page into a datetime with
-dateutil's general parser: ~150 us per key on a quiet core here (~770 us under load), so a
+dateutil's general parser: 150-210 us per key here at load 5 (~770 us at load 15), so a
 gc listing 100,000 objects spent 15-75 s of the daemon's CPU on dates alone, competing with
 the S3 server on a small machine. S3 sends them as ISO 8601 (``2026-12-03T15:54:33.000Z``),
-which ``datetime.fromisoformat`` reads in ~1 us; anything else (HTTP dates in headers,
+which ``datetime.fromisoformat`` reads in under 1 us; anything else (HTTP dates in headers,
 epoch numbers) goes to botocore's own parser, so the values are the same datetimes.
 """
 
