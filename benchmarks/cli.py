@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from benchmarks.burst import rate_label
 from benchmarks.hooks_burst import add_hooks_target
 from benchmarks.procs import prepare_environment
 from benchmarks.report import (
@@ -172,7 +173,8 @@ def add_targets(results: Results, plan: Plan) -> None:
             ">= 3x",
             "median manual route / median e2e minus the quiet period",
         )
-    burst = r.find("3. Burst", f"daemon: {plan.burst_n} x 1 MiB dropped at once, versions/s")
+    burst = r.find("3. Burst", rate_label(plan.burst_n, polled=True))
+    unpolled = r.find("3. Burst", rate_label(plan.burst_n, polled=False))
     manual_burst = r.find(
         "3. Burst", f"manual route: {plan.manual_burst_n} x 1 MiB one after another, versions/s"
     )
@@ -183,7 +185,15 @@ def add_targets(results: Results, plan: Plan) -> None:
             burst.median,
             "/s",
             ">= 30/s",
-            f"{plan.burst_n} checkpoints, each its own commit and tag",
+            f"{plan.burst_n} checkpoints, each its own commit and tag, with `cpvctl versions` "
+            "polled every 0.2 s (issue 18)",
+        )
+        r.target(
+            "burst: versions per second, nobody polling",
+            unpolled.median if unpolled is not None else None,
+            "/s",
+            "",
+            "the same burst with no client (what RESULTS.md measured before issue 18)",
         )
         r.target(
             "burst: daemon rate / manual route rate",

@@ -32,7 +32,6 @@ from benchmarks.procs import (
     empty_bucket,
     ls_remote_tags,
     make_bare_remote,
-    push_count,
     remote_tags,
     rss_bytes,
     run,
@@ -664,125 +663,6 @@ class ManualRoute(Route):
         shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)
 
 
-# --- 3. burst ----------------------------------------------------------------------------------
-
-
-def burst_group(b: Bench) -> None:
-    plan = b.plan
-    gdir = b.dir("burst")
-    section = "3. Burst"
-    n, m = plan.burst_n, plan.manual_burst_n
-    rate = b.results.figure(
-        section,
-        f"daemon: {n} x 1 MiB dropped at once, versions/s",
-        "versions/s",
-        note="until the last tag is on the remote",
-    )
-    wall = b.results.figure(section, f"daemon: time until the {n}th tag is on the remote", "s")
-    pushes = b.results.figure(
-        section,
-        f"daemon: git pushes for {n} versions",
-        "pushes",
-        note="counted by the remote's post-receive hook",
-    )
-    manual_rate = b.results.figure(
-        section,
-        f"manual route: {m} x 1 MiB one after another, versions/s",
-        "versions/s",
-        note=f"{m} versions timed, the rate extrapolated to {n}",
-    )
-    with MotoServer() as moto:
-        s3 = moto.client()
-        bucket = moto.new_bucket()
-        artifact = "bench/burst"
-        prefix = artifact + "@"
-        watch = gdir / "watch"
-        remote = make_bare_remote(gdir / "remote.git")
-        daemon = Daemon(
-            root=gdir / "d",
-            watches=[Watch(watch, artifact, plan.settle)],
-            storage_url=f"s3://{bucket}/cpv",
-            endpoint_url=moto.endpoint,
-            remote=remote,
-        )
-        with daemon:
-            staging = gdir / "staging"
-            staging.mkdir()
-            write_random(staging / "warmup.bin", 4096)
-            os.rename(staging / "warmup.bin", watch / "warmup.bin")
-            wait_until(lambda: len(remote_tags(remote, prefix)) >= 1, 120, "warm-up version")
-            for r in range(plan.runs):
-                batch = staging / f"r{r}"
-                batch.mkdir()
-                names = [f"ck-r{r}-{j:03d}.bin" for j in range(n)]
-                for nm in names:
-                    write_random(batch / nm, MIB)
-                before = len(remote_tags(remote, prefix))
-                commits_before = int(run(["git", "rev-list", "--count", "main"], cwd=remote).stdout)
-                pushes_before = push_count(remote)
-                t0 = time.perf_counter()
-                for nm in names:
-                    os.rename(batch / nm, watch / nm)
-                wait_until(
-                    tags_reach(remote, prefix, before + n),
-                    900,
-                    f"{n} tags on the remote",
-                    interval=0.02,
-                )
-                elapsed = time.perf_counter() - t0
-                wall.samples.append(elapsed)
-                rate.samples.append(n / elapsed)
-                pushes.samples.append(push_count(remote) - pushes_before)
-                commits = int(run(["git", "rev-list", "--count", "main"], cwd=remote).stdout)
-                b.log(
-                    f"[burst] daemon run {r + 1}: {elapsed:.2f} s, {n / elapsed:.1f}/s, "
-                    f"{commits - commits_before} commits, {pushes.samples[-1]:.0f} pushes"
-                )
-                if commits - commits_before != n:
-                    b.results.notes.append(
-                        f"burst run {r + 1}: {commits - commits_before} commits for {n} tags "
-                        "(expected one commit per version)"
-                    )
-                wait_until(
-                    lambda: daemon.client().status()["queue"]["depth"] == 0,
-                    300,
-                    "an empty queue",
-                    interval=0.1,
-                )
-                empty_bucket(s3, bucket)
-        b.results.notes.append(
-            f"burst: each of the {n} versions per run was checked to be its own commit on the "
-            "remote (rev-list count before/after)."
-        )
-        # the manual route, on a sample of the burst
-        repo = manual_repo(
-            gdir / "manual",
-            make_bare_remote(gdir / "manual.git"),
-            f"s3://{bucket}/manual",
-            moto.endpoint,
-        )
-        k = 0
-        for r in range(plan.runs):
-            batch = gdir / "staging" / f"m{r}"
-            batch.mkdir()
-            for j in range(m):
-                write_random(batch / f"{j}.bin", MIB)
-            steps: dict[str, float] = {}
-
-            def route(batch: Path = batch, steps: dict[str, float] = steps) -> None:
-                nonlocal k
-                for j in range(m):
-                    os.replace(batch / f"{j}.bin", repo / "model.bin")
-                    manual_version(repo, "model.bin", f"bench/burst@v1.{k}.0", steps)
-                    k += 1
-
-            elapsed = timed(route)
-            manual_rate.samples.append(m / elapsed)
-            b.log(f"[burst] manual run {r + 1}: {m} versions in {elapsed:.2f} s")
-            empty_bucket(s3, bucket)
-    shutil.rmtree(gdir, ignore_errors=True)
-
-
 # --- 4. idle --------------------------------------------------------------------------------------
 
 
@@ -936,6 +816,8 @@ def all_groups(b: Bench) -> dict[str, Callable[[], None]]:
     groups: dict[str, Callable[[], None]] = {}
     for case in b.plan.cases:
         groups[f"e2e-{case.name}"] = lambda case=case: e2e_group(b, case)  # type: ignore[misc]
+    from benchmarks.burst import burst_group  # it builds on this module's helpers
+
     groups["burst"] = lambda: burst_group(b)
     groups["idle"] = lambda: idle_group(b)
     groups["queries"] = lambda: query_group(b)
