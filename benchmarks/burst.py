@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import subprocess
 import threading
@@ -64,6 +65,7 @@ class Poller:
         self.calls = 0
         self.failures = 0
         self.seconds = 0.0  # wall time spent in the calls
+        self.cpu = 0.0  # CPU seconds of the cpvctl processes (the harness's reaped children)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpvctl-poller", daemon=True)
 
@@ -77,6 +79,7 @@ class Poller:
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Poller:
+        self._cpu0 = _children_cpu()
         self._thread.start()
         return self
 
@@ -85,6 +88,14 @@ class Poller:
     ) -> None:
         self._stop.set()
         self._thread.join(130)
+        self.cpu = _children_cpu() - self._cpu0
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's reaped children: only the pollers exit during a run
+    (moto and the daemon are reaped when they stop)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class BurstFigures:
@@ -110,6 +121,10 @@ class BurstFigures:
         }  # fmt: skip
         self.polls = res.figure(SECTION, "cpvctl versions calls during a polled burst", "calls")
         self.poll_time = res.figure(SECTION, "cpvctl versions: wall time per call, polled", "s")
+        self.poll_cpu = res.figure(
+            SECTION, "cpvctl versions: CPU of the polling processes per call", "ms",
+            note="the client's own cost, on the same 2 cores as the daemon",
+        )  # fmt: skip
         self.manual = res.figure(
             SECTION, f"manual route: {m} x 1 MiB one after another, versions/s", "versions/s",
             note=f"{m} versions timed, the rate extrapolated to {n}",
@@ -179,6 +194,7 @@ def _daemon_run(
     else:
         figs.polls.samples.append(poller.calls)
         figs.poll_time.samples.append(poller.seconds / max(poller.calls, 1))
+        figs.poll_cpu.samples.append(poller.cpu / max(poller.calls, 1) * 1000)
         if poller.failures:
             b.results.notes.append(f"burst {tag}: {poller.failures} cpvctl versions calls failed")
     made = _commits(remote) - commits_before

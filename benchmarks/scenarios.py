@@ -821,10 +821,12 @@ def all_groups(b: Bench) -> dict[str, Callable[[], None]]:
     groups["burst"] = lambda: burst_group(b)
     groups["idle"] = lambda: idle_group(b)
     groups["queries"] = lambda: query_group(b)
+    from benchmarks.fleet import fleet_group
     from benchmarks.gc_group import gc_group  # it imports Bench from here
     from benchmarks.hooks_burst import hooks_group  # it builds on this module's helpers
 
     groups["gc"] = lambda: gc_group(b)
+    groups["fleet"] = lambda: fleet_group(b)
     groups["hooks"] = lambda: hooks_group(b)
 
     from benchmarks.backlog_group import backlog_group  # issue 18: cap, lag, coalescing
