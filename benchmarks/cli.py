@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="run only these groups (repeatable; a prefix such as 'e2e' matches "
-        "e2e-f256m, e2e-f1g, e2e-d1g; others: burst, idle, queries, hooks, gc, backlog, "
+        "e2e-f256m, e2e-f1g, e2e-d1g; others: burst, idle, queries, hooks, gc, transfer, backlog, "
         "pull, cost, fleet)",
     )
     p.add_argument("--runs", type=int, default=None, help="runs per figure (default 3; quick 1)")

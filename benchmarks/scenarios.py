@@ -828,6 +828,9 @@ def all_groups(b: Bench) -> dict[str, Callable[[], None]]:
     groups["gc"] = lambda: gc_group(b)
     groups["fleet"] = lambda: fleet_group(b)
     groups["hooks"] = lambda: hooks_group(b)
+    from benchmarks.transfer_follow import transfer_group  # issue 18: in-watch writers
+
+    groups["transfer"] = lambda: transfer_group(b)
 
     from benchmarks.backlog_group import backlog_group  # issue 18: cap, lag, coalescing
 

@@ -39,6 +39,7 @@ from cpvd.hooks.service import HookService
 from cpvd.lifecycle.collector import Collector
 from cpvd.pipeline.durability import Durability, pushed_points
 from cpvd.pipeline.file_upload import FileUploads
+from cpvd.pipeline.follow import Follower
 from cpvd.pipeline.health import Health, Pause, Wakeups
 from cpvd.pipeline.intake import Intake
 from cpvd.pipeline.lane import Lane, Shared, open_lanes
@@ -183,8 +184,10 @@ class Daemon:
         stack.callback(prepared.cancel_all)  # queued jobs upload everything next start
         copier = _copier(self.config, lanes, snapshots, ex, pause)
         handled = partial(why_handled, queue, ledger)
-        speculative = SpeculativeSnapshots(copier, ex, handled)
+        follower = Follower(snapshots)  # hashes while written; speculative.close stops it
+        speculative = SpeculativeSnapshots(copier, ex, handled, follower)
         watcher = Watcher(cfg.watches, rescan_seconds=d.rescan_seconds)
+        watcher.on_activity = follower.event
         intake = Intake(
             self.config, queue, ledger, copier, speculative, prepared, bus, wakeups, watcher.defer
         )

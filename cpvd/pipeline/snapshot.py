@@ -151,6 +151,31 @@ class SnapshotStore:
             f"last: {last_change})"
         )
 
+    def adopt(self, key: str, staged: Path, name: str) -> Path:
+        """Make ``staged`` (a whole copy of one file, alone in a staging directory of this
+        store: cpvd.pipeline.follow) the snapshot ``root/key/<name>`` and return its path."""
+        _check_key(key)
+        if not name or "/" in name or name in (".", ".."):
+            raise InputError(f"bad snapshot file name {name!r}", code="invalid_path")
+        staging = staged.parent
+        if staging.parent != self.root or not staging.name.startswith(STAGING_PREFIX):
+            raise InputError(f"{staged} is not staged in {self.root}", code="invalid_path")
+        final = staging / name
+        if final != staged:
+            os.rename(staged, final)
+        sync_tree([final], [staging])
+        return self._commit(key, staging, os.lstat(final).st_size)
+
+    def hold_partial(self, name: str, nbytes: int) -> None:
+        """Count ``nbytes`` of a copy being built outside :meth:`take` (a followed file)
+        against the limit under ``name``; 0 stops counting it."""
+        with self._cond:
+            if nbytes > 0:
+                self._reserved[name] = nbytes
+            else:
+                self._reserved.pop(name, None)
+            self._cond.notify_all()
+
     def unchanged(self, src: Path, layout: Layout) -> bool:
         """Is ``src`` still, file by file (path, size, mtime, inode), what ``layout`` says?"""
         try:

@@ -39,6 +39,7 @@ from cpvd.config.model import WatchConfig
 from cpvd.errors import CpvError
 from cpvd.pipeline.copier import Copier, Taken
 from cpvd.pipeline.file_upload import UploadBatch
+from cpvd.pipeline.follow import Follower
 from cpvd.pipeline.snapshot import Layout
 from cpvd.pipeline.threads import Executors
 from cpvd.storage.hashing import ContentHash
@@ -59,6 +60,8 @@ class _Offer:
     batch: UploadBatch
     abandon: threading.Event
     future: asyncio.Future[tuple[Path, ContentHash | None, Layout]]
+    #: taken from the copy followed while written (cpvd.pipeline.follow), if there was one
+    sealed: bool = False
 
 
 @dataclass(eq=False)
@@ -69,18 +72,26 @@ class SpeculativeSnapshots:
     copier: Copier
     executors: Executors
     handled: Handled
+    #: files copied and hashed while written; a sealed offer takes its copy from there
+    follower: Follower | None = None
 
     def __post_init__(self) -> None:
         self._snapshots = self.copier.snapshots
         self._offers: dict[tuple[str, str], _Offer] = {}
 
-    def offer(self, watch: WatchConfig, path: Path, size: int, mtime_ns: int) -> None:
-        """``path`` looks whole (it appeared, or its writer closed it): start its snapshot."""
+    def offer(
+        self, watch: WatchConfig, path: Path, size: int, mtime_ns: int, sealed: bool = False
+    ) -> None:
+        """``path`` looks whole (it appeared, or its writer closed it): start its snapshot.
+        ``sealed``: its writer's last act was seen, so a copy followed while it was written
+        (cpvd.pipeline.follow) is handed over instead of a new one."""
         artifact, source = watch.artifact, str(path)
         self.discard(artifact, source)
         if self.handled(artifact, source, size, mtime_ns) is not None:
+            self._forget_followed(path)
             return
-        if not self._snapshots.has_room(size):
+        follow = self.follower if sealed else None
+        if follow is None and not self._snapshots.has_room(size):
             log.debug("no early snapshot of %s: the snapshot store is short of room", source)
             return
         key = uuid.uuid4().hex
@@ -89,14 +100,29 @@ class SpeculativeSnapshots:
         abandon = threading.Event()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(
-            self.executors.snapshot, self.copier.copy_and_hash, path, key, batch, abandon
+            self.executors.snapshot, self._take, follow, path, key, batch, abandon
         )
-        offer = _Offer(key, batch, abandon, future)
+        offer = _Offer(key, batch, abandon, future, follow is not None)
         self._offers[(artifact, source)] = offer
         future.add_done_callback(_consume)
         expiry = max(MIN_EXPIRY, EXPIRY_PERIODS * watch.settle_seconds)
         loop.call_later(expiry, self._expire, (artifact, source), offer)
         log.debug("snapshotting %s during its quiet period", source)
+
+    def _take(
+        self,
+        follow: Follower | None,
+        path: Path,
+        key: str,
+        batch: UploadBatch,
+        abandon: threading.Event,
+    ) -> tuple[Path, ContentHash | None, Layout]:
+        """On the snapshot thread: the followed copy when there is one, else a new copy."""
+        if follow is not None and not abandon.is_set():
+            got = follow.finish(path, key, batch)
+            if got is not None:
+                return got
+        return self.copier.copy_and_hash(path, key, batch, abandon)
 
     def discard(self, artifact: str, source: str) -> None:
         """The checkpoint changed (or will not be versioned): drop its speculative snapshot."""
@@ -109,6 +135,8 @@ class SpeculativeSnapshots:
         """The snapshot taken early for ``path`` if it is still exactly what ``path`` is
         now (the checkpoint was just declared complete); None: take one as usual."""
         offer = self._offers.pop((artifact, str(path)), None)
+        if offer is None or not offer.sealed:
+            self._forget_followed(path)  # complete now: a copy still followed is of no use
         if offer is None:
             return None
         try:
@@ -132,10 +160,18 @@ class SpeculativeSnapshots:
             offer.batch.cancel()
         return Taken(offer.key, snap, content, offer.batch)
 
+    def _forget_followed(self, path: Path) -> None:
+        if self.follower is not None:
+            with contextlib.suppress(RuntimeError):  # the pool is shut down: stopping
+                self.executors.io.submit(self.follower.forget, path)
+
     def close(self) -> None:
-        """Shutdown: drop every offer (their copies stop at the next chunk)."""
+        """Shutdown: drop every offer (their copies stop at the next chunk) and stop
+        following files (the watcher, stopped before, feeds it no more)."""
         for k in list(self._offers):
             self.discard(*k)
+        if self.follower is not None:
+            self.follower.stop()
 
     def _expire(self, k: tuple[str, str], offer: _Offer) -> None:
         if self._offers.get(k) is offer:

@@ -34,7 +34,7 @@ class WatchRelay:
         if hint.what == "offer" and hint.signature is not None:
             sig = hint.signature
             self.loop.call_soon_threadsafe(
-                self.speculative.offer, watch, hint.path, sig.size, sig.mtime_ns
+                self.speculative.offer, watch, hint.path, sig.size, sig.mtime_ns, hint.sealed
             )
         else:
             self.loop.call_soon_threadsafe(self.speculative.discard, watch.artifact, str(hint.path))

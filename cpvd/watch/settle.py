@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from cpvd.retry import Backoff
-from cpvd.watch import formats
+from cpvd.watch import formats, proof
 from cpvd.watch.pending import Pending
 from cpvd.watch.unit_scan import find_units
 from cpvd.watch.units import UnitRules, is_ignored_name, sidecar_owner, unit_of
@@ -92,6 +92,9 @@ class Hint(NamedTuple):
     path: Path
     what: Literal["offer", "drop"]
     signature: Signature | None
+    #: the writer's last act was seen (a close after writing, a rename of a temporary
+    #: name): a copy followed while written can be handed over (cpvd.pipeline.follow)
+    sealed: bool = False
 
 
 def checkpoint_root(watch_root: Path, path: Path, rules: UnitRules = ENTRIES) -> Path | None:
@@ -205,7 +208,12 @@ class Tracker:
     # -- feeding ----------------------------------------------------------------------------
 
     def observe(
-        self, path: Path, now: float, closed: bool = False, modified: bool = True
+        self,
+        path: Path,
+        now: float,
+        closed: bool = False,
+        modified: bool = True,
+        renamed: bool = False,
     ) -> Path | None:
         """Record filesystem activity at ``path``; returns the checkpoint it belongs to.
 
@@ -214,14 +222,18 @@ class Tracker:
 
         ``closed``: a writer closed ``path``; ``modified``: bytes were written to it (False
         only for events known not to write: a creation, a rename). Both decide the early
-        snapshot hints (:meth:`hints`).
+        snapshot hints (:meth:`hints`). ``renamed``: ``path`` was just renamed to its name
+        from a temporary name inside the watch. A file unit closed or renamed that way may
+        prove itself complete (cpvd.watch.proof): then it is looked at now, not after its
+        quiet period.
         """
         cp = unit_of(self.watch_root, path, self.rules, self._entries.__contains__)
         if cp is None:
             self._observe_other(Path(os.path.normpath(os.fspath(path))), now)
             return None
         entry = self._entries.get(cp)
-        whole = closed and os.path.normpath(os.fspath(path)) == os.fspath(cp)
+        at_unit = os.path.normpath(os.fspath(path)) == os.fspath(cp)
+        whole = (closed or renamed) and at_unit
         if entry is None:
             files = walk(cp)
             if files is None:
@@ -243,7 +255,10 @@ class Tracker:
             entry.closed_seen = True
         if whole and entry.files and empty_reason(entry.files) is None:
             entry.early = True
-            self._hints.append(Hint(cp, "offer", signature_of(entry.files)))
+            sealed = at_unit and (closed or renamed) and list(entry.files) == [""]
+            if sealed and (renamed or proof.closed_whole(cp)):
+                entry.next_check = now  # proven complete: no quiet period to wait out
+            self._hints.append(Hint(cp, "offer", signature_of(entry.files), sealed))
         return cp
 
     def scan(self, now: float, events_lost: bool = False) -> None:

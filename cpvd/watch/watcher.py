@@ -44,13 +44,15 @@ from cpvd.config.model import WatchConfig
 from cpvd.watch.pending import Pending
 from cpvd.watch.settle import Decision, Hint, Signature, Tracker
 from cpvd.watch.unit_scan import UnitScan, find_units
-from cpvd.watch.units import UnitRules
+from cpvd.watch.units import UnitRules, is_ignored_name
 
 log = logging.getLogger(__name__)
 
 OnReady = Callable[[WatchConfig, Path, Signature], None]
 OnWaiting = Callable[[WatchConfig, Path, str], None]
 OnHint = Callable[[WatchConfig, Hint], None]
+#: ``(root, its unit rules, path, event kinds)``: raw activity, for cpvd.pipeline.follow
+OnActivity = Callable[[Path, UnitRules, Path, set[str]], None]
 
 #: only events that can change a checkpoint (no opened/closed_no_write/dir-modified: the
 #: daemon's own reads of a snapshot source must not look like activity)
@@ -93,10 +95,12 @@ class _Handler(FileSystemEventHandler):
         self._key = key
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        paths = [event.src_path]
+        src = os.fsdecode(event.src_path)
+        self._watcher._enqueue(self._key, [src], event.event_type)
         if event.event_type == "moved" and event.dest_path:
-            paths.append(event.dest_path)
-        self._watcher._enqueue(self._key, [os.fsdecode(p) for p in paths], event.event_type)
+            # a temporary name renamed to its final one: the writer's commit (settle.proof)
+            kind = "renamed" if is_ignored_name(os.path.basename(src)) else "moved"
+            self._watcher._enqueue(self._key, [os.fsdecode(event.dest_path)], kind)
 
 
 def _ignore_ready(watch: WatchConfig, path: Path, signature: Signature) -> None:
@@ -118,6 +122,8 @@ class Watcher:
         #: early snapshot offers and drops (cpvd.pipeline.speculative_snapshot), before any
         #: decision
         self._on_hint: OnHint | None = None
+        #: every event's path and kinds, before any decision (cpvd.pipeline.follow)
+        self.on_activity: OnActivity | None = None
         self.rescan_seconds = max(0.1, float(rescan_seconds))
         self._poll_interval = poll_interval
         #: guards trackers and scheduling; taken before ``_cond`` when both are needed
@@ -393,8 +399,14 @@ class Watcher:
                     self._ensure_scheduled(w)  # the root itself went away (or came back)
                     w.tracker.scan(now)
                 else:
+                    if self.on_activity is not None:
+                        self.on_activity(w.root, w.tracker.rules, Path(path), kinds)
                     w.tracker.observe(
-                        Path(path), now, closed="closed" in kinds, modified="modified" in kinds
+                        Path(path),
+                        now,
+                        closed="closed" in kinds,
+                        modified="modified" in kinds,
+                        renamed="renamed" in kinds,
                     )
             if forced_rescan or now >= self._next_rescan:
                 if forced_rescan:
