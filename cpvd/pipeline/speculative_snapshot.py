@@ -37,7 +37,7 @@ from typing import Any
 
 from cpvd.config.model import WatchConfig
 from cpvd.errors import CpvError
-from cpvd.pipeline.copier import Copier, Taken
+from cpvd.pipeline.copier import Abandoned, Copier, Taken
 from cpvd.pipeline.file_upload import UploadBatch
 from cpvd.pipeline.follow import Follower
 from cpvd.pipeline.snapshot import Layout
@@ -100,7 +100,7 @@ class SpeculativeSnapshots:
         abandon = threading.Event()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(
-            self.executors.snapshot, self._take, follow, path, key, batch, abandon
+            self.executors.snapshot, self._take, follow, path, size, key, batch, abandon
         )
         offer = _Offer(key, batch, abandon, future, follow is not None)
         self._offers[(artifact, source)] = offer
@@ -113,15 +113,21 @@ class SpeculativeSnapshots:
         self,
         follow: Follower | None,
         path: Path,
+        size: int,
         key: str,
         batch: UploadBatch,
         abandon: threading.Event,
     ) -> tuple[Path, ContentHash | None, Layout]:
-        """On the snapshot thread: the followed copy when there is one, else a new copy."""
+        """On the snapshot thread: the followed copy when there is one, else a new copy.
+        A sealed offer skipped the room check (a followed copy needs no more room); without
+        that copy, a new one is as optional as any early snapshot: it must never wait for
+        space, which would hold a reservation the job's own copy then waits behind."""
         if follow is not None and not abandon.is_set():
             got = follow.finish(path, key, batch)
             if got is not None:
                 return got
+            if not self._snapshots.has_room(size):
+                raise Abandoned(f"no early snapshot of {path}: the snapshot store is short of room")
         return self.copier.copy_and_hash(path, key, batch, abandon)
 
     def discard(self, artifact: str, source: str) -> None:
