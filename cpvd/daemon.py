@@ -199,6 +199,7 @@ class Daemon:
         durability = await self._start_backlog(lanes, queue, bus, metrics, intake)
         routed = _routed(self.config, lanes)
         stack.callback(routed.collector.cancel)  # before the io pool waits for a running gc
+        stack.callback(snapshots.close)  # after the drain: a copy waiting for space gives up
         stack.push_async_callback(self._drain, lanes)
         stack.callback(speculative.close)  # the start-up clean-up deletes their snapshots
         self._tasks = []

@@ -83,6 +83,8 @@ class SnapshotStore:
         self._cond = threading.Condition()
         self._sizes: dict[str, int] = {}
         self._reserved: dict[str, int] = {}
+        #: set by :meth:`close`: copies waiting for space give up instead of waiting on
+        self._closed = False
         #: (src st_dev, dst st_dev) pairs where FICLONE failed: skip trying again
         self._no_reflink: set[tuple[int, int]] = set()
         self._recover()
@@ -165,6 +167,13 @@ class SnapshotStore:
             os.rename(staged, final)
         sync_tree([final], [staging])
         return self._commit(key, staging, os.lstat(final).st_size)
+
+    def close(self) -> None:
+        """Shutdown: a copy waiting for space (:meth:`take`) raises at once instead of
+        keeping its thread, and the daemon's exit, waiting for space that may never come."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
     def hold_partial(self, name: str, nbytes: int) -> None:
         """Count ``nbytes`` of a copy being built outside :meth:`take` (a followed file)
@@ -259,6 +268,10 @@ class SnapshotStore:
                 in_use = sum(self._sizes.values()) + sum(self._reserved.values())
                 if in_use + need <= self.limit_bytes or in_use == 0:
                     break
+                if self._closed:
+                    raise SnapshotSpaceTimeout(
+                        f"snapshot store {self.root} is full and the daemon is stopping"
+                    )
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise SnapshotSpaceTimeout(
