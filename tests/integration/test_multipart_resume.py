@@ -104,7 +104,9 @@ def test_an_upload_cut_by_an_outage_resumes_where_it_stopped(
     resumed = [d for t, d in seen if t == "upload.resumed"]
     assert len(resumed) == 1, seen
     r = resumed[0]
-    assert r["parts_confirmed"] >= 5 and r["bytes_confirmed"] == r["parts_confirmed"] * PART
+    # six parts' bytes were read when the link went down; two of them may still have been
+    # on their way (concurrency 2), so S3 holds at least four
+    assert r["parts_confirmed"] >= 4 and r["bytes_confirmed"] == r["parts_confirmed"] * PART
     assert r["bytes_confirmed"] + r["bytes_to_send"] == size
     # at most the parts in flight (concurrency 2), plus one: a thread whose part went through
     # just as the link went down starts the next before it sees the others fail

@@ -26,9 +26,16 @@ def _failed_job(d: DaemonProcess) -> dict[str, Any] | None:
 def _empty_and_delete(s3: S3Target) -> None:
     c = s3.client()
     try:
-        for obj in c.list_objects_v2(Bucket=s3.bucket).get("Contents", []):
-            c.delete_object(Bucket=s3.bucket, Key=obj["Key"])
-        c.delete_bucket(Bucket=s3.bucket)
+        for _ in range(20):  # the daemon may write an object between our list and delete
+            for obj in c.list_objects_v2(Bucket=s3.bucket).get("Contents", []):
+                c.delete_object(Bucket=s3.bucket, Key=obj["Key"])
+            try:
+                c.delete_bucket(Bucket=s3.bucket)
+                return
+            except c.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "BucketNotEmpty":
+                    raise
+        raise AssertionError(f"bucket {s3.bucket} never became empty enough to delete")
     finally:
         c.close()
 
