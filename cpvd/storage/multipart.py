@@ -97,6 +97,8 @@ class _Run:
         self.parts = plan(size, part_size)
         self.upload_id = ""
         self.stop = threading.Event()
+        self._retrying: set[int] = set()  # parts retrying: no new part starts meanwhile
+        self._calm = threading.Condition()
         self.reported = 0
         self._lock = threading.Lock()  # progress comes from every part's thread
 
@@ -196,6 +198,16 @@ class _Run:
         return {f.result()["PartNumber"]: f.result() for f in futures}
 
     def _part(self, part: Part) -> dict[str, Any]:
+        try:
+            return self._try_part(part)
+        except BaseException:
+            self.stop.set()  # no part starts once one failed for good
+            raise
+        finally:
+            self._trouble(part.number, False)  # after the stop: a waiting part sees it
+
+    def _try_part(self, part: Part) -> dict[str, Any]:
+        self._wait_calm()
         if self.stop.is_set():
             raise _Stopped("another part failed")
         if self.up.journal is not None:
@@ -215,7 +227,25 @@ class _Run:
                 self._report(-body.sent)
                 if body.failure is not None:
                     raise body.failure from None
+                self._trouble(part.number, True)
                 self._retry_or_raise(exc, part, body, attempt)
+
+    def _trouble(self, number: int, retrying: bool) -> None:
+        """Mark a part as retrying after a failure, or as done with it."""
+        with self._calm:
+            if retrying:
+                self._retrying.add(number)
+            elif number in self._retrying:
+                self._retrying.discard(number)
+                self._calm.notify_all()
+
+    def _wait_calm(self) -> None:
+        """While a part retries after a failure, start no other: on a link that went down,
+        every new part would only add bytes to send again (a resume re-sends at most the
+        parts that were in flight)."""
+        with self._calm:
+            while self._retrying and not self.stop.is_set():
+                self._calm.wait(0.2)
 
     def _part_progress(self, n: int) -> None:
         if self.stop.is_set():
