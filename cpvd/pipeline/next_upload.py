@@ -54,8 +54,8 @@ class NextJobUpload:
             content = self.prepared.content(job.id)
             if job.id == current or content is None or not job.snapshot:
                 continue
-            if self.prepared.uploading(job.id):
-                continue  # its files are being stored already (cpvd.pipeline.file_upload)
+            if self.prepared.uploaded_early(job.id):
+                continue  # its files are (being) stored already (cpvd.pipeline.file_upload)
             snap = Path(job.snapshot)
             task = asyncio.create_task(self._upload(snap, content), name=f"upload-next-{job.id}")
             self._tasks[job.id] = task

@@ -38,10 +38,12 @@ class PreparedJobs:
         p = self._jobs.get(job_id)
         return p.content if p is not None else None
 
-    def uploading(self, job_id: str) -> bool:
-        """Whether early uploads of this job's files are still running."""
+    def uploaded_early(self, job_id: str) -> bool:
+        """Whether this job's files went to early uploads (running or done): its own upload
+        step waits for them and stores only what they did not, so nothing is left to do
+        ahead of it (a HEAD per object, measured as much work as the PUT in a burst)."""
         p = self._jobs.get(job_id)
-        return p is not None and p.batch is not None and p.batch.pending > 0
+        return p is not None and p.batch is not None
 
     def cancel_all(self) -> None:
         """Shutdown: stop every early upload (queued jobs upload everything next start)."""
