@@ -5,21 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
-import pytest
 
-from tests.e2e.gc_helpers import GcDaemon, deregister, gc_daemons
+from tests.e2e.gc_helpers import GcDaemon, deregister
 from tests.e2e.harness import Watch, cpvctl, events_of, tags, versions_of, wait_for
 
 ART = "team/model"
-
-
-@pytest.fixture
-def gc_daemon(short_tmp: Path) -> Iterator[Callable[..., GcDaemon]]:
-    yield from gc_daemons(short_tmp)
 
 
 def s3_keys(endpoint: str, bucket: str) -> set[str]:

@@ -14,20 +14,15 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.gc_helpers import GcDaemon, deregister, gc_daemons
+from tests.e2e.gc_helpers import GcDaemon, deregister
 from tests.e2e.harness import Watch, cpvctl, tags, versions_of, wait_for
 
 ART = "team/model"
-
-
-@pytest.fixture
-def gc_daemon(short_tmp: Path) -> Iterator[Callable[..., GcDaemon]]:
-    yield from gc_daemons(short_tmp)
 
 
 def add_orphans(storage: Path, n: int, rng: random.Random) -> None:

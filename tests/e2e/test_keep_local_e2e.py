@@ -4,20 +4,13 @@ newest, a staged one and a planted symlink stay; each deletion is an event."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from tests.e2e.gc_helpers import GcDaemon, gc_daemons
+from tests.e2e.gc_helpers import GcDaemon
 from tests.e2e.harness import Watch, events_of, tags, versions_of, wait_for
 
 ART = "team/model"
-
-
-@pytest.fixture
-def gc_daemon(short_tmp: Path) -> Iterator[Callable[..., GcDaemon]]:
-    yield from gc_daemons(short_tmp)
 
 
 def test_keep_local_deletes_old_pushed_checkpoints_only(

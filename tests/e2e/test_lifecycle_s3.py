@@ -14,16 +14,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 
 from cpvd.registry.dvcfiles import parse_pointer, pointer_file
 from cpvd.storage.base import object_key
-from tests.e2e.gc_helpers import GcDaemon, gc_daemons
+from tests.e2e.gc_helpers import GcDaemon
 from tests.e2e.harness import Watch, cpvctl, git, wait_for
 from tests.e2e.lifecycle_scenario import (
     ARTIFACT,
@@ -38,11 +37,6 @@ from tests.e2e.lifecycle_scenario import (
 
 PREFIX = "ck"
 DVC = Path(sys.executable).with_name("dvc")
-
-
-@pytest.fixture
-def gc_daemon(short_tmp: Path) -> Iterator[Callable[..., GcDaemon]]:
-    yield from gc_daemons(short_tmp)
 
 
 def bucket_keys(endpoint: str, bucket: str) -> set[str]:

@@ -9,21 +9,16 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from cpvctl.errors import Conflict, NotFound
-from tests.e2e.gc_helpers import GcDaemon, gc_daemons
+from tests.e2e.gc_helpers import GcDaemon
 from tests.e2e.harness import Watch, cpvctl, tags, wait_for
 
 ART = "team/pr"
-
-
-@pytest.fixture
-def gc_daemon(short_tmp: Path) -> Iterator[Callable[..., GcDaemon]]:
-    yield from gc_daemons(short_tmp)
 
 
 def _pruned(d: GcDaemon) -> list[str]:
