@@ -81,7 +81,9 @@ def run_git(
     the message carries git's own stderr so the user sees what git said, with any
     ``user:token@`` in a URL masked (git echoes remote URLs in its errors).
     """
-    argv = ["git", *args]
+    # git's own "maintenance run --auto" after every commit and fetch is one more process
+    # per version, waited for; cpvd runs it itself, once every MAINTAIN_EVERY commits
+    argv = ["git", "-c", "maintenance.auto=false", *args]
     try:
         proc = subprocess.run(
             argv,

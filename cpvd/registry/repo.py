@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 BRANCH = "main"
 REMOTE = "origin"
+#: commits between two ``git maintenance run --auto`` (git's own after every commit is off)
+MAINTAIN_EVERY = 100
 
 #: reasons git gives when the remote moved on meanwhile (another machine pushed): fetch,
 #: replay, retry. Any other refusal (a hook, a protected branch) would refuse a replay too.
@@ -113,6 +115,7 @@ class RegistryRepo:
         self.backups: Path | None = None
         self._written: list[str] | None = None  # paths written inside :meth:`unchanged_on_failure`
         self._head_checked = False  # see cpvd.registry.remote_head
+        self._commits = 0  # made by this process: every MAINTAIN_EVERY, a maintenance run
 
     # -- git plumbing -------------------------------------------------------------------
     def git(self, *args: str, check: bool = True, input: bytes | None = None) -> str:
@@ -289,7 +292,15 @@ class RegistryRepo:
         m = _COMMIT_SUMMARY.match(proc.stdout)
         head = m.group(1).decode() if m else self.head()
         assert head
+        self._commits += 1
+        if self._commits % MAINTAIN_EVERY == 0:
+            self.maintain()
         return head
+
+    def maintain(self) -> None:
+        """``git maintenance run --auto``: packs loose objects once there are enough
+        (``gc.auto``, 6700 by default; it detaches to do so). Best effort."""
+        run_git(["maintenance", "run", "--auto", "--quiet"], self.path, check=False)
 
     def find_job_commit(self, job_id: str) -> str | None:
         """The newest commit whose ``Cpv-Job`` trailer is ``job_id`` on the current branch.
