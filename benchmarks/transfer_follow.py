@@ -74,7 +74,7 @@ else:
         for k, block in enumerate(chunks()):  # one record per 8 MiB "tensor"
             z.writestr(f"archive/data/{k}", block)
     out.close()
-print(time.monotonic(), flush=True)
+print(time.time(), time.monotonic(), flush=True)
 """
 
 
@@ -122,8 +122,11 @@ class Ctx:
         empty_bucket(self.s3, self.bucket)
 
 
-def writer_route(c: Ctx, kind: str, i: int | str, body: Path | None = None) -> tuple[float, Path]:
-    """One in-watch writer; returns (last act -> tag seconds, the file written)."""
+def writer_route(
+    c: Ctx, kind: str, i: int | str, body: Path | None = None
+) -> tuple[float, Path, float]:
+    """One in-watch writer; returns (last act -> tag seconds, the file written, last act ->
+    job queued seconds: what the daemon spent before the upload could start)."""
     artifact = "bench/tmp-rename" if kind == "tmp" else "bench/in-place"
     name = f"x-{i}.safetensors" if kind == "tmp" else f"epoch-{i}.pt"
     dest = c.gdir / ("watch-w" if kind == "tmp" else "watch-z") / name
@@ -132,8 +135,20 @@ def writer_route(c: Ctx, kind: str, i: int | str, body: Path | None = None) -> t
     if kind == "tmp":
         argv.append(safetensors_head((body or c.body).stat().st_size).hex())
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600)
-    last_act = float(out.stdout.split()[-1])
-    return c.wait_tag(artifact, before) - last_act, dest
+    wall, last_act = (float(x) for x in out.stdout.split()[-2:])
+    took = c.wait_tag(artifact, before) - last_act
+    return took, dest, queued_at(c, artifact, dest, wall) - wall
+
+
+def queued_at(c: Ctx, artifact: str, path: Path, since: float) -> float:
+    """The daemon's clock when it queued the job for ``path`` (its ``queued`` event)."""
+    events = c.daemon.client().recent_events(since=since - 1, count=200)["events"]
+    for e in events:
+        data = e.get("data") or {}
+        if e["type"] == "queued" and data.get("artifact") == artifact \
+                and data.get("path") == str(path):  # fmt: skip
+            return float(e["time"])
+    raise RuntimeError(f"no queued event for {path}")
 
 
 def renamed_in_route(c: Ctx, i: int) -> float:
@@ -202,6 +217,8 @@ def measure(c: Ctx) -> None:
     label = f"{c.size // MIB} MiB"
     fa = c.fig(f"(a) {label} safetensors written as .tmp in the watch, renamed: rename → tag")
     fb = c.fig(f"(b) {label} torch-style zip written in place, closed once: close → tag")
+    qa = c.fig("(a) of which rename → job queued (the rest of the copy and md5, the compare)")
+    qb = c.fig("(b) of which close → job queued (the rest of the copy and md5, the compare)")
     fc = c.fig(f"(c) {label} renamed in from outside: rename → tag minus the quiet period",
                note=f"quiet period {RENAMED_SETTLE:g} s")  # fmt: skip
     ra = c.fig("raw boto3 upload_file of (a)'s file (default TransferConfig)")
@@ -210,11 +227,12 @@ def measure(c: Ctx) -> None:
     rc = c.fig("raw boto3 upload_file of (c)'s file (default TransferConfig)")
     both = c.fig("md5 + raw upload of (c)'s file, one after the other")
     for i in range(c.b.plan.runs):
-        for kind, fig, raw in (("tmp", fa, ra), ("zip", fb, rb)):
+        for kind, fig, raw, queued in (("tmp", fa, ra, qa), ("zip", fb, rb, qb)):
             c.mutate()
-            took, path = writer_route(c, kind, i)
+            took, path, to_queue = writer_route(c, kind, i)
             c.after()
             fig.samples.append(took)
+            queued.samples.append(to_queue)
             raw.samples.append(c.raw(path))
             empty_bucket(c.s3, c.bucket)
             path.unlink()
