@@ -16,7 +16,7 @@ import stat
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 from urllib.parse import quote, urlencode
 
 from cpvctl import errors
@@ -46,8 +46,10 @@ from cpvctl.protocol import (
     validate_name,
     validate_stage,
 )
-from cpvctl.pull import PullResult, pull
 from cpvctl.transport import Json, PathArg, PullOptions
+
+if TYPE_CHECKING:
+    from cpvctl.pull import PullResult
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 
@@ -497,6 +499,8 @@ class Client:
             r, out_dir = reference(ref), version_or_dir
         else:  # pull(NAME, VERSION, DIR)
             r = reference(ref, None if version_or_dir is None else os.fspath(version_or_dir))
+        from cpvctl.pull import pull  # here: hashlib, the sink's threads; most calls never pull
+
         return pull(self, r, out_dir, **options)
 
     def revert(
