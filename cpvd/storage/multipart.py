@@ -16,6 +16,7 @@ outage keeps it journalled for the next attempt to resume.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -110,6 +111,7 @@ class _Run:
         try:
             self._report(len_of(self.parts, done))
             done.update(self._send([p for p in self.parts if p.number not in done]))
+            _forget_cached(self.fd, 0, 0)  # to the end of the file
             self._complete(done)
         except BaseException as exc:
             self._after_failure(exc)
@@ -222,6 +224,7 @@ class _Run:
                     PartNumber=part.number, Body=body, ContentLength=part.length,
                     ChecksumAlgorithm="CRC32",
                 )  # fmt: skip
+                _forget_cached(self.fd, part.offset, part.length)
                 return completed_part(part.number, answer)
             except _BOTO_ERRORS as exc:
                 self._report(-body.sent)
@@ -300,6 +303,16 @@ class _Run:
 
 class _Stopped(Exception):
     """Raised in a part's read once another part failed: stop sending it."""
+
+
+def _forget_cached(fd: int, offset: int, length: int) -> None:
+    """Drop sent bytes from the page cache: the file is cpvd's own snapshot copy, read once
+    for the upload, and its GiBs would otherwise push out what the trainer reads (its
+    dataset). A resume reads a part from disk again. Best effort, Linux only: pages that
+    readahead brings back meanwhile go with the whole-file drop once the upload is done."""
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def len_of(parts: list[Part], done: dict[int, Any]) -> int:
