@@ -122,6 +122,17 @@ class Ctx:
         empty_bucket(self.s3, self.bucket)
 
 
+def run_writer(kind: str, body: Path, dest: Path) -> tuple[float, float]:
+    """Run the writer process (``kind`` "tmp" or "zip") from ``body`` to ``dest``; its last
+    act's (wall clock, monotonic clock)."""
+    argv = [sys.executable, "-c", WRITER, kind, str(body), str(dest)]
+    if kind == "tmp":
+        argv.append(safetensors_head(body.stat().st_size).hex())
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600)
+    wall, mono = (float(x) for x in out.stdout.split()[-2:])
+    return wall, mono
+
+
 def writer_route(
     c: Ctx, kind: str, i: int | str, body: Path | None = None
 ) -> tuple[float, Path, float]:
@@ -131,11 +142,7 @@ def writer_route(
     name = f"x-{i}.safetensors" if kind == "tmp" else f"epoch-{i}.pt"
     dest = c.gdir / ("watch-w" if kind == "tmp" else "watch-z") / name
     before = len(remote_tags(c.remote, artifact + "@"))
-    argv = [sys.executable, "-c", WRITER, kind, str(body or c.body), str(dest)]
-    if kind == "tmp":
-        argv.append(safetensors_head((body or c.body).stat().st_size).hex())
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600)
-    wall, last_act = (float(x) for x in out.stdout.split()[-2:])
+    wall, last_act = run_writer(kind, body or c.body, dest)
     took = c.wait_tag(artifact, before) - last_act
     return took, dest, queued_at(c, artifact, dest, wall) - wall
 
@@ -149,11 +156,7 @@ def written_then_raw(c: Ctx, kind: str, i: int | str) -> float:
     compare the daemon to an easier case. Both are reported."""
     name = f"raw-{i}.safetensors" if kind == "tmp" else f"raw-{i}.pt"
     dest = c.gdir / "staging" / name
-    argv = [sys.executable, "-c", WRITER, kind, str(c.body), str(dest)]
-    if kind == "tmp":
-        argv.append(safetensors_head(c.body.stat().st_size).hex())
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600)
-    last_act = float(out.stdout.split()[-1])
+    _, last_act = run_writer(kind, c.body, dest)
     c.s3.upload_file(str(dest), c.bucket, f"raw/{uuid.uuid4().hex}")
     took = time.monotonic() - last_act
     dest.unlink()
